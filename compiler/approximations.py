@@ -1,0 +1,369 @@
+"""MPC-friendly approximations of the transformer's heavy operators, as plain float JAX.
+
+Every function here uses only primitives a secret-sharing backend evaluates cheaply: add, sub,
+neg, mul, positive integer powers, dot products, comparisons, `where`/select, max/min,
+reduce_sum/reduce_max, broadcast/reshape, and multiplication/division by Python constants. No
+exp/log/erf/tanh/sqrt/rsqrt and no division by an array. Measured max errors are in
+docs/approximations.md (and re-checked by tests/test_approximations.py).
+
+Range normalisation without bit decomposition: a value x in [2^lo, 2^hi) lies in exactly one
+octave [2^k, 2^(k+1)); the comparison bits c_k = [x >= 2^k] (all computed in parallel, one
+comparison round) make every function of the octave index a *public linear combination* of the
+bits, e.g. 2^-k = 2^-lo - sum_k c_k 2^-k. So the normalised value x * 2^-k lies in [1, 2) at the
+price of the comparisons and one multiplication, for any x in the stated range.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks.
+
+
+def _bit(cond):
+    """A comparison as a 0/1 float (a select between public constants: cheap in MPC)."""
+    return jnp.where(cond, 1.0, 0.0).astype(jnp.result_type(float))
+
+
+def _octave_scale(x, lo: int, hi: int, base: float = 2.0):
+    """(s, k-weights) helper: returns s(x) = base^-k for x in [base^k, base^(k+1)), k in [lo, hi).
+
+    Built as base^-lo + sum_{k=lo+1}^{hi-1} [x >= base^k] (base^-k - base^-(k-1)): parallel
+    comparisons and a public linear combination. Below base^lo the scale is base^-lo; at or
+    above base^hi it is base^-(hi-1).
+    """
+    s = jnp.full_like(x, base ** (-lo))
+    for k in range(lo + 1, hi):
+        s = s + _bit(x >= base ** k) * (base ** (-k) - base ** (-(k - 1)))
+    return s
+
+
+def _octave_scales(x, lo: int, hi: int, weights_a, weights_b):
+    """Two functions of the same octave index from one set of comparisons (see _octave_scale)."""
+    a = jnp.full_like(x, weights_a(lo))
+    b = jnp.full_like(x, weights_b(lo))
+    for k in range(lo + 1, hi):
+        c = _bit(x >= 4.0 ** k)
+        a = a + c * (weights_a(k) - weights_a(k - 1))
+        b = b + c * (weights_b(k) - weights_b(k - 1))
+    return a, b
+
+
+def relu(x):
+    """max(x, 0): one comparison and one multiplication in MPC."""
+    return jnp.maximum(x, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# exp
+
+
+def exp_limit(x, iters: int = 8, cutoff: float | None = None):
+    """exp(x) ~ (1 + x / 2^n)^(2^n), n = `iters` squarings (CrypTen's and SPU's default method).
+
+    Range: accurate for moderate |x| (abs. error <~ e^x x^2 / 2^(n+1)); for x < -2^n the base
+    goes negative and the result is garbage, hence `cutoff`: exp(x) = 0 for x < cutoff (PUMA uses
+    -14). Source: CrypTen `exp` (n = 8), SPU `fxp_exp_iters`.
+    """
+    y = 1.0 + x * (1.0 / 2 ** iters)
+    for _ in range(iters):
+        y = y * y
+    if cutoff is not None:
+        y = jnp.where(x < cutoff, 0.0, y)
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Reciprocal
+
+
+def reciprocal_goldschmidt(x, iters: int = 3, lo: int = -12, hi: int = 20):
+    """1/x for x > 0 in [2^lo, 2^hi): octave normalisation, linear guess, Goldschmidt steps.
+
+    c = x 2^-k in [1, 2); r0 = 1.4571 - 0.5 c (SPU's 2.9142 - 2c rescaled to [1, 2); relative
+    error <= 0.086); then r <- r (1 + e), e <- e^2 with e0 = 1 - c r0 (both products in one
+    round); 3 iterations give ~1e-8 relative error. Result r 2^-k. Range-independent within
+    [2^lo, 2^hi) (lo/hi cost one comparison each). Source: SPU `reciprocal` (Goldschmidt with
+    highest-bit normalisation), here with comparisons instead of a bit decomposition.
+    """
+    s = _octave_scale(x, lo, hi)
+    c = x * s
+    r = 1.4571 - 0.5 * c
+    e = 1.0 - c * r
+    for _ in range(iters):
+        r = r * (1.0 + e)
+        e = e * e
+    return r * s
+
+
+def reciprocal_newton(x, iters: int = 10, exp_iters: int = 8):
+    """1/x by Newton y <- y (2 - x y) from CrypTen's guess y0 = 3 exp(1 - 2x) + 0.003.
+
+    Range: about [1, 100] (the guess decays too fast beyond; CrypTen issue #224 reports failures
+    outside about [-500, 500]). Source: CrypTen `reciprocal` (10 iterations).
+    """
+    y = 3.0 * exp_limit(1.0 - 2.0 * x, exp_iters) + 0.003
+    for _ in range(iters):
+        y = y * (2.0 - x * y)
+    return y
+
+
+RECIPROCALS: dict[str, Callable] = {
+    "goldschmidt": reciprocal_goldschmidt,
+    "newton": reciprocal_newton,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inverse square root
+
+
+def rsqrt_newton(x, iters: int = 3, lo: int = -8, hi: int = 10):
+    """1/sqrt(x) for x > 0 in [4^lo, 4^hi): base-4 octave normalisation, linear guess, Newton.
+
+    c = x 4^-k in [1, 4); y0 = 1.1412 - 0.1535 c... (least-squares line, relative error <= 0.12);
+    Newton y <- y (3 - c y^2) / 2 (3 iterations: ~1e-7 relative); result y 2^-k. One set of
+    parallel comparisons gives both 4^-k and 2^-k as public linear combinations. LayerNorm
+    variances range widely, hence the normalisation. Source: Newton iteration as in CrypTen
+    `inv_sqrt`; normalisation idea from SPU `rsqrt`.
+    """
+    s4, s2 = _octave_scales(x, lo, hi, lambda k: 4.0 ** (-k), lambda k: 2.0 ** (-k))
+    c = x * s4
+    y = _RSQRT_A + _RSQRT_B * c
+    for _ in range(iters):
+        y = y * (3.0 - c * y * y) * 0.5
+    return y * s2
+
+
+def rsqrt_crypten(x, iters: int = 3, exp_iters: int = 8):
+    """1/sqrt(x) by Newton from CrypTen's guess y0 = 2.2 exp(-(x/2 + 0.2)) + 0.2 - x/1024.
+
+    Range: about [0.1, 200]; diverges for large x. Source: CrypTen `inv_sqrt` (3 iterations).
+    """
+    y = 2.2 * exp_limit(-(x * 0.5 + 0.2), exp_iters) + 0.2 - x * (1.0 / 1024)
+    for _ in range(iters):
+        y = y * (3.0 - x * y * y) * 0.5
+    return y
+
+
+def _fit_rsqrt_line() -> tuple[float, float]:
+    """Least-squares line through 1/sqrt(c) on [1, 4] in relative error (fitted at import)."""
+    c = np.linspace(1.0, 4.0, 1001)
+    w = np.sqrt(c)  # relative error weighting: minimise (a + b c) sqrt(c) - 1
+    A = np.stack([w, c * w], axis=1)
+    a, b = np.linalg.lstsq(A, np.ones_like(c), rcond=None)[0]
+    return float(a), float(b)
+
+
+_RSQRT_A, _RSQRT_B = _fit_rsqrt_line()
+
+RSQRTS: dict[str, Callable] = {"newton": rsqrt_newton, "crypten": rsqrt_crypten}
+
+
+# ---------------------------------------------------------------------------------------------
+# logistic, tanh, erf
+
+
+def logistic_exp(x, exp_iters: int = 8, recip_iters: int = 3):
+    """sigmoid(x) = 1 / (1 + exp(-|x|)) for x >= 0, 1 - that for x < 0.
+
+    exp(-|x|) lies in (0, 1] (limit method, cut off at -14 where it is < 1e-6), so 1 + exp(-|x|)
+    lies in [1, 2] and its reciprocal needs no normalisation: Goldschmidt from 1.4571 - 0.5 c.
+    Range: all reals. Source: CrypTen `sigmoid` (through exp and reciprocal); symmetry trick ours.
+    """
+    pos = x >= 0
+    a = jnp.where(pos, x, -x)
+    d = 1.0 + exp_limit(-a, exp_iters, cutoff=-14.0)
+    r = 1.4571 - 0.5 * d
+    e = 1.0 - d * r
+    for _ in range(recip_iters):
+        r = r * (1.0 + e)
+        e = e * e
+    return jnp.where(pos, r, 1.0 - r)
+
+
+def tanh_logistic(x, exp_iters: int = 8, recip_iters: int = 3):
+    """tanh(x) = 2 sigmoid(2x) - 1 with `logistic_exp`. Range: all reals."""
+    return 2.0 * logistic_exp(2.0 * x, exp_iters, recip_iters) - 1.0
+
+
+def _chebyshev_odd_fit(f: Callable, bound: float, degree: int) -> np.ndarray:
+    """Odd Chebyshev coefficients of f(bound u), u in [-1, 1], least squares at 4000 nodes."""
+    from numpy.polynomial import chebyshev as C
+    n = 4000
+    u = np.cos(np.pi * (np.arange(n) + 0.5) / n)
+    coef = C.chebfit(u, f(bound * u), degree)
+    coef[0::2] = 0.0
+    return coef
+
+
+def _chebyshev_eval(u, coef: np.ndarray):
+    """sum_k coef_k T_k(u) with T_(m+n) = 2 T_m T_n - T_(|m-n|): depth ~log2(degree) products."""
+    T: dict[int, object] = {0: None, 1: u}
+    for k in range(2, len(coef)):
+        m = 1 << (k.bit_length() - 1)
+        if m == k:
+            T[k] = 2.0 * T[k // 2] * T[k // 2] - 1.0
+        else:
+            n = k - m
+            low = T[m - n] if m - n > 0 else 1.0
+            T[k] = 2.0 * T[m] * T[n] - low
+    out = 0.0
+    for k, ck in enumerate(coef):
+        if ck != 0.0 and k > 0:
+            out = out + float(ck) * T[k]
+    if coef[0] != 0.0:
+        out = out + float(coef[0])
+    return out
+
+
+def _erf_np(x):
+    return np.vectorize(math.erf)(x)
+
+
+ERF_BOUND = 3.5
+
+
+@functools.lru_cache(maxsize=None)
+def _erf_coef(degree: int) -> tuple:
+    return tuple(_chebyshev_odd_fit(_erf_np, ERF_BOUND, degree))
+
+
+def erf_poly(x, degree: int = 17):
+    """erf(x): odd Chebyshev least-squares polynomial of `degree` on [-3.5, 3.5], +-1 outside.
+
+    The fit is computed at import/first use (numpy, deterministic); evaluated in the Chebyshev
+    basis (values stay in [-1, 1], kind to fixed point). Range: all reals (clamped; erf(3.5) =
+    1 - 7e-7). Source: ours (SPU uses an Abramowitz-Stegun form with a reciprocal instead).
+    """
+    u = jnp.clip(x * (1.0 / ERF_BOUND), -1.0, 1.0)
+    return _chebyshev_eval(u, np.asarray(_erf_coef(degree)))
+
+
+def erfc_poly(x, degree: int = 17):
+    """erfc(x) = 1 - erf(x) with `erf_poly`."""
+    return 1.0 - erf_poly(x, degree)
+
+
+# ---------------------------------------------------------------------------------------------
+# GeLU
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_SQRT2_PI = math.sqrt(2.0 / math.pi)
+
+
+def gelu_quad(x):
+    """MPCFormer's Quad: 0.125 x^2 + 0.25 x + 0.5. Not close to GeLU: needs distillation.
+
+    Range: all reals (as a replacement, not an approximation). Source: MPCFormer (ICLR 2023).
+    """
+    return 0.125 * x * x + 0.25 * x + 0.5
+
+
+def gelu_relu(x):
+    """ReLU as GeLU's replacement (seed paper's reading; MPCFormer's ablation)."""
+    return relu(x)
+
+
+PUMA_F0 = (-0.5054031199708174, -0.42226581151983866, -0.11807612951181953,
+           -0.011034134030615728)
+PUMA_F1 = (0.008526321541038084, 0.5, 0.3603292692789629, 0.0, -0.037688200365904236, 0.0,
+           0.0018067462606141187)
+
+
+def gelu_puma(x):
+    """PUMA's piecewise GeLU: 0 (x < -4), F0 cubic on [-4, -1.95), F1 degree 6 on [-1.95, 3],
+    x (x > 3). Coefficients (low to high degree) as in SecretFlow SPU's PUMA example `hack_gelu`
+    (PUMA, arXiv 2307.12533). Three comparisons, powers x^2, x^3, x^4 = (x^2)^2, x^6 = (x^3)^2.
+    """
+    b0 = x < -4.0
+    b1 = x < -1.95
+    b2 = x > 3.0
+    x2 = x * x
+    x3 = x * x2
+    x4 = x2 * x2
+    x6 = x3 * x3
+    f0 = PUMA_F0[0] + PUMA_F0[1] * x + PUMA_F0[2] * x2 + PUMA_F0[3] * x3
+    f1 = PUMA_F1[0] + PUMA_F1[1] * x + PUMA_F1[2] * x2 + PUMA_F1[4] * x4 + PUMA_F1[6] * x6
+    return jnp.where(b2, x, jnp.where(b1, jnp.where(b0, 0.0, f0), f1))
+
+
+def gelu_erf(x, erf_degree: int = 17):
+    """0.5 x (1 + erf(x / sqrt 2)) with `erf_poly` (high-accuracy; the `exact` policy)."""
+    return 0.5 * x * (1.0 + erf_poly(x * _SQRT1_2, erf_degree))
+
+
+def gelu_tanh(x, exp_iters: int = 8, recip_iters: int = 3):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with `tanh_logistic` (GPT-2's gelu_new).
+
+    Since 1 + tanh(z) = 2 sigmoid(2z), this is x sigmoid(2z): one sigmoid, no extra steps.
+    """
+    z = _SQRT2_PI * (x + 0.044715 * x * x * x)
+    return x * logistic_exp(2.0 * z, exp_iters, recip_iters)
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax (over `axis`, with an optional boolean mask `where`: masked entries are exactly 0 and
+# do not enter the sum). `recip` is the reciprocal used for the one division per row.
+
+
+def _masked(y, where):
+    return y if where is None else jnp.where(where, y, 0.0)
+
+
+def _normalise(num, axis: int, recip: Callable, eps: float):
+    den = jnp.sum(num, axis=axis, keepdims=True) + eps
+    return num * recip(den)
+
+
+def softmax_2quad(x, where=None, axis: int = -1, c: float = 5.0, eps: float = 1e-3,
+                  recip: Callable = reciprocal_goldschmidt):
+    """MPCFormer's 2Quad: (x + c)^2 / sum (x + c)^2, c = 5; masked entries 0 before the sum.
+
+    Range: all reals (a replacement; needs distillation). Source: MPCFormer (ICLR 2023).
+    """
+    q = x + c
+    return _normalise(_masked(q * q, where), axis, recip, eps)
+
+
+def softmax_relu(x, where=None, axis: int = -1, eps: float = 1e-3,
+                 recip: Callable = reciprocal_goldschmidt):
+    """ReLU softmax: relu(x) / (sum relu(x) + eps) ("ReLU attention" papers)."""
+    return _normalise(_masked(relu(x), where), axis, recip, eps)
+
+
+def _masked_max(x, where, axis: int):
+    if where is not None:
+        x = jnp.where(where, x, -1e4)  # a public large negative: below any real logit
+    return jnp.max(x, axis=axis, keepdims=True)
+
+
+def softmax_puma(x, where=None, axis: int = -1, exp_iters: int = 8, cutoff: float = -14.0,
+                 eps: float = 0.0, recip: Callable = reciprocal_goldschmidt):
+    """PUMA: z = x - max(x); exp(z) by the limit method, 0 for z < -14; divide by the row sum.
+
+    Range: all reals (z <= 0). Source: PUMA (arXiv 2307.12533) Sec. 4; SPU's exp iterations.
+    """
+    z = x - _masked_max(x, where, axis)
+    return _normalise(_masked(exp_limit(z, exp_iters, cutoff), where), axis, recip, eps)
+
+
+def softmax_exact(x, where=None, axis: int = -1, exp_iters: int = 8, cutoff: float = -14.0,
+                  eps: float = 0.0, recip: Callable = reciprocal_goldschmidt):
+    """High-accuracy softmax: max-subtracted limit exp with cut-off, normalised reciprocal.
+
+    The row sum is >= 1 (the max entry contributes exp(0) = 1), so any reciprocal range starting
+    at 1 suffices. Same algorithm as PUMA's; kept separate so `exact` may be tuned alone.
+    """
+    return softmax_puma(x, where, axis, exp_iters, cutoff, eps, recip)
+
+
+GELUS: dict[str, Callable] = {"quad": gelu_quad, "relu": gelu_relu, "puma": gelu_puma,
+                              "exact": gelu_erf}
+SOFTMAXES: dict[str, Callable] = {"2quad": softmax_2quad, "relu": softmax_relu,
+                                  "puma": softmax_puma, "exact": softmax_exact}

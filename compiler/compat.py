@@ -1,0 +1,124 @@
+"""Every private or `jax.extend` use of the compiler lives here (tested with jax 0.10.2).
+
+Why one module: JAX's internals (jaxpr types, source-info and name-stack contexts) move between
+releases. Keeping them behind a few short wrappers means a JAX upgrade touches this file only.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import jax
+from jax.extend import core as _xcore
+from jax.extend import source_info_util as _siu
+from jax._src import source_info_util as _siu_private  # user_frames: not re-exported
+
+ClosedJaxpr = _xcore.ClosedJaxpr
+Jaxpr = _xcore.Jaxpr
+JaxprEqn = _xcore.JaxprEqn
+Literal = _xcore.Literal
+Var = _xcore.Var
+DropVar = _xcore.DropVar
+Primitive = _xcore.Primitive
+NameStack = _siu.NameStack
+SourceInfo = _siu.SourceInfo
+new_jaxpr_eqn = _xcore.new_jaxpr_eqn
+
+# Primitives whose sub-jaxpr is a plain function call: inlining them changes nothing but the
+# jaxpr's shape. `pjit` was renamed `jit` in recent JAX; both are listed.
+CALL_PRIMITIVES = frozenset({
+    "jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
+    "custom_vjp_call_jaxpr", "remat", "remat2", "checkpoint",
+})
+
+
+def is_literal(x: Any) -> bool:
+    return isinstance(x, Literal)
+
+
+def is_var(x: Any) -> bool:
+    return isinstance(x, Var) and not isinstance(x, DropVar)
+
+
+def literal_value(x: Any):
+    """The Python/numpy value of a jaxpr Literal."""
+    return x.val
+
+
+def sub_jaxpr(eqn) -> tuple[Jaxpr, list]:
+    """(jaxpr, consts) of a call-like equation; `remat` carries an open Jaxpr, the others closed."""
+    p = eqn.params
+    sub = p.get("jaxpr", p.get("call_jaxpr", p.get("fun_jaxpr")))
+    if sub is None:
+        raise KeyError(f"{eqn.primitive.name}: no sub-jaxpr in params {sorted(p)}")
+    if isinstance(sub, ClosedJaxpr):
+        return sub.jaxpr, list(sub.consts)
+    return sub, []
+
+
+def name_stack_of(eqn) -> NameStack:
+    return eqn.source_info.name_stack
+
+
+def traceback_of(eqn):
+    return eqn.source_info.traceback
+
+
+def empty_name_stack() -> NameStack:
+    return _siu.new_name_stack()
+
+
+def join_name_stacks(outer: NameStack, inner: NameStack) -> NameStack:
+    """The outer (call site) stack as a prefix of the inner equation's stack."""
+    return outer + inner
+
+
+def extend_name_stack(stack: NameStack, name: str) -> NameStack:
+    return stack.extend(name)
+
+
+@contextlib.contextmanager
+def user_context(traceback, name_stack: NameStack) -> Iterator[None]:
+    """Equations bound inside get this traceback and exactly this name stack."""
+    with _siu.user_context(traceback, name_stack=name_stack):
+        yield
+
+
+def bind(eqn, invals: list, params: dict | None = None) -> list:
+    """Bind an equation's primitive on new values; always returns a list of outputs."""
+    params = eqn.params if params is None else params
+    out = eqn.primitive.bind(*invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+_SKIP_PARTS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep,
+               os.path.dirname(os.path.abspath(__file__)) + os.sep)
+
+
+def user_frame(eqn) -> tuple[str, int] | None:
+    """(file, line) of the innermost frame of the user's code (not JAX, Flax, stdlib or us)."""
+    tb = traceback_of(eqn)
+    if tb is None:
+        return None
+    for frame in _siu_private.user_frames(tb):
+        if not any(part in frame.file_name for part in _SKIP_PARTS):
+            return frame.file_name, frame.start_line
+    first = _siu_private.user_frame(tb)
+    return (first.file_name, first.start_line) if first is not None else None
+
+
+def shape_dtype_of(aval) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=getattr(aval, "weak_type", False))
+
+
+def dce(closed) -> ClosedJaxpr:
+    """Dead-code elimination keeping every input: unused equations (left behind by a rewrite)
+    would otherwise still be lowered and paid for."""
+    from jax._src.interpreters import partial_eval as pe
+    jaxpr = closed.jaxpr
+    n_consts, n_in = len(jaxpr.constvars), len(jaxpr.invars)
+    new, used_consts, _ = pe.dce_jaxpr_consts(
+        jaxpr, [True] * len(jaxpr.outvars), [False] * n_consts + [True] * n_in)
+    consts = [c for c, u in zip(closed.consts, used_consts) if u]
+    return ClosedJaxpr(new, consts)

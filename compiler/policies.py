@@ -1,0 +1,174 @@
+"""Rewrite policies: which approximation replaces each heavy operator class, and its parameters.
+
+A field set to `None` means "leave that operator alone" (the lowering then sees the original
+primitive, and refuses it if it has no protocol). The defaults of `Policy()` are the `exact`
+policy's choices, so every default is visible in one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping
+
+from . import approximations as A
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """One approximation name per operator class, plus the parameters they use.
+
+    Operator classes: `gelu` (quad | relu | puma | exact), `softmax` (2quad | relu | puma |
+    exact), `exp` (limit), `reciprocal` (goldschmidt | newton), `rsqrt` (newton | crypten),
+    `tanh` (logistic), `logistic` (exp), `erf` (poly). `reciprocal` also serves the division
+    inside every softmax; `exp` applies to a standalone `exp` only (softmax has its own).
+    """
+    name: str = "custom"
+    gelu: str | None = "exact"
+    softmax: str | None = "exact"
+    exp: str | None = "limit"
+    reciprocal: str | None = "goldschmidt"
+    rsqrt: str | None = "newton"
+    tanh: str | None = "logistic"
+    logistic: str | None = "exp"
+    erf: str | None = "poly"
+    # parameters
+    quad_c: float = 5.0             # 2Quad softmax shift c in (x + c)^2 (MPCFormer: 5)
+    softmax_eps: float = 1e-3       # added to the row sum of 2quad/relu softmax (empty rows)
+    exp_iters: int = 8              # limit exp: (1 + x / 2^n)^(2^n), n squarings
+    exp_cutoff: float = -14.0       # exp(x) = 0 below this (softmax and standalone exp)
+    recip_iters: int = 3            # Goldschmidt iterations (newton: use 10)
+    recip_range: tuple[int, int] = (-12, 20)   # exponents [lo, hi): 1/x valid on [2^lo, 2^hi)
+    rsqrt_iters: int = 3            # Newton iterations for 1/sqrt
+    rsqrt_range: tuple[int, int] = (-8, 10)    # exponents [lo, hi): valid on [4^lo, 4^hi)
+    erf_degree: int = 21            # odd Chebyshev degree of erf on [-3.5, 3.5]
+
+    def __post_init__(self):
+        object.__setattr__(self, "recip_range", tuple(self.recip_range))
+        object.__setattr__(self, "rsqrt_range", tuple(self.rsqrt_range))
+        for field, table in _CHOICES.items():
+            value = getattr(self, field)
+            if value is not None and value not in table:
+                raise ValueError(f"policy {self.name!r}: {field}={value!r} is not one of "
+                                 f"{sorted(table)} (or None to leave {field} alone)")
+
+    # -- the approximations, bound to this policy's parameters -------------------------------
+    def reciprocal_fn(self):
+        """The reciprocal used for divisions and softmax rows (goldschmidt if unset)."""
+        method = self.reciprocal or "goldschmidt"
+        if method == "goldschmidt":
+            lo, hi = self.recip_range
+            return lambda x: A.reciprocal_goldschmidt(x, self.recip_iters, lo, hi)
+        return lambda x: A.reciprocal_newton(x, self.recip_iters, self.exp_iters)
+
+    def rsqrt_fn(self):
+        if self.rsqrt == "crypten":
+            return lambda x: A.rsqrt_crypten(x, self.rsqrt_iters, self.exp_iters)
+        lo, hi = self.rsqrt_range
+        return lambda x: A.rsqrt_newton(x, self.rsqrt_iters, lo, hi)
+
+    def exp_fn(self):
+        return lambda x: A.exp_limit(x, self.exp_iters, self.exp_cutoff)
+
+    def logistic_fn(self):
+        return lambda x: A.logistic_exp(x, self.exp_iters, self.recip_iters)
+
+    def tanh_fn(self):
+        return lambda x: A.tanh_logistic(x, self.exp_iters, self.recip_iters)
+
+    def erf_fn(self):
+        return lambda x: A.erf_poly(x, self.erf_degree)
+
+    def gelu_fn(self, form: str = "erf"):
+        """GeLU replacement; `exact` keeps the matched form (erf or tanh) with polynomial parts."""
+        if self.gelu == "exact":
+            if form == "tanh":
+                return lambda x: A.gelu_tanh(x, self.exp_iters, self.recip_iters)
+            return lambda x: A.gelu_erf(x, self.erf_degree)
+        return A.GELUS[self.gelu]
+
+    def softmax_fn(self):
+        """softmax(x, where, axis) with this policy's method and reciprocal."""
+        recip = self.reciprocal_fn()
+        m = self.softmax
+        if m == "2quad":
+            return lambda x, where, axis: A.softmax_2quad(x, where, axis, self.quad_c,
+                                                          self.softmax_eps, recip)
+        if m == "relu":
+            return lambda x, where, axis: A.softmax_relu(x, where, axis, self.softmax_eps, recip)
+        fn = A.SOFTMAXES[m]
+        return lambda x, where, axis: fn(x, where, axis, self.exp_iters, self.exp_cutoff, 0.0,
+                                         recip)
+
+
+_CHOICES: dict[str, Any] = {
+    "gelu": A.GELUS, "softmax": A.SOFTMAXES, "exp": {"limit"}, "reciprocal": A.RECIPROCALS,
+    "rsqrt": A.RSQRTS, "tanh": {"logistic"}, "logistic": {"exp"}, "erf": {"poly"},
+}
+
+EXACT = Policy(name="exact")
+"""High-accuracy approximations of every heavy operator (max errors in docs/approximations.md)."""
+
+MPCFORMER = Policy(name="mpcformer", gelu="quad", softmax="2quad", exp=None, tanh=None,
+                   logistic=None, erf=None)
+"""MPCFormer (ICLR 2023): Quad GeLU + 2Quad softmax; LayerNorm's rsqrt and divisions by secrets
+approximated (needed to run at all); other operators left alone."""
+
+PUMA = Policy(name="puma", gelu="puma", softmax="puma", exp=None, tanh=None, logistic=None,
+              erf=None)
+"""PUMA (arXiv 2307.12533): piecewise-polynomial GeLU, max-subtracted exp-with-cutoff softmax."""
+
+PAPER = Policy(name="paper", gelu="relu", softmax="2quad", exp=None, tanh=None, logistic=None,
+               erf=None)
+"""An INTERPRETATION of Liu & Liu, "LLMs Can Understand Encrypted Prompt" (arXiv 2305.18396),
+whose exact replacement formulas we could not read: following PUMA's description of this line of
+work, GeLU -> ReLU and softmax -> a quadratic-kernel attention (2Quad-style (x + c)^2 / sum),
+LayerNorm's rsqrt approximated; fine-tuning (distillation) recovers accuracy."""
+
+NAMED: dict[str, Policy] = {p.name: p for p in (EXACT, MPCFORMER, PUMA, PAPER)}
+
+
+def to_dict(policy: Policy) -> dict:
+    """A JSON-ready dict of every field (tuples as lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(policy).items()}
+
+
+def from_dict(d: Mapping[str, Any]) -> Policy:
+    """A Policy from a dict; unknown keys are refused, missing keys take the defaults.
+
+    A dict may name a base policy under "base" (e.g. {"base": "puma", "gelu": "relu"}).
+    """
+    d = dict(d)
+    base = d.pop("base", None)
+    fields = {f.name for f in dataclasses.fields(Policy)}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise ValueError(f"unknown policy field(s) {unknown}; valid fields: {sorted(fields)}")
+    start = to_dict(get(base)) if base is not None else {}
+    if base is not None and "name" not in d:
+        d["name"] = f"{start['name']}+custom"
+    start.update(d)
+    return Policy(**start)
+
+
+def get(spec: str | Policy | Mapping | os.PathLike) -> Policy:
+    """Policy from a name (exact | mpcformer | puma | paper), a Policy, a dict or a .json path."""
+    if isinstance(spec, Policy):
+        return spec
+    if isinstance(spec, Mapping):
+        return from_dict(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        s = os.fspath(spec)
+        if s in NAMED:
+            return NAMED[s]
+        if s.endswith(".json") and os.path.exists(s):
+            with open(s) as fh:
+                return from_dict(json.load(fh))
+        raise ValueError(f"unknown policy {s!r}: valid names are {sorted(NAMED)}, or a Policy, "
+                         f"a dict of Policy fields, or the path of an existing .json file")
+    raise TypeError(f"policy must be a name, Policy, dict or .json path, not {type(spec)}")
+
+
+__all__ = ["Policy", "get", "to_dict", "from_dict", "NAMED", "EXACT", "MPCFORMER", "PUMA",
+           "PAPER"]
