@@ -1,0 +1,89 @@
+"""Building blocks shared by the BERT and GPT-2 modules.
+
+Everything here is plain `jax.numpy` / `jax.nn`: the exact operators (erf GeLU, softmax,
+LayerNorm with `rsqrt`) are what the compiler's rewrite pass looks for and replaces, so the
+models must spell them the ordinary way and never approximate on their own.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# One registry for the activation names found in Hugging Face configs (`hidden_act`,
+# `activation_function`). "gelu" is the exact erf form BERT uses; "gelu_new" is GPT-2's tanh form.
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The activation function a Hugging Face config names, or a clear error."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unsupported activation {name!r}; supported: {sorted(ACTIVATIONS)}"
+        ) from None
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm written out (mean, variance, rsqrt) so a rewrite pass sees its equations.
+
+    Parameters are `scale` and `bias` (Flax names); the checkpoint converter maps `scale` to the
+    Hugging Face `weight`.
+    """
+
+    epsilon: float = 1e-12
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        var = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
+        return centered * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+def masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Softmax over the last axis, restricted to `mask` (True = may attend).
+
+    Masking uses `where=` instead of adding a large negative number: a huge constant does not
+    survive fixed-point arithmetic in MPC. A row with no allowed key falls back to attending all
+    keys (what Hugging Face's additive mask yields), so no row divides by zero.
+    """
+    if mask is None:
+        return jax.nn.softmax(scores, axis=-1)
+    mask = jnp.broadcast_to(mask, scores.shape)
+    mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
+    return jax.nn.softmax(scores, axis=-1, where=mask)
+
+
+def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    """[batch, seq, hidden] -> [batch, heads, seq, head_dim]."""
+    b, s, h = x.shape
+    return x.reshape(b, s, num_heads, h // num_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x: jax.Array) -> jax.Array:
+    """[batch, heads, seq, head_dim] -> [batch, seq, hidden]."""
+    b, n, s, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, s, n * d)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None):
+    """Scaled dot-product attention on split heads; returns (context, probabilities)."""
+    scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+    scores = jnp.einsum("bnqd,bnkd->bnqk", q, k) * scale
+    probs = masked_softmax(scores, mask)
+    return jnp.einsum("bnqk,bnkd->bnqd", probs, v), probs

