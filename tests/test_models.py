@@ -84,7 +84,7 @@ def test_minilm_last_hidden_state_and_embedding_match_torch(minilm, minilm_torch
 
 def test_minilm_intermediates_match_torch(minilm, minilm_torch):
     ids, mask = minilm.tokenize(SENTENCES[:2])
-    out = minilm.intermediates(minilm.params, jnp.asarray(ids), jnp.asarray(mask))
+    out = jax.jit(minilm.intermediates)(minilm.params, jnp.asarray(ids), jnp.asarray(mask))
     with torch.no_grad():
         ref = minilm_torch(input_ids=torch.tensor(ids, dtype=torch.long),
                            attention_mask=torch.tensor(mask, dtype=torch.long),
@@ -134,7 +134,7 @@ def test_bert_sequence_classification_matches_torch(tmp_path):
     with torch.no_grad():
         ref = ref_model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
                         output_hidden_states=True)
-    logits = m.logits_fn(m.params, jnp.asarray(ids), jnp.asarray(mask))
+    logits = jax.jit(m.logits_fn)(m.params, jnp.asarray(ids), jnp.asarray(mask))
     assert logits.shape == (2, 3) and _max_diff(logits, ref.logits.numpy()) <= TOL
     assert _max_diff(m.apply(ids, mask), ref.hidden_states[-1].numpy()) <= TOL
 
@@ -177,7 +177,7 @@ def test_tiny_gpt2_logits_match_torch(tiny_gpt2, tiny_gpt2_torch):
 def test_gpt2_intermediates(tiny_gpt2, tiny_gpt2_torch):
     ref_model, _ = tiny_gpt2_torch
     ids = np.arange(1, 9, dtype=np.int32)[None]
-    out = tiny_gpt2.intermediates(tiny_gpt2.params, jnp.asarray(ids))
+    out = jax.jit(tiny_gpt2.intermediates)(tiny_gpt2.params, jnp.asarray(ids))
     with torch.no_grad():
         ref = ref_model(input_ids=torch.tensor(ids, dtype=torch.long), output_hidden_states=True,
                         output_attentions=True)
@@ -191,7 +191,7 @@ def test_gpt2_intermediates(tiny_gpt2, tiny_gpt2_torch):
 
 def test_kv_cache_decoding_equals_full_forward(tiny_gpt2):
     ids = jnp.asarray(np.random.default_rng(1).integers(1, 512, size=(2, 10)), jnp.int32)
-    full = tiny_gpt2.forward(tiny_gpt2.params, ids, None)
+    full = tiny_gpt2.apply(ids)
     cache = tiny_gpt2.init_cache(batch=2, max_len=16)
     step = jax.jit(tiny_gpt2.decode_step)
     logits, cache = step(tiny_gpt2.params, ids[:, :4], cache, jnp.int32(0))  # prefill 4

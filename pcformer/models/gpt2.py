@@ -9,6 +9,7 @@ arrays in and gives them back, so the compiler can trace exactly one decoding st
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -208,6 +209,12 @@ def decode_step(module: GPT2LMHeadModel, params, token_ids, cache: Cache, positi
     return module.apply({"params": params}, token_ids, attention_mask, cache, position)
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_step(module: GPT2LMHeadModel):
+    """One compiled decode step per (hashable, frozen) module, reused across generate calls."""
+    return jax.jit(lambda p, t, c, pos: decode_step(module, p, t, c, pos))
+
+
 def generate_ids(
     module: GPT2LMHeadModel,
     params,
@@ -229,7 +236,7 @@ def generate_ids(
     max_len = min(prompt.shape[1] + max_new_tokens, config.n_positions)
     if prompt.shape[1] >= max_len and max_new_tokens > 0:
         raise ValueError(f"prompt of {prompt.shape[1]} tokens leaves no room (n_positions {config.n_positions})")
-    step = jax.jit(lambda p, t, c, pos: decode_step(module, p, t, c, pos))
+    step = _jitted_step(module)
 
     def pick(logits, key):
         logits = logits[0, -1]
