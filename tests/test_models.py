@@ -322,3 +322,17 @@ def test_wrong_kind_methods_refuse(minilm, tiny_gpt2):
         minilm.generate("x")
     with pytest.raises(TypeError, match="bert"):
         tiny_gpt2.encode(["x"])
+
+
+def test_benchmark_timer_runs_on_a_tiny_model(tiny_gpt2):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "models.py"
+    spec = importlib.util.spec_from_file_location("bench_models", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ids = jnp.ones((1, 16), jnp.int32)
+    t = bench.time_forward("tiny", tiny_gpt2.forward, tiny_gpt2.params, ids, jnp.ones_like(ids), repeats=2)
+    assert t.seq == 16 and t.params == sum(x.size for x in jax.tree_util.tree_leaves(tiny_gpt2.params))
+    assert 0 < t.min_ms <= t.median_ms
