@@ -331,6 +331,9 @@ def test_benchmark_timer_runs_on_a_tiny_model(tiny_gpt2):
     path = Path(__file__).resolve().parent.parent / "benchmarks" / "models.py"
     spec = importlib.util.spec_from_file_location("bench_models", path)
     bench = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules.setdefault("bench_models", bench)  # dataclasses look their module up there
     spec.loader.exec_module(bench)
     ids = jnp.ones((1, 16), jnp.int32)
     t = bench.time_forward("tiny", tiny_gpt2.forward, tiny_gpt2.params, ids, jnp.ones_like(ids), repeats=2)
