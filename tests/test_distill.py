@@ -1,0 +1,219 @@
+"""Distillation: the training loop, its determinism and resumption, the corpus, and (once the
+compiler and models are there) gradients through every policy and the saved checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pcformer import corpus
+from pcformer import distill as D
+
+
+# ---------------------------------------------------------------- a tiny stand-in model
+def quad_gelu(x):
+    return 0.125 * x * x + 0.25 * x + 0.5
+
+
+def quad_softmax(scores, mask):
+    e = jnp.where(mask, jnp.square(scores + 5.0), 0.0)
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def exact_softmax(scores, mask):
+    return jax.nn.softmax(scores, axis=-1, where=mask)
+
+
+class TinyEncoder(nn.Module):
+    """A 2-layer BERT-like encoder returning hidden states and attention probabilities."""
+
+    vocab: int = 64
+    dim: int = 16
+    heads: int = 2
+    layers: int = 2
+    friendly: bool = False
+
+    @nn.compact
+    def __call__(self, ids, mask, output_hidden_states=False, output_attentions=False):
+        act = quad_gelu if self.friendly else jax.nn.gelu
+        smax = quad_softmax if self.friendly else exact_softmax
+        x = nn.Embed(self.vocab, self.dim)(ids) + self.param(
+            "pos", nn.initializers.normal(0.02), (64, self.dim))[: ids.shape[1]]
+        x = nn.LayerNorm()(x)
+        hidden, attns = [x], []
+        keymask = (mask[:, None, None, :] > 0)
+        for _ in range(self.layers):
+            b, t, _ = x.shape
+            qkv = nn.Dense(3 * self.dim)(x).reshape(b, t, 3, self.heads, self.dim // self.heads)
+            q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+            p = smax(jnp.einsum("bnqd,bnkd->bnqk", q, k) / np.sqrt(q.shape[-1]), keymask)
+            ctx = jnp.einsum("bnqk,bnkd->bnqd", p, v).transpose(0, 2, 1, 3).reshape(b, t, -1)
+            x = nn.LayerNorm()(x + nn.Dense(self.dim)(ctx))
+            x = nn.LayerNorm()(x + nn.Dense(self.dim)(act(nn.Dense(2 * self.dim)(x))))
+            hidden.append(x)
+            attns.append(p)
+        return {"last_hidden_state": x, "hidden_states": tuple(hidden), "attentions": tuple(attns)}
+
+
+class WordTokenizer:
+    """Hash words to ids; the Hugging Face call signature that `distill.tokenize` uses."""
+
+    pad_token = "[PAD]"
+
+    def __call__(self, texts, padding, truncation, max_length, return_tensors):
+        ids = np.zeros((len(texts), max_length), np.int32)
+        mask = np.zeros_like(ids)
+        for i, text in enumerate(texts):
+            toks = [1] + [2 + int(hashlib.md5(w.encode()).hexdigest(), 16) % 62
+                          for w in text.lower().split()]
+            toks = toks[:max_length]
+            ids[i, :len(toks)] = toks
+            mask[i, :len(toks)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyModel:
+    module: nn.Module
+    params: dict
+    tokenizer: object
+    kind: str = "bert"
+    config: object = None
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    module = TinyEncoder()
+    ids = jnp.ones((1, 8), jnp.int32)
+    params = module.init(jax.random.PRNGKey(0), ids, jnp.ones((1, 8), jnp.int32))["params"]
+    model = TinyModel(module=module, params=params, tokenizer=WordTokenizer())
+    student = D.features_fn(dataclasses.replace(model, module=TinyEncoder(friendly=True)))
+    return model, student
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return corpus.load_corpus(n_train=96, n_heldout=16, seed=0)
+
+
+SMALL = D.DistillConfig(steps=6, batch_size=8, seq_len=12, lr=3e-3, warmup=2, eval_every=0,
+                        progress=False)
+
+
+# ---------------------------------------------------------------- corpus
+def test_corpus_is_clean_deterministic_and_disjoint():
+    train, held = corpus.load_corpus(n_train=500, n_heldout=50, seed=3)
+    again = corpus.load_corpus(n_train=500, n_heldout=50, seed=3)
+    assert (train, held) == again
+    assert len(train) == 500 and len(held) == 50 and not set(train) & set(held)
+    other = corpus.load_corpus(n_train=500, n_heldout=50, seed=4)[1]
+    assert other != held
+    for s in train + held:
+        assert s.isascii() and 8 <= len(s.split()) <= 40 and s[0].isupper()
+        assert not any(c in s for c in "{}[]=_`>")
+
+
+def test_clean_sentence_rejects_code():
+    assert corpus.clean_sentence("Return the number of items in the list as an integer value.")
+    assert corpus.clean_sentence("Call foo(x) to get the number of items in the list now.") is None
+    assert corpus.clean_sentence(">>> x = open(path) and then read the whole file please.") is None
+    assert corpus.clean_sentence("too short.") is None
+
+
+def test_read_texts_file_and_list(tmp_path):
+    f = tmp_path / "data.txt"
+    f.write_text("first line here\n\n second line \n")
+    assert corpus.read_texts(str(f)) == ["first line here", "second line"]
+    assert corpus.read_texts(["a", " ", "b"]) == ["a", "b"]
+    with pytest.raises(ValueError):
+        corpus.read_texts([" "])
+
+
+# ---------------------------------------------------------------- loop
+def test_batches_are_a_pure_function_of_step():
+    a = [D.batch_indices(10, 4, s, 0) for s in range(6)]
+    b = [D.batch_indices(10, 4, s, 0) for s in range(6)]
+    assert all((x == y).all() for x, y in zip(a, b))
+    first_epoch = np.concatenate(a)[:10]
+    assert sorted(first_epoch.tolist()) == list(range(10))  # each epoch a permutation
+    assert not (D.batch_indices(10, 4, 0, 1) == a[0]).all()
+
+
+def test_few_steps_lower_held_out_loss(tiny, texts):
+    model, student = tiny
+    train, held = texts
+    res = D.distill(model, "mpcformer", train, dataclasses.replace(SMALL, steps=25),
+                    held_out=held, student_fn=student)
+    before, after = res.history[0], res.history[-1]
+    assert before["step"] == 0 and after["step"] == 25
+    assert after["loss"] < 0.7 * before["loss"], (before, after)
+    assert after["cosine"] > before["cosine"]
+    assert all(np.isfinite(res.train_losses))
+
+
+def test_deterministic_and_resumable(tiny, texts, tmp_path):
+    model, student = tiny
+    train, held = texts
+    full = D.distill(model, "mpcformer", train, SMALL, held_out=held, student_fn=student)
+    again = D.distill(model, "mpcformer", train, SMALL, held_out=held, student_fn=student)
+    leaves = jax.tree_util.tree_leaves
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(full.params), leaves(again.params)))
+
+    # An interrupted run: 3 steps by hand with the same jitted step, saved; then resume to 6.
+    state = str(tmp_path / "state.msgpack")
+    train_step = D._programs(model, "mpcformer", SMALL, student)[0]
+    train_ids, train_mask = D.tokenize(model.tokenizer, train, SMALL.seq_len)
+    p = jax.tree_util.tree_map(jnp.array, model.params)
+    o = D.make_optimizer(SMALL).init(p)
+    for s in range(3):
+        idx = D.batch_indices(len(train), SMALL.batch_size, s, SMALL.seed)
+        p, o, *_ = train_step(p, o, model.params, train_ids[idx], train_mask[idx])
+    D.save_state(state, p, o, 3)
+    resumed = D.distill(model, "mpcformer", train, SMALL, held_out=held, student_fn=student,
+                        resume=state)
+    assert resumed.step == 6 and len(resumed.train_losses) == 3
+    assert all(np.allclose(a, b, atol=1e-6)
+               for a, b in zip(leaves(full.params), leaves(resumed.params)))
+    assert not all(np.allclose(a, b) for a, b in zip(leaves(p), leaves(full.params)))
+
+
+def test_nan_loss_is_refused(tiny, texts):
+    model, _ = tiny
+    train, held = texts
+    bad = D.features_fn(model)
+
+    def student(p, ids, mask):
+        out = bad(p, ids, mask)
+        return dict(out, out=out["out"] * jnp.nan)
+
+    with pytest.raises(FloatingPointError):
+        D.distill(model, "mpcformer", train, dataclasses.replace(SMALL, steps=1), held_out=held,
+                  student_fn=student)
+
+
+def test_config_refuses_nonsense():
+    with pytest.raises(ValueError):
+        D.DistillConfig(output_loss="hinge")
+    with pytest.raises(ValueError):
+        D.DistillConfig(lr=0.0)
+
+
+# ---------------------------------------------------------------- calibrated Quad init
+def test_quad_fit_and_fold_reproduce_the_fitted_quadratic():
+    rng = np.random.default_rng(0)
+    h = rng.normal(-0.5, 1.5, size=(4000, 3)).astype(np.float32)
+    coef = D.quad_fit(h)
+    g = np.asarray(jax.nn.gelu(h, approximate=False))
+    fitted = coef[:, 0] * h ** 2 + coef[:, 1] * h + coef[:, 2]
+    assert np.mean((fitted - g) ** 2) < 0.2 * np.mean((quad_gelu(h) - g) ** 2)
+    a, b, s, const = D.fold_quad(coef)
+    folded = s * quad_gelu(a * h + b) + const
+    np.testing.assert_allclose(folded, fitted, rtol=1e-4, atol=1e-4)
