@@ -24,6 +24,7 @@ class Policy:
     inside every softmax; `exp` applies to a standalone `exp` only (softmax has its own).
     """
     name: str = "custom"
+    doc: str = dataclasses.field(default="", compare=False)  # what the policy is, its sources
     gelu: str | None = "exact"
     softmax: str | None = "exact"
     exp: str | None = "limit"
@@ -106,24 +107,30 @@ _CHOICES: dict[str, Any] = {
     "rsqrt": A.RSQRTS, "tanh": {"logistic"}, "logistic": {"exp"}, "erf": {"poly"},
 }
 
-EXACT = Policy(name="exact")
-"""High-accuracy approximations of every heavy operator (max errors in docs/approximations.md)."""
+EXACT = Policy(name="exact", doc=(
+    "High-accuracy approximations of every heavy operator (max errors in "
+    "docs/approximations.md): erf/tanh GeLU forms kept with polynomial erf / logistic tanh, "
+    "max-subtracted limit-exp softmax with normalised Goldschmidt reciprocal, normalised "
+    "Newton rsqrt."))
 
 MPCFORMER = Policy(name="mpcformer", gelu="quad", softmax="2quad", exp=None, tanh=None,
-                   logistic=None, erf=None)
-"""MPCFormer (ICLR 2023): Quad GeLU + 2Quad softmax; LayerNorm's rsqrt and divisions by secrets
-approximated (needed to run at all); other operators left alone."""
+                   logistic=None, erf=None, doc=(
+    "MPCFormer (Li et al., ICLR 2023): Quad GeLU 0.125x^2+0.25x+0.5 and 2Quad softmax "
+    "(x+c)^2/sum, c=5; LayerNorm's rsqrt and divisions by secrets approximated (needed to run "
+    "at all); other operators left alone. Needs distillation."))
 
 PUMA = Policy(name="puma", gelu="puma", softmax="puma", exp=None, tanh=None, logistic=None,
-              erf=None)
-"""PUMA (arXiv 2307.12533): piecewise-polynomial GeLU, max-subtracted exp-with-cutoff softmax."""
+              erf=None, doc=(
+    "PUMA (Dong et al., arXiv 2307.12533): piecewise-polynomial GeLU, max-subtracted "
+    "limit-exp softmax with cut-off at -14; rsqrt and divisions approximated."))
 
 PAPER = Policy(name="paper", gelu="relu", softmax="2quad", exp=None, tanh=None, logistic=None,
-               erf=None)
-"""An INTERPRETATION of Liu & Liu, "LLMs Can Understand Encrypted Prompt" (arXiv 2305.18396),
-whose exact replacement formulas we could not read: following PUMA's description of this line of
-work, GeLU -> ReLU and softmax -> a quadratic-kernel attention (2Quad-style (x + c)^2 / sum),
-LayerNorm's rsqrt approximated; fine-tuning (distillation) recovers accuracy."""
+               erf=None, doc=(
+    "An INTERPRETATION of Liu & Liu, 'LLMs Can Understand Encrypted Prompt' (arXiv "
+    "2305.18396), whose exact replacement formulas we could not read: following PUMA's "
+    "description of this line of work, GeLU -> ReLU and softmax -> a quadratic-kernel "
+    "attention ((x+c)^2 / sum, 2Quad-style); LayerNorm's rsqrt approximated; fine-tuning "
+    "(distillation) recovers accuracy."))
 
 NAMED: dict[str, Policy] = {p.name: p for p in (EXACT, MPCFORMER, PUMA, PAPER)}
 
@@ -148,6 +155,8 @@ def from_dict(d: Mapping[str, Any]) -> Policy:
     start = to_dict(get(base)) if base is not None else {}
     if base is not None and "name" not in d:
         d["name"] = f"{start['name']}+custom"
+    if base is not None and "doc" not in d:
+        d["doc"] = f"{start['name']} with changes: {sorted(d)}"
     start.update(d)
     return Policy(**start)
 
