@@ -107,6 +107,7 @@ def test_jaxpr_name_stack_shows_module_path(minilm, tiny_gpt2):
     stacks = {str(e.source_info.name_stack) for e in jaxpr.jaxpr.eqns}
     assert any(s.endswith("encoder/layer_3/attention/self/query") for s in stacks), sorted(stacks)[:20]
     assert not any("pooler" in s for s in stacks)  # forward leaves the unused pooler out
+    assert not any("->" in s for s in stacks)  # no einsum spec strings in module scopes
     jaxpr = jax.make_jaxpr(tiny_gpt2.forward)(tiny_gpt2.params, ids, None)
     stacks = {str(e.source_info.name_stack) for e in jaxpr.jaxpr.eqns}
     assert any(s.endswith("transformer/h_1/attn/c_attn") for s in stacks)
@@ -172,6 +173,14 @@ def test_tiny_gpt2_logits_match_torch(tiny_gpt2, tiny_gpt2_torch):
     assert np.std(ref) > 0.1  # random weights, yet not degenerate
     unmasked = np.asarray(tiny_gpt2.apply(ids))
     assert _max_diff(unmasked[0], ref[0]) <= TOL
+    # left padding: finite everywhere, equal to Hugging Face at the real tokens
+    left = np.ones_like(ids)
+    left[1, :4] = 0
+    with torch.no_grad():
+        ref = ref_model(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(left)).logits.numpy()
+    ours = np.asarray(tiny_gpt2.apply(ids, left))
+    assert np.isfinite(ours).all()
+    assert _max_diff(ours[0], ref[0]) <= TOL and _max_diff(ours[1, 4:], ref[1, 4:]) <= TOL
 
 
 def test_gpt2_intermediates(tiny_gpt2, tiny_gpt2_torch):

@@ -69,12 +69,16 @@ class GPT2Config:
 
 def _mask(attention_mask, q_len: int, k_len: int, position) -> jax.Array:
     """Boolean [batch|1, 1, q_len, k_len]: causal (query at position+t sees keys <= it) and
-    padding (attention_mask [batch, k_len], 1 = real token)."""
+    padding (attention_mask [batch, k_len], 1 = real token). A query always sees its own key,
+    so a padded query (left padding) still has one key and no row of the softmax is empty;
+    real queries are unaffected (their own key is real)."""
     q_pos = position + jnp.arange(q_len)
-    allowed = (jnp.arange(k_len)[None, :] <= q_pos[:, None])[None, None]
-    if attention_mask is not None:
-        allowed = allowed & (attention_mask != 0)[:, None, None, :]
-    return allowed
+    k_pos = jnp.arange(k_len)
+    causal = (k_pos[None, :] <= q_pos[:, None])[None, None]
+    if attention_mask is None:
+        return causal
+    own = (k_pos[None, :] == q_pos[:, None])[None, None]
+    return causal & ((attention_mask != 0)[:, None, None, :] | own)
 
 
 class GPT2Attention(nn.Module):
@@ -173,7 +177,7 @@ class GPT2LMHeadModel(nn.Module):
         )
         wte = self.variables["params"]["transformer"]["wte"]["embedding"]
         with jax.named_scope("lm_head"):
-            logits = jnp.einsum("bsh,vh->bsv", x, wte)  # tied to the input embedding
+            logits = jnp.matmul(x, wte.T)  # tied to the input embedding
         if output_hidden_states or output_attentions:
             out = {"logits": logits}
             if output_hidden_states:

@@ -59,13 +59,12 @@ def masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Softmax over the last axis, restricted to `mask` (True = may attend).
 
     Masking uses `where=` instead of adding a large negative number: a huge constant does not
-    survive fixed-point arithmetic in MPC. A row with no allowed key falls back to attending all
-    keys (what Hugging Face's additive mask yields), so no row divides by zero.
+    survive fixed-point arithmetic in MPC. Callers make sure every row allows at least one key
+    (a row with none divides 0 by 0); no extra operations on the mask happen here, so a
+    compiler sees only the softmax and the mask it was given.
     """
     if mask is None:
         return jax.nn.softmax(scores, axis=-1)
-    mask = jnp.broadcast_to(mask, scores.shape)
-    mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
     return jax.nn.softmax(scores, axis=-1, where=mask)
 
 
@@ -84,6 +83,7 @@ def merge_heads(x: jax.Array) -> jax.Array:
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None):
     """Scaled dot-product attention on split heads; returns (context, probabilities)."""
     scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
-    scores = jnp.einsum("bnqd,bnkd->bnqk", q, k) * scale
+    # jnp.matmul, not einsum: einsum adds its spec string to the name stack (module scopes).
+    scores = jnp.matmul(q, jnp.swapaxes(k, -1, -2)) * scale
     probs = masked_softmax(scores, mask)
-    return jnp.einsum("bnqk,bnkd->bnqd", probs, v), probs
+    return jnp.matmul(probs, v), probs
