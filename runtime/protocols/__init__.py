@@ -1,1 +1,8 @@
-"""placeholder"""
+"""The protocols, by family: `arith`, `boolean`, `compare`; all names re-exported here."""
+from . import arith, boolean, compare
+from .arith import (add, add_public, dot_general, dot_general_private, mul, mul_private,
+                    mul_public, neg, reveal, share, share_fixed, square, sub, truncate)
+from .boolean import a2b, and_, b2a, msb, not_, xor
+from .compare import argmax, drelu, less, less_public, max_, max_argmax, relu, select
+
+max = max_  # noqa: A001  (the architecture's name; `max_` avoids shadowing the builtin here)

@@ -1,0 +1,61 @@
+"""The one door: every value moving between parties, or from the dealer to a party, passes here.
+
+Only this module writes the ledger, and it counts exactly the payload it passes: ring payloads
+`bits_per_element` = l, packed boolean payloads their bit width. Payloads may be pytrees of
+[2, ...] arrays (several openings merged into one step). With `ctx.audit` every payload is also
+kept in `ctx.audit_log` as (kind, sender, payload) so tests can check what each party sent.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from .ledger import Entry
+
+
+def _count(payload, party_axis: bool) -> int:
+    leaves = jax.tree_util.tree_leaves(payload)
+    if party_axis:
+        return sum(int(np.prod(x.shape[1:], dtype=np.int64)) for x in leaves)
+    return sum(int(np.prod(x.shape, dtype=np.int64)) for x in leaves)
+
+
+def _record(ctx, phase: str, bits: tuple[int, int], depth: int) -> None:
+    ctx.ledger.record(Entry(op=ctx.current_op, detail=ctx.current_detail,
+                            scope=ctx.current_scope, phase=phase, bits=bits, depth=depth))
+
+
+def exchange(ctx, payload, depth: int, bits_per_element: int):
+    """Both parties send at once (one step): returns (received, depth + 1), received[i] = payload[1-i].
+
+    payload: a [2, ...] array or a pytree of them; row i is what party i sends.
+    """
+    n = _count(payload, party_axis=True)
+    _record(ctx, ctx.current_phase, (n * bits_per_element, n * bits_per_element), depth + 1)
+    if ctx.audit:
+        ctx.audit_log.append(("exchange", None, payload))
+    received = jax.tree_util.tree_map(lambda x: x[::-1], payload)
+    return received, depth + 1
+
+
+def send(ctx, sender: int, value, depth: int, bits_per_element: int):
+    """Party `sender` sends `value` (its own local array, no party axis) to the other party.
+
+    Returns (value as received, depth + 1).
+    """
+    n = _count(value, party_axis=False)
+    bits = (n * bits_per_element, 0) if sender == 0 else (0, n * bits_per_element)
+    _record(ctx, ctx.current_phase, bits, depth + 1)
+    if ctx.audit:
+        ctx.audit_log.append(("send", sender, value))
+    return value, depth + 1
+
+
+def deal(ctx, to_party: int, value, bits_per_element: int):
+    """Dealer-to-party material (offline phase, depth 1): only what is not PRG output is dealt."""
+    n = _count(value, party_axis=False)
+    bits = (n * bits_per_element, 0) if to_party == 0 else (0, n * bits_per_element)
+    _record(ctx, "offline", bits, 1)
+    if ctx.audit:
+        ctx.audit_log.append(("deal", to_party, value))
+    return value

@@ -1,0 +1,259 @@
+"""Arithmetic protocols over additive shares in Z_2^l.
+
+Every protocol is a pure function of the context, shares and public values; every message goes
+through `channel`; row i of every local computation uses only party i's share, party i's dealer
+material and what party i received. Output depth = max(input depths) + rounds(op).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from pcformer.runtime import channel, dealer, ring
+from pcformer.runtime.shares import AShare
+
+from ._base import as_ring, by_party, const, only_party0, protocol, rows
+
+
+def _bshape(*shapes):
+    return tuple(np.broadcast_shapes(*shapes))
+
+
+def _bdata(x: AShare, shape):
+    return jnp.broadcast_to(x.data, (2,) + tuple(shape))
+
+
+@protocol("share")
+def share(ctx, x, owner: int) -> AShare:
+    """Input sharing by its owner: 0 communication.
+
+    The non-owner's share is PRG output from a seed both parties share; the owner's share is
+    x - that. `x` is a ring array (use `share_fixed` for floats).
+    """
+    x = as_ring(ctx, x)
+    r = ctx.uniform(x.shape)
+    return AShare(by_party(owner, x - r, r), 0)
+
+
+def share_fixed(ctx, x, owner: int) -> AShare:
+    """Fixed-point encode (in jit, no range check) and share a float array."""
+    return share(ctx, ring.encode_traced(x, ctx.config.frac_bits, ctx.ring_bits), owner)
+
+
+@protocol("reveal")
+def reveal(ctx, x: AShare, to: int | None = None):
+    """Open x to both parties (to=None: one exchange, n*l bits each) or to party `to` only.
+
+    Returns the ring value (as seen by the receiver(s)).
+    """
+    if to is None:
+        recv, _ = channel.exchange(ctx, x.data, x.depth, ctx.ring_bits)
+        return (x.data + recv)[0]
+    other, _ = channel.send(ctx, 1 - to, x.data[1 - to], x.depth, ctx.ring_bits)
+    return x.data[to] + other
+
+
+@protocol("add")
+def add(ctx, x: AShare, y: AShare) -> AShare:
+    shape = _bshape(x.shape, y.shape)
+    return AShare(_bdata(x, shape) + _bdata(y, shape), max(x.depth, y.depth))
+
+
+@protocol("sub")
+def sub(ctx, x: AShare, y: AShare) -> AShare:
+    shape = _bshape(x.shape, y.shape)
+    return AShare(_bdata(x, shape) - _bdata(y, shape), max(x.depth, y.depth))
+
+
+@protocol("neg")
+def neg(ctx, x: AShare) -> AShare:
+    return AShare(-x.data, x.depth)
+
+
+@protocol("add_public")
+def add_public(ctx, x: AShare, c) -> AShare:
+    """x + c for a public ring value c: party 0 adds it."""
+    c = as_ring(ctx, c)
+    shape = _bshape(x.shape, c.shape)
+    return AShare(_bdata(x, shape) + only_party0(jnp.broadcast_to(c, shape)), x.depth)
+
+
+@protocol("mul_public")
+def mul_public(ctx, x: AShare, c) -> AShare:
+    """x * c for a public ring value c (integer product; fixed-point callers truncate after)."""
+    c = as_ring(ctx, c)
+    return AShare(x.data * c[None], x.depth)
+
+
+def _same_shape(op, x, y):
+    if tuple(x.shape) != tuple(y.shape):
+        raise ValueError(f"{op}: operands must have the same shape (broadcast first), "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
+
+
+@protocol("mul")
+def mul(ctx, x: AShare, y: AShare) -> AShare:
+    """Beaver multiplication: open e = x - a and f = y - b in one exchange (2*n*l bits each)."""
+    _same_shape("mul", x, y)
+    a, b, c = dealer.beaver_triple(ctx, x.shape)
+    (re, rf), d = channel.exchange(ctx, (x.data - a, y.data - b), max(x.depth, y.depth),
+                                   ctx.ring_bits)
+    e = x.data - a + re
+    f = y.data - b + rf
+    z = c + e * b + f * a + only_party0(e[0] * f[0])
+    return AShare(z, d)
+
+
+@protocol("square")
+def square(ctx, x: AShare) -> AShare:
+    """x^2 with a square pair (a, a^2): open e = x - a (n*l bits each); x^2 = e^2 + 2ea + a^2."""
+    a, s = dealer.square_pair(ctx, x.shape)
+    re, d = channel.exchange(ctx, x.data - a, x.depth, ctx.ring_bits)
+    e = x.data - a + re
+    z = s + const(ctx, 2) * e * a + only_party0(e[0] * e[0])
+    return AShare(z, d)
+
+
+def default_dn(ndim: int):
+    return (((ndim - 1,), (0,)), ((), ()))
+
+
+def _party_batched(dn):
+    """dimension_numbers for operands with a leading party axis as an extra batch dim."""
+    (ca, cb), (ba, bb) = dn
+    inc = lambda t: tuple(int(i) + 1 for i in t)
+    return ((inc(ca), inc(cb)), ((0,) + inc(ba), (0,) + inc(bb)))
+
+
+def _mm(ctx, a, b, dn, **kw):
+    return ring.ring_matmul(a, b, dn, ctx.ring_bits, ctx.config.matmul_kernel, **kw)
+
+
+def _canon_dn(dn, ndim):
+    dn = dn or default_dn(ndim)
+    return (tuple(map(tuple, dn[0])), tuple(map(tuple, dn[1])))
+
+
+def dot_shape(x_shape, y_shape, dn):
+    """Output shape of lax.dot_general for the given shapes."""
+    (ca, cb), (ba, bb) = dn
+    batch = [x_shape[i] for i in ba]
+    fa = [s for i, s in enumerate(x_shape) if i not in ca and i not in ba]
+    fb = [s for i, s in enumerate(y_shape) if i not in cb and i not in bb]
+    return tuple(batch + fa + fb)
+
+
+@protocol("dot_general")
+def dot_general(ctx, x: AShare, y: AShare, dimension_numbers=None) -> AShare:
+    """Secret x secret dot_general with a matrix triple: open E = X - A, F = Y - B in one exchange
+    ((|X| + |Y|) * l bits each); party i computes X_i.F + E.B_i + C_i (sums to X.Y)."""
+    dn = _canon_dn(dimension_numbers, len(x.shape))
+    a, b, c = dealer.matrix_triple(ctx, x.shape, y.shape, dn)
+    (re, rf), d = channel.exchange(ctx, (x.data - a, y.data - b), max(x.depth, y.depth),
+                                   ctx.ring_bits)
+    e = x.data - a + re
+    f = y.data - b + rf
+    pdn = _party_batched(dn)
+    z = _mm(ctx, x.data, f, pdn) + _mm(ctx, e, b, pdn) + c
+    return AShare(z, d)
+
+
+def _private_operand(x, p: int):
+    """A secret operand as shares, or a plain array private to party 1-p as shares [.., 0]."""
+    if isinstance(x, AShare):
+        return x
+    x = jnp.asarray(x)
+    return AShare(by_party(p, jnp.zeros_like(x), x), 0)
+
+
+def _private_product(ctx, x, w, party, dn, weight_id, w_on_left, w_bits, elementwise):
+    p = party
+    x = _private_operand(x, p)
+    w = as_ring(ctx, w)
+    if elementwise:
+        _same_shape("mul_private", x, AShare(w[None], 0))
+        a, b, c = dealer.elementwise_private_triple(ctx, x.shape, p, weight_id)
+    else:
+        a, b, c = dealer.private_triple(ctx, x.shape, w.shape, dn, p, weight_id, w_on_left)
+
+    def mm(u, wv, small=None):
+        """u (x-shaped) times wv (W-shaped): elementwise or dot_general in the caller's order."""
+        if elementwise:
+            return u * wv
+        if w_on_left:
+            return _mm(ctx, wv, u, dn, a_bits=small)
+        return _mm(ctx, u, wv, dn, b_bits=small)
+
+    # setup (once per deployment): party p opens F = W - B to party 1-p
+    with ctx.phase("setup"):
+        f, _ = channel.send(ctx, p, w - b, 0, ctx.ring_bits)
+    # online: party 1-p opens E = x_{1-p} - A to party p
+    e, d = channel.send(ctx, 1 - p, x.data[1 - p] - a, x.depth, ctx.ring_bits)
+    z_p = mm(x.data[p] + e, w, w_bits) + c[p]
+    z_q = mm(a, f) + c[1 - p]
+    return AShare(by_party(p, z_p, z_q), d)
+
+
+@protocol("mul_private")
+def mul_private(ctx, x, w, party: int, weight_id: str = "w") -> AShare:
+    """Elementwise x * W, W held in plaintext by `party` (p); x secret or private to party 1-p.
+
+    Setup: p sends F = W - B (|W|*l bits, once). Online: 1-p sends E = x_{1-p} - A (n*l bits);
+    p computes (x_p + E)*W + c_p, 1-p computes A*F + c_{1-p}. Offline: n*l bits to party 1.
+    """
+    return _private_product(ctx, x, w, party, None, weight_id, False, None, True)
+
+
+@protocol("dot_general_private")
+def dot_general_private(ctx, x, w, party: int, dimension_numbers=None, weight_id: str = "w",
+                        w_on_left: bool = False, w_bits: int | None = None) -> AShare:
+    """dot_general(x, W) (or dot_general(W, x) with w_on_left) with W held in plaintext by `party`.
+
+    Same protocol as `mul_private` with matrix products: setup |W|*l bits from p; online |x|*l
+    bits from 1-p, one round; offline |out|*l bits to party 1. `w_bits`: |W| < 2^w_bits as signed
+    (fewer limb GEMMs for p's product).
+    """
+    xs = x.shape if isinstance(x, AShare) else jnp.shape(x)
+    ws = jnp.shape(w)
+    dn = _canon_dn(dimension_numbers, len(ws) if w_on_left else len(xs))
+    return _private_product(ctx, x, w, party, dn, weight_id, w_on_left, w_bits, False)
+
+
+@protocol("truncate")
+def truncate(ctx, x: AShare, bits: int | None = None, mode: str | None = None) -> AShare:
+    """Divide by 2^bits (default f) rounding toward -inf, within the mode's error.
+
+    local (SecureML): party 0 shifts its signed share, party 1 computes -((-x1) >> f); no
+    communication; off by <= 1 LSB except, with probability about |x|/2^(l-1), by about 2^(l-f).
+    dealer: open c = x + 2^(l-2) + r once (n*l bits each); exact up to +1 LSB for |x| < 2^(l-2).
+    """
+    f = ctx.config.frac_bits if bits is None else bits
+    mode = mode or ctx.config.trunc_mode
+    l = ctx.ring_bits
+    dt = ring.ring_dtype(l)
+    sh = jnp.asarray(f, dt)
+    if mode == "local":
+        z0 = ring.from_signed(ring.to_signed(x.data[0]) >> ring.to_signed(sh))
+        z1 = -ring.from_signed(ring.to_signed(-x.data[1]) >> ring.to_signed(sh))
+        return AShare(rows(z0, z1), x.depth)
+    if mode != "dealer":
+        raise ValueError(f"unknown truncation mode {mode!r}")
+    return _truncate_dealer(ctx, x, f)
+
+
+def _truncate_dealer(ctx, x: AShare, f: int) -> AShare:
+    l = ctx.ring_bits
+    dt = ring.ring_dtype(l)
+    r, q, m = dealer.trunc_triple(ctx, x.shape, f)
+    xp = x.data + only_party0(jnp.broadcast_to(const(ctx, 1 << (l - 2)), x.shape))
+    rc, d = channel.exchange(ctx, xp + r, x.depth, l)
+    c = xp + r + rc                                   # both rows hold the public c
+    c_low = c & const(ctx, (1 << (l - 1)) - 1)
+    c_m = c >> jnp.asarray(l - 1, dt)
+    one = const(ctx, 1)
+    # 2^(l-1) v with v = c_m xor r_m = c_m + r_m (1 - 2 c_m): linear in the shares of r_m
+    v = only_party0(c_m[0]) + m * (one - const(ctx, 2) * c_m)
+    z = (only_party0((c_low >> jnp.asarray(f, dt))[0] - const(ctx, 1 << (l - 2 - f)))
+         - q + v * const(ctx, 1 << (l - 1 - f)))
+    return AShare(z, d)

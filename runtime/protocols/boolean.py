@@ -1,0 +1,110 @@
+"""Boolean protocols over XOR shares (bits packed in uint words) and the A2B / B2A conversions.
+
+AND uses boolean Beaver triples from the dealer. A2B adds the parties' shares (x0, 0) + (0, x1)
+with a Kogge-Stone parallel-prefix adder: one AND layer for the generate bits, then log2(l)
+levels, each a single exchange carrying both ANDs of the level. Exact for every input.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from pcformer.runtime import channel, dealer, ring
+from pcformer.runtime.shares import AShare, BShare
+
+from ._base import const, only_party0, protocol
+
+
+def _width_bits(ctx, width):
+    return ctx.ring_bits if width is None else width
+
+
+@protocol("xor")
+def xor(ctx, x: BShare, y: BShare) -> BShare:
+    return BShare(x.data ^ y.data, max(x.depth, y.depth), max(x.width, y.width))
+
+
+def not_(ctx, x: BShare) -> BShare:
+    """Flip every bit of the `width` low bits: party 0 xors with the all-ones mask (local)."""
+    mask = dealer._mask(x.width, x.data.dtype)
+    return BShare(x.data ^ only_party0(jnp.broadcast_to(mask, x.shape)), x.depth, x.width)
+
+
+def _and_layer(ctx, pairs, width: int, depth: int):
+    """Several ANDs of [2, ...] boolean share arrays in ONE exchange (and one dealer message).
+
+    Each party sends 2 * n * width bits per AND. Returns the product share arrays.
+    """
+    triples = dealer.and_triples(ctx, [x.shape[1:] for x, _ in pairs], width)
+    payload = tuple((x ^ a, y ^ b) for (x, y), (a, b, _) in zip(pairs, triples))
+    recv, d = channel.exchange(ctx, payload, depth, width)
+    out = []
+    for (x, y), (a, b, c), (re, rf) in zip(pairs, triples, recv):
+        e = x ^ a ^ re
+        f = y ^ b ^ rf
+        out.append(c ^ (e & b) ^ (f & a) ^ only_party0(e[0] & f[0]))
+    return out, d
+
+
+@protocol("and")
+def and_(ctx, x: BShare, y: BShare) -> BShare:
+    """x & y with a boolean Beaver triple: 1 round, 2*n*width bits per party, n*width offline."""
+    width = max(x.width, y.width)
+    (z,), d = _and_layer(ctx, [(x.data, y.data)], width, max(x.depth, y.depth))
+    return BShare(z, d, width)
+
+
+def _log2(l: int) -> int:
+    return l.bit_length() - 1
+
+
+def _prefix_carries(ctx, x: AShare):
+    """Kogge-Stone over (x0, 0) and (0, x1): returns (p, G, depth) with G[i] = carry out of bit i."""
+    l = ctx.ring_bits
+    zero = jnp.zeros_like(x.data[0])
+    a = jnp.stack([x.data[0], zero])          # party 0's share as a boolean sharing
+    b = jnp.stack([zero, x.data[1]])          # party 1's share as a boolean sharing
+    p = x.data                                # a ^ b, local
+    with ctx.op("and"):
+        (g,), d = _and_layer(ctx, [(a, b)], l, x.depth)
+    G, P = g, p
+    levels = _log2(l)
+    for i in range(levels):
+        s = jnp.asarray(1 << i, G.dtype)
+        last = i == levels - 1
+        pairs = [(P, G << s)] + ([] if last else [(P, P << s)])
+        with ctx.op("and"):
+            res, d = _and_layer(ctx, pairs, l, d)
+        G = G ^ res[0]
+        if not last:
+            P = res[1]
+    return p, G, d
+
+
+@protocol("a2b")
+def a2b(ctx, x: AShare) -> BShare:
+    """Arithmetic to boolean shares of the same value: 1 + log2(l) rounds."""
+    p, G, d = _prefix_carries(ctx, x)
+    return BShare(p ^ (G << jnp.asarray(1, G.dtype)), d, ctx.ring_bits)
+
+
+@protocol("msb")
+def msb(ctx, x: AShare) -> BShare:
+    """Boolean share (width 1) of the most significant bit of x: the same adder as a2b."""
+    l = ctx.ring_bits
+    p, G, d = _prefix_carries(ctx, x)
+    top = jnp.asarray(l - 1, G.dtype)
+    bit = ((p >> top) ^ (G >> jnp.asarray(l - 2, G.dtype))) & const(ctx, 1)
+    return BShare(bit, d, 1)
+
+
+@protocol("b2a")
+def b2a(ctx, b: BShare) -> AShare:
+    """Boolean bit (width 1) to an arithmetic 0/1 share: dealer bit r in both domains; open
+    c = b xor r (n bits each, 1 round); b = c + r - 2cr."""
+    if b.width != 1:
+        raise ValueError(f"b2a converts single bits (width 1), got width {b.width}")
+    rb, ra = dealer.bit_pair(ctx, b.shape)
+    rc, d = channel.exchange(ctx, b.data ^ rb, b.depth, 1)
+    c = b.data ^ rb ^ rc
+    z = only_party0(c[0]) + ra * (const(ctx, 1) - const(ctx, 2) * c)
+    return AShare(z, d)

@@ -1,0 +1,179 @@
+"""Share types and the per-program Context (ledger, dealer key stream, scope and op stacks).
+
+Shares carry a leading party axis: `data[i]` is party i's share. `depth` (static, pytree aux
+data) is the round depth at which the value became available, so the critical path is tracked at
+trace time and costs nothing at run time.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import zlib
+
+import jax
+
+from .config import MPCConfig
+from .ledger import Ledger
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class AShare:
+    """Additive shares over Z_2^l: x = data[0] + data[1] mod 2^l."""
+
+    data: jax.Array
+    depth: int = dataclasses.field(default=0, metadata=dict(static=True))
+
+    @property
+    def shape(self):
+        return self.data.shape[1:]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BShare:
+    """XOR shares, an element's `width` low bits packed in one uint word: x = data[0] ^ data[1].
+
+    The ledger counts `width` bits per element for every boolean message.
+    """
+
+    data: jax.Array
+    depth: int = dataclasses.field(default=0, metadata=dict(static=True))
+    width: int = dataclasses.field(default=64, metadata=dict(static=True))
+
+    @property
+    def shape(self):
+        return self.data.shape[1:]
+
+
+_GAMMA = 0x9E3779B97F4A7C15
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    import jax.numpy as jnp
+    z = (z ^ (z >> jnp.uint64(30))) * jnp.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> jnp.uint64(27))) * jnp.uint64(0x94D049BB133111EB)
+    return z ^ (z >> jnp.uint64(31))
+
+
+def _mix64_int(z: int) -> int:
+    """The same finaliser on a Python int (for static seeds)."""
+    z &= _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+class Context:
+    """State of one simulated two-party program, used while tracing.
+
+    config: the MPCConfig. key: the dealer/PRG key (may be a traced value inside jit).
+    `next_key()` folds a Python counter into the key, so the key stream is deterministic at trace
+    time. `scope(...)` pushes a module path, `op(...)` an op label (the ledger records the
+    outermost as `op` and the whole path as `detail`), `phase("setup")` marks per-deployment
+    messages. With `audit=True` the channel also keeps every payload in `audit_log`.
+    """
+
+    def __init__(self, config: MPCConfig | None = None, key=None, audit: bool = False):
+        self.config = config or MPCConfig()
+        if self.config.mode == "ideal":
+            raise NotImplementedError("MPCConfig(mode='ideal') is not implemented in the runtime yet")
+        self.key = jax.random.PRNGKey(self.config.seed) if key is None else key
+        kd = self.key
+        if jax.dtypes.issubdtype(getattr(kd, "dtype", None), jax.dtypes.prng_key):
+            kd = jax.random.key_data(kd)
+        self._key_data = jax.numpy.ravel(kd)[:2].astype(jax.numpy.uint32)
+        self.ledger = Ledger()
+        self.audit = audit
+        self.audit_log: list = []
+        self._counter = 0
+        self._scopes: list[str] = []
+        self._ops: list[str] = []
+        self._phase = "online"
+
+    # -- randomness
+    def next_key(self):
+        """A fresh dealer/PRG key: fold_in(key, counter), counter incremented at trace time."""
+        k = jax.random.fold_in(self.key, self._counter)
+        self._counter += 1
+        return k
+
+    def weight_key(self, weight_id: str):
+        """Key fixed for the deployment (config.seed and weight id only), for a weight's mask B."""
+        base = jax.random.PRNGKey(self.config.seed)
+        return jax.random.fold_in(base, zlib.crc32(weight_id.encode()) & 0x7FFFFFFF)
+
+    def uniform(self, shape, weight_id: str | None = None):
+        """Uniform ring elements of `shape` for the dealer / the parties' shared PRGs.
+
+        Why not `jax.random.bits(next_key())`: threefry (and even XLA's RngBitGenerator) cost
+        seconds of compile time per call, and a transformer makes thousands of dealer calls.
+        Here each call is a counter-mode SplitMix64 stream: element i of call c is
+        mix64(seed_c + (i + 1) * gamma), seed_c = mix64(key words, c) with c a Python counter
+        (deterministic at trace time). Pure elementwise integer ops: compiles and runs fast.
+        A simulator PRG, not a cryptographic one (a deployment would use AES-CTR from the seed).
+        Weight masks (`weight_id`) use a seed from config.seed and the id alone (same every run).
+        """
+        import jax.numpy as jnp
+        import numpy as np
+        from . import ring
+        if weight_id is None:
+            c = self._counter
+            self._counter += 1
+            kd = self._key_data.astype(jnp.uint64)
+            seed = _mix64((kd[0] << jnp.uint64(32)) | kd[1]) ^ jnp.uint64(_mix64_int(c + 1))
+        else:
+            c = zlib.crc32(weight_id.encode())
+            seed = jnp.uint64(_mix64_int(_mix64_int(self.config.seed) ^ (c << 1) ^ 1))
+        n = int(np.prod(shape, dtype=np.int64))
+        ctr = jax.lax.iota(jnp.uint64, n) + jnp.uint64(1)
+        z = _mix64(_mix64(seed) + ctr * jnp.uint64(_GAMMA))
+        z = z.reshape(tuple(shape)).astype(ring.ring_dtype(self.ring_bits))
+        return jax.lax.optimization_barrier(z)
+
+    # -- labels
+    @contextlib.contextmanager
+    def scope(self, name: str):
+        self._scopes.append(name)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
+
+    @contextlib.contextmanager
+    def op(self, name: str):
+        self._ops.append(name)
+        try:
+            yield
+        finally:
+            self._ops.pop()
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        prev, self._phase = self._phase, name
+        try:
+            yield
+        finally:
+            self._phase = prev
+
+    @property
+    def current_scope(self) -> str:
+        return "/".join(s for s in self._scopes if s)
+
+    @property
+    def current_op(self) -> str:
+        return self._ops[0] if self._ops else "?"
+
+    @property
+    def current_detail(self) -> str:
+        return "/".join(self._ops)
+
+    @property
+    def current_phase(self) -> str:
+        return self._phase
+
+    @property
+    def ring_bits(self) -> int:
+        return self.config.ring_bits
