@@ -177,7 +177,8 @@ class GPT2LMHeadModel(nn.Module):
         )
         wte = self.variables["params"]["transformer"]["wte"]["embedding"]
         with jax.named_scope("lm_head"):
-            logits = jnp.matmul(x, wte.T)  # tied to the input embedding
+            # tied to the input embedding: x [b, s, h] . wte [v, h] -> [b, s, v]
+            logits = jax.lax.dot_general(x, wte, (((2,), (1,)), ((), ())))
         if output_hidden_states or output_attentions:
             out = {"logits": logits}
             if output_hidden_states:

@@ -83,7 +83,9 @@ def merge_heads(x: jax.Array) -> jax.Array:
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None):
     """Scaled dot-product attention on split heads; returns (context, probabilities)."""
     scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
-    # jnp.matmul, not einsum: einsum adds its spec string to the name stack (module scopes).
-    scores = jnp.matmul(q, jnp.swapaxes(k, -1, -2)) * scale
+    # lax.dot_general with (batch, head) batch dimensions: one equation per product, no einsum
+    # spec strings in the name stack, no reshapes or squeezes around it.
+    batch = ((0, 1), (0, 1))
+    scores = jax.lax.dot_general(q, k, (((3,), (3,)), batch)) * scale
     probs = masked_softmax(scores, mask)
-    return jnp.matmul(probs, v), probs
+    return jax.lax.dot_general(probs, v, (((3,), (2,)), batch)), probs
