@@ -263,7 +263,21 @@ def test_minilm_save_keeps_hf_layout(minilm, tmp_path):
     np.testing.assert_array_equal(back.encode(SENTENCES[:2]), minilm.encode(SENTENCES[:2]))
 
 
-def test_prefixed_and_bare_names_both_load(tmp_path):
+def test_prefixed_and_bare_names_both_load(tmp_path, tiny_gpt2):
+    # GPT-2: GPT2LMHeadModel saves `transformer.h.0...`; the original `gpt2` files say `h.0...`
+    # and carry buffers (`attn.bias`) and a tied `lm_head.weight`, which are ignored.
+    gstate = checkpoint.read_state(tiny_gpt2.folder)
+    assert "transformer.h.0.attn.c_attn.weight" in gstate
+    bare = tmp_path / "gpt2_bare"
+    shutil.copytree(tiny_gpt2.folder, bare)
+    renamed = {k.removeprefix("transformer."): v for k, v in gstate.items()}
+    renamed["h.0.attn.bias"] = np.tril(np.ones((1, 1, 128, 128), np.float32))
+    renamed["lm_head.weight"] = gstate["transformer.wte.weight"]
+    checkpoint.write_state(bare, renamed)
+    g = pm.load(bare)
+    gids = np.array([[5, 6, 7, 8]], np.int32)
+    np.testing.assert_array_equal(g.apply(gids), tiny_gpt2.apply(gids))
+
     folder = pm.make_tiny_bert(tmp_path / "bare")
     state = checkpoint.read_state(folder)
     assert "embeddings.word_embeddings.weight" in state
