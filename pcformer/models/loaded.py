@@ -41,7 +41,7 @@ def minilm_folder() -> Path:
 NAMED: dict[str, Callable[[], Path]] = {"minilm": minilm_folder, "all-minilm-l6-v2": minilm_folder}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # identity semantics: it holds arrays
 class LoadedModel:
     """A Flax model with its parameters, config and tokenizer, loaded from a HF folder.
 
@@ -171,14 +171,16 @@ def _abstract_params(module) -> Any:
     return shapes["params"]
 
 
-def build_module(kind: str, config):
-    """The Flax module for a config dataclass (BERT heads chosen by `architectures`)."""
+def build_module(kind: str, config, architectures: tuple[str, ...] = ()):
+    """The Flax module for a model kind and config dataclass; BERT's head follows `architectures`."""
     if kind == "bert":
+        if "BertForSequenceClassification" in architectures:
+            return bert.BertForSequenceClassification(config)
         return bert.BertModel(config)
     if kind == "gpt2":
         return gpt2.GPT2LMHeadModel(config)
-    checkpoint.layout(kind)  # raises the unknown-kind error
-    raise AssertionError(kind)
+    checkpoint.layout(kind)  # raises the unknown-model_type error
+    raise AssertionError(f"layout without module: {kind}")
 
 
 def _resolve(name_or_folder) -> Path:
@@ -217,15 +219,9 @@ def load(name_or_folder) -> LoadedModel:
     if kind == "bert":
         has_pooler = any(n.endswith("pooler.dense.weight") for n in state)
         config = bert.BertConfig.from_hf(hf_config, add_pooling_layer=has_pooler)
-        archs = raw.get("architectures") or []
-        if "BertForSequenceClassification" in archs:
-            config = dataclasses.replace(config, num_labels=hf_config.num_labels)
-            module = bert.BertForSequenceClassification(config)
-        else:
-            module = bert.BertModel(config)
     else:
         config = gpt2.GPT2Config.from_hf(hf_config)
-        module = build_module(kind, config)
+    module = build_module(kind, config, tuple(raw.get("architectures") or ()))
     expected = _abstract_params(module)
     params = checkpoint.params_from_state(state, expected, kind, source=str(folder / checkpoint.WEIGHTS_FILE))
     params = jax.tree_util.tree_map(jnp.asarray, params)
