@@ -122,3 +122,18 @@ def dce(closed) -> ClosedJaxpr:
         jaxpr, [True] * len(jaxpr.outvars), [False] * n_consts + [True] * n_in)
     consts = [c for c, u in zip(closed.consts, used_consts) if u]
     return ClosedJaxpr(new, consts)
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def bind_folding(eqn, invals: list) -> list:
+    """`bind`, but an equation whose inputs are all concrete and whose outputs are scalars is
+    evaluated now (e.g. `1 / sqrt(head_dim)`), so a public constant does not reach later passes
+    as a heavy primitive. Larger constant results are left in the jaxpr (no array blow-up)."""
+    small = all(getattr(v.aval, "size", 2) <= 1 for v in eqn.outvars)
+    if small and not eqn.effects and invals and all(_is_concrete(x) for x in invals):
+        with jax.ensure_compile_time_eval():
+            return bind(eqn, invals)
+    return bind(eqn, invals)

@@ -335,6 +335,7 @@ def match_softmax(g: Graph, i: int):
         idxs |= more
     z = pe[1].invars[0]
     x = z
+    found_masks = []
     ps = g.prod(z, "sub")
     if ps:
         xm, t = ps[1].invars
@@ -358,19 +359,23 @@ def match_softmax(g: Graph, i: int):
             if r:
                 sub_idxs |= r[2]
                 roots = {id(r[1])}
-                mask = mask if mask is not None else r[0]
+                found_masks.append(r[0])
             rx = _mask_select(g, xm, lambda f: f <= -1e4)
             if rx:
                 sub_idxs |= rx[2]
                 xm_base = rx[1]
-                mask = mask if mask is not None else rx[0]
+                found_masks.append(rx[0])
             else:
                 xm_base = xm
             if id(xm_base) in roots or xm_base is v:
                 idxs |= sub_idxs
                 x = xm_base
-    if outer_mask is not None and mask is not None and outer_mask is not mask:
-        return None
+                mask = mask if mask is not None else (found_masks or [None])[0]
+            else:
+                found_masks = []
+    masks = [m for m in (mask, outer_mask, *found_masks) if m is not None]
+    if len({id(_through(g, m, set())) for m in masks}) > 1:
+        return None  # different masks (modulo broadcasting): not one softmax
     mask = mask if mask is not None else outer_mask
     ndim = len(x.aval.shape) if hasattr(x, "aval") else 1
     axis = axis % ndim
@@ -393,6 +398,8 @@ def _single(prim: str, rule: str, pred: Callable = lambda g, e: True):
     def match(g: Graph, i: int):
         eqn = g.eqns[i]
         if eqn.primitive.name != prim or not pred(g, eqn):
+            return None
+        if all(g.is_const(v) for v in eqn.invars):  # public constant: nothing to hide
             return None
         if not jnp.issubdtype(eqn.outvars[0].aval.dtype, jnp.floating):
             return None
@@ -529,7 +536,7 @@ def _interpret(closed, matches: list[Match], policy: P.Policy, args):
         if i in skip:
             continue
         with compat.user_context(compat.traceback_of(eqn), compat.name_stack_of(eqn)):
-            outs = compat.bind(eqn, [read(v) for v in eqn.invars])
+            outs = compat.bind_folding(eqn, [read(v) for v in eqn.invars])
         for v, o in zip(eqn.outvars, outs):
             if compat.is_var(v):
                 env[v] = o

@@ -88,7 +88,7 @@ def eval_inlined(jaxpr, consts: Sequence, args: Sequence, prefix=None) -> list:
             outs = eval_inlined(sub, sub_consts, invals, stack)
         else:
             with compat.user_context(compat.traceback_of(eqn), stack):
-                outs = compat.bind(eqn, invals)
+                outs = compat.bind_folding(eqn, invals)
         for v, o in zip(eqn.outvars, outs):
             if compat.is_var(v):
                 env[v] = o

@@ -248,3 +248,25 @@ def test_named_policies_say_what_they_are():
     assert "INTERPRETATION" in P.PAPER.doc and "2305.18396" in P.PAPER.doc
     assert all(p.doc for p in P.NAMED.values())
     assert P.Policy() == P.dataclasses.replace(P.EXACT, name="custom")
+
+
+def test_public_constants_are_not_rewritten():
+    def fn(x):
+        scale = 1.0 / jnp.sqrt(jnp.float32(8))        # folded to a constant by trace
+        return x * scale + jnp.exp(jnp.ones(4))        # exp of a constant: public, left alone
+
+    tr = T.trace(fn, X)
+    assert "sqrt" not in {e.primitive.name for e in tr.eqns}
+    assert R.matches(tr, "exact") == []
+    np.testing.assert_allclose(tr(X), fn(X), rtol=1e-6)
+
+
+def test_softmax_with_broadcast_mask():
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 3, 4))
+    mask = jnp.array([[[1, 1, 0, 1]], [[1, 0, 0, 1]]], bool)  # [2, 1, 4], broadcast over rows
+    fn = lambda x, m: jax.nn.softmax(x, where=m)  # noqa: E731
+    ms = R.matches(T.trace(fn, x, mask), "puma")
+    assert [(m.rule, m.masked) for m in ms] == [("softmax", True)]
+    y = R.friendly(fn, "exact")(x, mask)
+    np.testing.assert_allclose(y, jnp.where(mask, fn(x, mask), 0.0), atol=5e-3)
+    assert float(jnp.abs(jnp.where(mask, 0.0, y)).max()) == 0.0
