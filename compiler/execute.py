@@ -1,0 +1,385 @@
+"""Execution: an environment-passing interpreter over the IR, run inside ONE jax.jit.
+
+Why an interpreter traced by jit rather than generated code: the ledger is written while tracing
+(shapes are static), so one trace gives both the compiled executable and the measured entries;
+later calls with the same input shapes reuse the compiled executable without retracing.
+
+Values in the environment: plaintext arrays for public/private values (a private array is only
+ever read by ops of its holder, or encoded by its holder into a protocol), ``AShare`` for
+secrets. Protocol ops run under ``ctx.scope(op.scope)`` and ``ctx.op(op.name)``; share-local ops
+touch each party's row only and never write the ledger.
+
+The overflow check (``config.check_overflow``) is a SIMULATOR-ONLY ORACLE: it reconstructs every
+secret intermediate (x0 + x1, no channel, nothing in the ledger) to find the first value whose
+magnitude exceeds the safe fixed-point bound 2^(l-2-scale). A real party could not do this.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from pcformer.runtime import protocols as P
+from pcformer.runtime import ring
+from pcformer.runtime.shares import AShare, Context
+
+from . import ir
+
+__all__ = ["build", "Executable", "LOCAL_FNS", "SHARE_LOCAL", "PROTOCOL_CALLS", "protocol_call"]
+
+
+# ============================================================ helpers
+def _enc(cfg, x, scale):
+    """Fixed-point encode a plaintext array at ``scale`` (ints/bools at any scale are exact)."""
+    return ring.encode_traced(jnp.asarray(x).astype(jnp.float64), scale, cfg.ring_bits)
+
+
+def _bcast(x: AShare, shape) -> AShare:
+    shape = tuple(shape)
+    if tuple(x.shape) == shape:
+        return x
+    return AShare(jnp.broadcast_to(x.data, (2,) + shape), x.depth)
+
+
+def _depth(vals) -> int:
+    return max((v.depth for v in vals if isinstance(v, AShare)), default=0)
+
+
+def _per_row(fn, *shares):
+    """Apply fn to each party's row (stacked back into [2, ...])."""
+    return jnp.stack([fn(*[s.data[i] for s in shares]) for i in (0, 1)])
+
+
+def weight_id(v: ir.Value) -> str:
+    """Per-value id of a party's plaintext operand: its setup mask B derives from it, so two
+    different weights never share a mask."""
+    return f"v{v.id}"
+
+
+# ============================================================ local (plaintext) helpers
+def _one_hot(op, idx):
+    depth = op.attrs["depth"]
+    return (idx[..., 0][..., None] == jnp.arange(depth, dtype=idx.dtype)).astype(jnp.int32)
+
+
+LOCAL_FNS = {
+    "reciprocal": lambda op, b: 1.0 / b,
+    "one_hot": _one_hot,
+    "reshape": lambda op, x: jnp.reshape(x, op.attrs["new_shape"]),
+    "sub": lambda op, a, b: a - b,
+    "select": lambda op, p, f, t: jnp.where(p.astype(bool), t, f),
+}
+
+
+def _run_local(op: ir.Op, args):
+    if op.name == "const":
+        return [jnp.asarray(op.attrs["value"])]
+    if "fn" in op.attrs:
+        out = LOCAL_FNS[op.attrs["fn"]](op, *args)
+        return [jnp.asarray(out).astype(op.results[0].dtype)]
+    prim, params = op.attrs["primitive"], op.attrs["params"]
+    out = prim.bind(*args, **params)
+    return list(out) if prim.multiple_results else [out]
+
+
+# ============================================================ share-local ops (free)
+def _plain_ring(cfg, op, args, shape):
+    i = op.attrs["plain_index"]
+    return jnp.broadcast_to(_enc(cfg, args[i], op.attrs["enc"]), shape)
+
+
+def _add_like(cfg, op, args, sub):
+    shape = op.results[0].shape
+    a, b = args
+    if isinstance(a, AShare) and isinstance(b, AShare):
+        a, b = _bcast(a, shape), _bcast(b, shape)
+        return AShare(a.data - b.data if sub else a.data + b.data, _depth(args))
+    i = op.attrs["plain_index"]
+    s = _bcast(args[1 - i], shape)
+    c = _plain_ring(cfg, op, args, shape)
+    holder = op.attrs["holder"]
+    row = jnp.zeros((2,) + tuple(shape), s.data.dtype).at[holder].set(c)
+    if not sub:
+        data = s.data + row
+    elif i == 1:              # secret - plain: the holder subtracts from its share
+        data = s.data - row
+    else:                     # plain - secret: everyone negates, the holder adds
+        data = row - s.data
+    return AShare(data, s.depth)
+
+
+def _mul_public(cfg, op, args):
+    shape = op.results[0].shape
+    s = _bcast(args[0], shape)
+    return AShare(s.data * _plain_ring(cfg, op, args, shape)[None], s.depth)
+
+
+def _dot_public(cfg, op, args):
+    i = op.attrs["plain_index"]
+    w = _enc(cfg, args[i], op.attrs["enc"])
+    s = args[1 - i]
+    dn = op.attrs["dimension_numbers"]
+    mm = lambda a, b: ring.ring_matmul(a, b, dn, cfg.ring_bits, cfg.matmul_kernel)
+    data = jnp.stack([mm(s.data[r], w) if i == 1 else mm(w, s.data[r]) for r in (0, 1)])
+    return AShare(data, s.depth)
+
+
+def _lift(cfg, op, args):
+    x = args[0]
+    return AShare(x.data * jnp.asarray(1 << op.attrs["shift"], x.data.dtype), x.depth)
+
+
+def _from_public(cfg, op, args):
+    c = _enc(cfg, args[0], op.attrs["enc"])
+    return AShare(jnp.stack([c, jnp.zeros_like(c)]), 0)
+
+
+def _select_public(cfg, op, args):
+    pred, t, f = args
+    shape = op.results[0].shape
+    t, f = _bcast(t, shape), _bcast(f, shape)
+    p = jnp.broadcast_to(jnp.asarray(pred).astype(bool), shape)[None]
+    return AShare(jnp.where(p, t.data, f.data), _depth([t, f]))
+
+
+def _structural(cfg, op, args):
+    """Reshape/transpose/slice/reduce_sum/concatenate/pad/gather... applied to each row."""
+    name = op.name
+    if name == "convert_element_type":
+        return [args[0]]
+    prim = op.attrs["primitive"]
+    params = dict(op.attrs["params"])
+    if name == "gather" and "fill_value" in params:
+        params["fill_value"] = None
+    n_data = op.attrs.get("n_data", len(args))
+    data, rest = args[:n_data], args[n_data:]
+    if name == "pad":
+        x, pv = data
+        rows = [prim.bind(x.data[r], pv.data[r], *rest, **params) for r in (0, 1)]
+        return [AShare(jnp.stack(rows), _depth(data))]
+    outs = [prim.bind(*[d.data[r] for d in data], *rest, **params) for r in (0, 1)]
+    if prim.multiple_results:
+        return [AShare(jnp.stack([outs[0][k], outs[1][k]]), _depth(data))
+                for k in range(len(outs[0]))]
+    return [AShare(jnp.stack(outs), _depth(data))]
+
+
+SHARE_LOCAL = {
+    "add": lambda cfg, op, args: _add_like(cfg, op, args, False),
+    "sub": lambda cfg, op, args: _add_like(cfg, op, args, True),
+    "neg": lambda cfg, op, args: AShare(-args[0].data, args[0].depth),
+    "mul_public": _mul_public,
+    "dot_general_public": _dot_public,
+    "lift": _lift,
+    "from_public": _from_public,
+    "select_public": _select_public,
+}
+
+
+def _run_share_local(cfg, op, args):
+    f = SHARE_LOCAL.get(op.name)
+    if f is not None:
+        return [f(cfg, op, args)]
+    return _structural(cfg, op, args)
+
+
+# ============================================================ protocol ops
+def protocol_call(op: ir.Op) -> tuple[str, tuple, dict]:
+    """(runtime protocol name, operand shapes as passed, static kwargs) of a protocol op.
+
+    The ONE place that decides how an IR op calls its runtime protocol; cost.py uses the same
+    shapes and kwargs with runtime.costs.COSTS, so the static cost and the execution agree by
+    construction of the call (and tests check the ledgers agree message by message)."""
+    a = op.attrs
+    out = op.results[0].shape
+    n = op.name
+    if n == "share":
+        return n, (op.operands[0].shape,), {"owner": a["party"]}
+    if n == "reveal":
+        return n, (op.operands[0].shape,), {"to": a["to"]}
+    if n == "truncate":
+        return n, (op.operands[0].shape,), {"bits": a["shift"]}
+    if n == "mul":
+        return n, (out, out), {}
+    if n == "square":
+        return n, (out,), {}
+    if n == "mul_private":
+        return n, (out, out), {"party": a["party"], "weight_id": weight_id(op.operands[1])}
+    if n == "dot_general":
+        return n, (op.operands[0].shape, op.operands[1].shape), \
+            {"dimension_numbers": a["dimension_numbers"]}
+    if n == "dot_general_private":
+        i = a["plain_index"]
+        x, w = op.operands[1 - i], op.operands[i]
+        return n, (x.shape, w.shape), {"party": a["party"],
+                                       "dimension_numbers": a["dimension_numbers"],
+                                       "weight_id": weight_id(w), "w_on_left": i == 0}
+    if n in ("relu", "drelu"):
+        return n, (op.operands[0].shape,), {}
+    if n in ("max", "argmax"):
+        return n, (op.operands[0].shape,), {"axis": a["axis"]}
+    raise NotImplementedError(f"no runtime protocol for IR op {n!r}")
+
+
+def _run_protocol(ctx, op: ir.Op, args):
+    cfg = ctx.config
+    name, _, kw = protocol_call(op)
+    out = op.results[0].shape
+    if name == "share":
+        x = _enc(cfg, args[0], a_enc(op))
+        return P.share(ctx, x, **kw)
+    if name == "reveal":
+        return P.reveal(ctx, args[0], **kw)
+    if name == "truncate":
+        return P.truncate(ctx, args[0], **kw)
+    if name == "mul":
+        return P.mul(ctx, _bcast(args[0], out), _bcast(args[1], out))
+    if name == "square":
+        return P.square(ctx, _bcast(args[0], out))
+    if name == "mul_private":
+        w = jnp.broadcast_to(_enc(cfg, args[1], op.attrs["enc"]), out)
+        return P.mul_private(ctx, _bcast(args[0], out), w, **kw)
+    if name == "dot_general":
+        return P.dot_general(ctx, args[0], args[1], **kw)
+    if name == "dot_general_private":
+        i = op.attrs["plain_index"]
+        w = _enc(cfg, args[i], op.attrs["enc"])
+        return P.dot_general_private(ctx, args[1 - i], w, **kw)
+    if name == "relu":
+        return P.relu(ctx, args[0])
+    if name == "drelu":
+        return P.drelu(ctx, args[0])
+    if name == "max":
+        return P.max(ctx, args[0], **kw)
+    if name == "argmax":
+        return P.argmax(ctx, args[0], **kw)
+    raise NotImplementedError(name)  # pragma: no cover
+
+
+def a_enc(op):
+    return op.attrs.get("enc", 0)
+
+
+PROTOCOL_CALLS = ("share", "reveal", "truncate", "mul", "square", "mul_private", "dot_general",
+                  "dot_general_private", "relu", "drelu", "max", "argmax")
+
+
+# ============================================================ the interpreter
+def interpret(prog: ir.Program, ctx: Context, flat_inputs, check: bool = False):
+    """Run the IR on the runtime; returns (plaintext outputs, overflow probes)."""
+    cfg = ctx.config
+    env: dict[int, Any] = {}
+    for v, x in zip(prog.inputs, flat_inputs):
+        env[v.id] = x
+    probes = []
+    for k, op in enumerate(prog.ops):
+        args = [env[v.id] for v in op.operands]
+        if op.kind == "local":
+            outs = _run_local(op, args)
+        elif op.kind == "share_local":
+            outs = _run_share_local(cfg, op, args)
+        else:
+            with ctx.scope(op.scope), ctx.op(op.name):
+                out = _run_protocol(ctx, op, args)
+            if op.name == "reveal":
+                r = op.results[0]
+                out = _decode(cfg, out, r)
+            outs = [out]
+        for r, o in zip(op.results, outs):
+            env[r.id] = o
+            if check and r.vis.is_secret:
+                probes.append((k, r, _oracle_max(cfg, o, r.scale)))
+    return [env[v.id] for v in prog.outputs], probes
+
+
+def _decode(cfg, u, v: ir.Value):
+    x = ring.decode(u, v.scale, cfg.ring_bits)
+    if np.issubdtype(np.dtype(v.dtype), np.floating):
+        return x.astype(jnp.float32)
+    return jnp.round(x).astype(v.dtype)
+
+
+def _oracle_max(cfg, s: AShare, scale):
+    """SIMULATOR-ONLY ORACLE: max |x| of a secret, reconstructed outside the ledger."""
+    x = ring.to_signed(s.data[0] + s.data[1]).astype(jnp.float64)
+    return jnp.max(jnp.abs(x)) / float(2 ** scale) if x.size else jnp.float64(0)
+
+
+@dataclasses.dataclass
+class Overflow:
+    """The first secret whose magnitude reached the safe fixed-point bound."""
+
+    op: str
+    value: int
+    scope: str
+    where: str
+    max_abs: float
+    bound: float
+
+    def __str__(self):
+        return (f"fixed-point overflow: %{self.value} = {self.op} reached |x| = {self.max_abs:g} "
+                f">= {self.bound:g} at {self.where} (scope {self.scope or '<top>'})")
+
+
+class Executable:
+    """One compiled executable per input signature; ``trace_count`` counts traces (tests)."""
+
+    def __init__(self, prog: ir.Program, config):
+        self.prog = prog
+        self.config = config
+        self.trace_count = 0
+        self._cache: dict = {}
+
+    def _fn(self, flat_inputs):
+        self.trace_count += 1
+        ctx = Context(self.config)
+        outs, probes = interpret(self.prog, ctx, flat_inputs, self.config.check_overflow)
+        self._last_entries = list(ctx.ledger.entries)
+        self._last_probes = [(k, r) for k, r, _ in probes]
+        return outs, [p for _, _, p in probes]
+
+    def compile(self, flat_inputs):
+        """(compiled, entries, probe meta, compile seconds) for these input shapes, cached."""
+        sig = tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in flat_inputs)
+        if sig not in self._cache:
+            t0 = time.perf_counter()
+            with ring.x64():
+                compiled = jax.jit(self._fn).lower(list(flat_inputs)).compile()
+            self._cache[sig] = (compiled, self._last_entries, self._last_probes,
+                                time.perf_counter() - t0)
+        return self._cache[sig]
+
+    def __call__(self, flat_inputs):
+        """Returns (flat outputs, ledger entries, time dict, overflow or None)."""
+        flat_inputs = [jnp.asarray(x) for x in flat_inputs]
+        compiled, entries, meta, compile_s = self.compile(flat_inputs)
+        fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
+        self._cache["_timed"] = compiled
+        t0 = time.perf_counter()
+        with ring.x64():
+            outs, probes = compiled(list(flat_inputs))
+            outs = jax.block_until_ready(outs)
+        run_s = time.perf_counter() - t0
+        overflow = None
+        if meta:
+            overflow = first_overflow(self.prog, self.config, meta, [float(p) for p in probes])
+        return outs, entries, {"compile_s": fresh, "run_s": run_s}, overflow
+
+
+def first_overflow(prog, config, meta, maxima):
+    for (k, r), m in zip(meta, maxima):
+        bound = ring.safe_bound(r.scale, config.ring_bits)
+        if not np.isfinite(m) or m >= bound:
+            op = prog.ops[k]
+            return Overflow(op.name, r.id, op.scope, op.where, m, bound)
+    return None
+
+
+def build(prog: ir.Program, config) -> Executable:
+    """The executable of an IR program (compiled lazily per input signature)."""
+    return Executable(prog, config)

@@ -1,0 +1,121 @@
+"""Communication reports: totals, per-op and per-scope rows, JSON, latency estimates.
+
+One class for both kinds: ``Report(entries, time=None, static=False)``. ``Program.cost`` is a
+Report built from the static entries (``static=True``, computed from the IR and the per-op cost
+formulas); ``Program.run`` returns one built from the measured ledger, with wall times. Because
+the two carry the same entries (tests hold them equal), their JSON ``totals`` are identical.
+
+Conventions (also in docs/compiler.md):
+- bytes of an entry = ceil(bits / 8) per party; a phase's bytes are the sums per party.
+- rounds of a phase = its critical-path depth (max entry depth); steps = number of entries.
+- a row's rounds = number of distinct depth levels its messages occupy in that phase.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Iterable
+
+from pcformer.runtime.ledger import PHASES, Entry
+
+from .config import Network, network as _network
+
+__all__ = ["Report", "phase_summary"]
+
+
+def phase_summary(entries: Iterable[Entry], phase: str, rounds: str = "max") -> dict:
+    """{"bytes": [b0, b1], "rounds": r, "steps": n} of the entries in one phase.
+
+    rounds="max": the critical-path depth (totals); rounds="levels": distinct depths (rows).
+    """
+    es = [e for e in entries if e.phase == phase]
+    b0 = sum(-(-e.bits[0] // 8) for e in es)
+    b1 = sum(-(-e.bits[1] // 8) for e in es)
+    if rounds == "max":
+        r = max((e.depth for e in es), default=0)
+    else:
+        r = len({e.depth for e in es})
+    return {"bytes": [b0, b1], "rounds": r, "steps": len(es)}
+
+
+def _prefix(scope: str, depth: int | None) -> str:
+    if depth is None:
+        return scope
+    return "/".join(scope.split("/")[:depth]) if scope else ""
+
+
+@dataclasses.dataclass
+class Report:
+    """A communication report over ledger entries (static or measured)."""
+
+    entries: list
+    time: dict | None = None
+    static: bool = False
+
+    def __post_init__(self):
+        self.entries = list(self.entries)
+
+    # ------------------------------------------------------------------ aggregates
+    def totals(self) -> dict:
+        """{phase: {"bytes": [b0, b1], "rounds": critical path depth, "steps": entries}}."""
+        return {ph: phase_summary(self.entries, ph) for ph in PHASES}
+
+    def _rows(self, key) -> list[dict]:
+        groups: dict[str, list] = {}
+        for e in self.entries:
+            groups.setdefault(key(e), []).append(e)
+        rows = []
+        for name, es in groups.items():
+            row = {"name": name}
+            for ph in PHASES:
+                row[ph] = phase_summary(es, ph, rounds="levels")
+            rows.append(row)
+        rows.sort(key=lambda r: (-sum(r["online"]["bytes"]) - sum(r["offline"]["bytes"]),
+                                 r["name"]))
+        return rows
+
+    def by_op(self) -> list[dict]:
+        """One row per protocol op name."""
+        return self._rows(lambda e: e.op)
+
+    def by_scope(self, depth: int | None = None) -> list[dict]:
+        """One row per module path, cut to its first ``depth`` components when given."""
+        return self._rows(lambda e: _prefix(e.scope, depth))
+
+    # ------------------------------------------------------------------ outputs
+    def to_json(self, scope_depth: int | None = None) -> dict:
+        """Plain JSON (see docs/compiler.md for the schema)."""
+        out = {
+            "kind": "static" if self.static else "measured",
+            "totals": self.totals(),
+            "by_op": self.by_op(),
+            "by_scope": self.by_scope(scope_depth),
+        }
+        if self.time is not None:
+            out["time"] = dict(self.time)
+        return out
+
+    def dumps(self, **kw) -> str:
+        return json.dumps(self.to_json(), **kw)
+
+    def estimate(self, network: str | Network = "lan") -> dict:
+        """Estimated seconds per phase on a network: rounds * rtt + max(b0, b1) * 8 / bandwidth
+        (full duplex: the busier direction bounds transfer time), plus "per_run" =
+        offline + online (setup is paid once per deployment)."""
+        net = _network(network)
+        out = {}
+        for ph, p in self.totals().items():
+            out[ph] = p["rounds"] * net.rtt + max(p["bytes"]) * 8.0 / net.bandwidth
+        out["per_run"] = out["offline"] + out["online"]
+        return out
+
+    def __str__(self) -> str:
+        t = self.totals()
+        lines = [f"{'static cost' if self.static else 'measured'}:"]
+        for ph in PHASES:
+            p = t[ph]
+            lines.append(f"  {ph:8s} bytes P0={p['bytes'][0]:,} P1={p['bytes'][1]:,} "
+                         f"rounds={p['rounds']} steps={p['steps']}")
+        if self.time:
+            lines.append("  time " + ", ".join(f"{k}={v:.3f}s" for k, v in self.time.items()))
+        return "\n".join(lines)
