@@ -19,7 +19,7 @@ class Policy:
     """One approximation name per operator class, plus the parameters they use.
 
     Operator classes: `gelu` (quad | relu | puma | exact), `softmax` (2quad | relu | puma |
-    exact), `exp` (limit), `reciprocal` (goldschmidt | newton), `rsqrt` (newton | crypten),
+    exact), `exp` (taylor | limit), `reciprocal` (goldschmidt | newton), `rsqrt` (newton | crypten),
     `tanh` (logistic), `logistic` (exp), `erf` (poly). `reciprocal` also serves the division
     inside every softmax; `exp` applies to a standalone `exp` only (softmax has its own).
     """
@@ -27,7 +27,7 @@ class Policy:
     doc: str = dataclasses.field(default="", compare=False)  # what the policy is, its sources
     gelu: str | None = "exact"
     softmax: str | None = "exact"
-    exp: str | None = "limit"
+    exp: str | None = "taylor"
     reciprocal: str | None = "goldschmidt"
     rsqrt: str | None = "newton"
     tanh: str | None = "logistic"
@@ -36,7 +36,8 @@ class Policy:
     # parameters
     quad_c: float = 5.0             # 2Quad softmax shift c in (x + c)^2 (MPCFormer: 5)
     softmax_eps: float = 1e-3       # added to the row sum of 2quad/relu softmax (empty rows)
-    exp_iters: int = 8              # limit exp: (1 + x / 2^n)^(2^n), n squarings
+    exp_iters: int = 4              # squarings s: exp(x) = p(x / 2^s)^(2^s) (limit method: 8)
+    exp_degree: int = 8             # Taylor degree of p for exp="taylor" (limit method: 1)
     exp_cutoff: float = -14.0       # exp(x) = 0 below this (softmax and standalone exp)
     recip_iters: int = 3            # Goldschmidt iterations (newton: use 10)
     recip_range: tuple[int, int] = (-12, 20)   # exponents [lo, hi): 1/x valid on [2^lo, 2^hi)
@@ -60,22 +61,25 @@ class Policy:
         if method == "goldschmidt":
             lo, hi = self.recip_range
             return lambda x: A.reciprocal_goldschmidt(x, self.recip_iters, lo, hi)
-        return lambda x: A.reciprocal_newton(x, self.recip_iters, self.exp_iters)
+        return lambda x: A.reciprocal_newton(x, self.recip_iters)  # CrypTen's own exp (n=8)
 
     def rsqrt_fn(self):
         if self.rsqrt == "crypten":
-            return lambda x: A.rsqrt_crypten(x, self.rsqrt_iters, self.exp_iters)
+            return lambda x: A.rsqrt_crypten(x, self.rsqrt_iters)  # CrypTen's own exp (n=8)
         lo, hi = self.rsqrt_range
         return lambda x: A.rsqrt_newton(x, self.rsqrt_iters, lo, hi)
 
     def exp_fn(self):
-        return lambda x: A.exp_limit(x, self.exp_iters, self.exp_cutoff)
+        """The exp used standalone and inside exact softmax / logistic / tanh (taylor if unset)."""
+        if self.exp == "limit":
+            return lambda x: A.exp_limit(x, self.exp_iters, self.exp_cutoff)
+        return lambda x: A.exp_taylor(x, self.exp_iters, self.exp_degree, self.exp_cutoff)
 
     def logistic_fn(self):
-        return lambda x: A.logistic_exp(x, self.exp_iters, self.recip_iters)
+        return lambda x: A.logistic_exp(x, self.exp_fn(), self.recip_iters)
 
     def tanh_fn(self):
-        return lambda x: A.tanh_logistic(x, self.exp_iters, self.recip_iters)
+        return lambda x: A.tanh_logistic(x, self.exp_fn(), self.recip_iters)
 
     def erf_fn(self):
         return lambda x: A.erf_poly(x, self.erf_degree)
@@ -84,7 +88,7 @@ class Policy:
         """GeLU replacement; `exact` keeps the matched form (erf or tanh) with polynomial parts."""
         if self.gelu == "exact":
             if form == "tanh":
-                return lambda x: A.gelu_tanh(x, self.exp_iters, self.recip_iters)
+                return lambda x: A.gelu_tanh(x, self.exp_fn(), self.recip_iters)
             return lambda x: A.gelu_erf(x, self.erf_degree)
         return A.GELUS[self.gelu]
 
@@ -97,35 +101,36 @@ class Policy:
                                                           self.softmax_eps, recip)
         if m == "relu":
             return lambda x, where, axis: A.softmax_relu(x, where, axis, self.softmax_eps, recip)
-        fn = A.SOFTMAXES[m]
-        return lambda x, where, axis: fn(x, where, axis, self.exp_iters, self.exp_cutoff, 0.0,
-                                         recip)
+        if m == "puma":
+            return lambda x, where, axis: A.softmax_puma(x, where, axis, self.exp_iters,
+                                                         self.exp_cutoff, 0.0, recip)
+        return lambda x, where, axis: A.softmax_exact(x, where, axis, self.exp_fn(), 0.0, recip)
 
 
 _CHOICES: dict[str, Any] = {
-    "gelu": A.GELUS, "softmax": A.SOFTMAXES, "exp": {"limit"}, "reciprocal": A.RECIPROCALS,
+    "gelu": A.GELUS, "softmax": A.SOFTMAXES, "exp": A.EXPS, "reciprocal": A.RECIPROCALS,
     "rsqrt": A.RSQRTS, "tanh": {"logistic"}, "logistic": {"exp"}, "erf": {"poly"},
 }
 
 EXACT = Policy(name="exact", doc=(
     "High-accuracy approximations of every heavy operator (max errors in "
     "docs/approximations.md): erf/tanh GeLU forms kept with polynomial erf / logistic tanh, "
-    "max-subtracted limit-exp softmax with normalised Goldschmidt reciprocal, normalised "
-    "Newton rsqrt."))
+    "max-subtracted softmax with scaling-and-squaring Taylor exp and normalised Goldschmidt "
+    "reciprocal, normalised Newton rsqrt."))
 
 MPCFORMER = Policy(name="mpcformer", gelu="quad", softmax="2quad", exp=None, tanh=None,
-                   logistic=None, erf=None, doc=(
+                   logistic=None, erf=None, exp_iters=8, doc=(
     "MPCFormer (Li et al., ICLR 2023): Quad GeLU 0.125x^2+0.25x+0.5 and 2Quad softmax "
     "(x+c)^2/sum, c=5; LayerNorm's rsqrt and divisions by secrets approximated (needed to run "
     "at all); other operators left alone. Needs distillation."))
 
 PUMA = Policy(name="puma", gelu="puma", softmax="puma", exp=None, tanh=None, logistic=None,
-              erf=None, doc=(
+              erf=None, exp_iters=8, doc=(
     "PUMA (Dong et al., arXiv 2307.12533): piecewise-polynomial GeLU, max-subtracted "
     "limit-exp softmax with cut-off at -14; rsqrt and divisions approximated."))
 
 PAPER = Policy(name="paper", gelu="relu", softmax="2quad", exp=None, tanh=None, logistic=None,
-               erf=None, doc=(
+               erf=None, exp_iters=8, doc=(
     "An INTERPRETATION of Liu & Liu, 'LLMs Can Understand Encrypted Prompt' (arXiv "
     "2305.18396), whose exact replacement formulas we could not read: following PUMA's "
     "description of this line of work, GeLU -> ReLU and softmax -> a quadratic-kernel "
