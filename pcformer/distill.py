@@ -62,6 +62,9 @@ class DistillConfig:
     output_weight: float = 1.0
     output_loss: str = "auto"       # "auto" | "cosine" | "mse" | "kl"
     save_every: int = 0             # write a resumable state every this many steps (0: at the end)
+    freeze_embeddings: bool = True  # token/position embedding tables stay the teacher's
+    init: str = "auto"              # "auto" (fit when GeLU becomes Quad) | "fit" | "copy"
+    calibration: int = 256          # training examples whose pre-activations the fit uses
     progress: bool = True           # one updating stderr line with the loss
 
     def __post_init__(self):
@@ -71,6 +74,8 @@ class DistillConfig:
             raise ValueError(f"output_loss must be auto, cosine, mse or kl, not {self.output_loss!r}")
         if not self.lr > 0:
             raise ValueError("lr must be positive")
+        if self.init not in ("auto", "fit", "copy"):
+            raise ValueError(f"init must be auto, fit or copy, not {self.init!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,14 +361,34 @@ def _global_norm(tree):
     return tree_norm(tree) if tree_norm is not None else optax.global_norm(tree)
 
 
-def make_optimizer(cfg: DistillConfig) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW on a warm-up + cosine-decay schedule."""
+EMBEDDING_TABLES = ("word_embeddings", "position_embeddings", "token_type_embeddings", "wte", "wpe")
+
+
+def frozen_labels(params, cfg: DistillConfig):
+    """"frozen" for embedding tables (when cfg.freeze_embeddings), "train" elsewhere. Why: the
+    policies change nothing before the first LayerNorm, and the tables are most of MiniLM's
+    parameters (30522 x 384): updating them costs time and invites overfitting a small corpus."""
+    def label(path, _):
+        names = {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
+        return "frozen" if cfg.freeze_embeddings and names & set(EMBEDDING_TABLES) else "train"
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(cfg: DistillConfig, params=None) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW on a warm-up + cosine-decay schedule; embedding tables
+    frozen (set_to_zero) when cfg.freeze_embeddings and `params` shows where they are."""
     warmup = min(cfg.warmup, max(cfg.steps - 1, 0))
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup,
         decay_steps=max(cfg.steps, warmup + 1), end_value=cfg.lr * cfg.end_lr_ratio)
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                       optax.adamw(schedule, weight_decay=cfg.weight_decay))
+    train = optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                        optax.adamw(schedule, weight_decay=cfg.weight_decay))
+    if params is None or not cfg.freeze_embeddings:
+        return train
+    labels = frozen_labels(params, cfg)
+    if "frozen" not in jax.tree_util.tree_leaves(labels):
+        return train
+    return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, labels)
 
 
 _PROGRAMS: dict = {}  # a few recent (model, policy, config) -> programs: no recompiling on reuse
@@ -392,7 +417,7 @@ def _build_programs(model, policy, cfg: DistillConfig, student_fn=None):
     use_attn = changes_softmax(policy)
     teacher = features_fn(model)
     student = student_fn if student_fn is not None else make_student(teacher, policy)
-    optimizer = make_optimizer(cfg)
+    optimizer = make_optimizer(cfg, model.params)
 
     def losses(sp, tp, ids, mask):
         t = jax.lax.stop_gradient(teacher(tp, ids, mask))
@@ -498,7 +523,10 @@ def save_checkpoint(model, params, policy, out_dir: str, cfg: DistillConfig | No
     """Hugging Face-layout folder (via `pcformer.models.save`) plus `pcformer_policy.json`."""
     from pcformer import models
     os.makedirs(out_dir, exist_ok=True)
-    models.save(with_params(model, params), out_dir)
+    saved = with_params(model, params)
+    if not hasattr(getattr(saved, "tokenizer", None), "save_pretrained"):
+        saved = dataclasses.replace(saved, tokenizer=None)  # a stand-in tokenizer is not saved
+    models.save(saved, out_dir)
     meta = {"policy": policy_name(policy),
             "distill": dataclasses.asdict(cfg) if cfg is not None else None,
             "held_out": metrics}
@@ -531,6 +559,10 @@ def distill(model, policy="mpcformer", data="stdlib", config: DistillConfig | No
     step = 0
     if resume is not None:
         params, opt_state, step = load_state(resume, params, opt_state)
+    elif cfg.init == "fit" or (cfg.init == "auto" and gelu_of(policy) == "quad"):
+        n = min(cfg.calibration, len(train_texts))
+        params = fit_quad_init(model, params, train_ids[:n], train_mask[:n])
+        opt_state = optimizer.init(params)
 
     bar = _Progress(cfg.steps, cfg.progress)
     history, train_losses = [], []
@@ -591,7 +623,8 @@ def _parser() -> argparse.ArgumentParser:
         if f.name in ("progress",):
             continue
         default = getattr(d, f.name)
-        p.add_argument(f"--{f.name}", type=type(default), default=default)
+        p.add_argument(f"--{f.name}", type=type(default), default=default,
+                       help=f"(default {default})")
     p.add_argument("--no_progress", "--no-progress", action="store_true")
     return p
 
@@ -605,6 +638,20 @@ def run_distill_cli(argv: Sequence[str] | None = None) -> int:
     model = models.load(args.model)
     result = distill(model, args.policy, args.data, cfg, held_out=args.held_out,
                      out_dir=args.out, resume=args.resume)
+    print(json.dumps({"policy": result.policy, "steps": result.step, "out": result.out_dir,
+                      "held_out": result.final}, indent=2))
+    return 0
+
+
+def run_cli(*, model: str = "minilm", policy: str = "mpcformer", data: str | None = None,
+            out: str | None = None, held_out: str | None = None, resume: str | None = None,
+            **config) -> int:
+    """The `pcformer distill` command (pcformer/cli.py): keyword flags -> distil, save, print JSON.
+    `config` takes DistillConfig fields (steps, seq_len, seed, ...); None values keep defaults."""
+    from pcformer import models
+    cfg = DistillConfig(**{k: v for k, v in config.items() if v is not None})
+    result = distill(models.load(model), policy, data or "stdlib", cfg, held_out=held_out,
+                     out_dir=out, resume=resume)
     print(json.dumps({"policy": result.policy, "steps": result.step, "out": result.out_dir,
                       "held_out": result.final}, indent=2))
     return 0

@@ -172,7 +172,7 @@ def test_deterministic_and_resumable(tiny, texts, tmp_path):
     train_step = D._programs(model, "mpcformer", SMALL, student)[0]
     train_ids, train_mask = D.tokenize(model.tokenizer, train, SMALL.seq_len)
     p = jax.tree_util.tree_map(jnp.array, model.params)
-    o = D.make_optimizer(SMALL).init(p)
+    o = D.make_optimizer(SMALL, model.params).init(p)
     for s in range(3):
         idx = D.batch_indices(len(train), SMALL.batch_size, s, SMALL.seed)
         p, o, *_ = train_step(p, o, model.params, train_ids[idx], train_mask[idx])
@@ -217,3 +217,87 @@ def test_quad_fit_and_fold_reproduce_the_fitted_quadratic():
     a, b, s, const = D.fold_quad(coef)
     folded = s * quad_gelu(a * h + b) + const
     np.testing.assert_allclose(folded, fitted, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- real models and the rewrite
+POLICIES = ("exact", "mpcformer", "puma", "paper")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    models = pytest.importorskip("pcformer.models")
+    folder = models.make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), num_hidden_layers=2,
+                                   hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                                   vocab_size=128, init_std=0.2)
+    return dataclasses.replace(models.load(folder), tokenizer=WordTokenizer())
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_gradients_flow_through_every_policy(tiny_bert, policy):
+    """Finite, non-zero gradients reach the parameters upstream of every replaced operator
+    (GeLU: intermediate dense; softmax: query/key; LayerNorm rsqrt: LayerNorm scales)."""
+    model = tiny_bert
+    ids, mask = D.tokenize(model.tokenizer, ["the quick brown fox jumps over it",
+                                             "a short one"], 8)
+    teacher = D.features_fn(model)
+    student = D.make_student(teacher, policy)
+    t = teacher(model.params, ids, mask)
+    noisy = jax.tree_util.tree_map(
+        lambda x: x * 1.05 if x.ndim == 2 else x, model.params)  # exact policy: a non-zero loss
+
+    def loss(p):
+        parts = D.loss_parts(student(p, ids, mask), t, mask, use_attention=True,
+                             output_loss="cosine")
+        return jnp.mean(D._total(parts, D.DistillConfig()))
+
+    grads = jax.jit(jax.grad(loss))(noisy)
+    flat = jax.tree_util.tree_flatten_with_path(grads)[0]
+    assert all(np.isfinite(np.asarray(g)).all() for _, g in flat)
+    layer = grads["encoder"]["layer_0"]
+    for g in (layer["intermediate"]["dense"]["kernel"], layer["attention"]["self"]["query"]["kernel"],
+              layer["attention"]["self"]["key"]["kernel"], layer["output"]["LayerNorm"]["scale"],
+              grads["encoder"]["layer_1"]["intermediate"]["dense"]["kernel"]):
+        assert float(jnp.abs(g).max()) > 0
+    if policy != "exact":  # the policy really changed the program
+        s = student(model.params, ids, mask)
+        assert float(jnp.abs(s["out"] - t["out"]).max()) > 1e-4
+
+
+def test_distilled_folder_reloads_with_identical_outputs(tiny_bert, texts, tmp_path):
+    models = pytest.importorskip("pcformer.models")
+    train, held = texts
+    out = str(tmp_path / "distilled")
+    cfg = dataclasses.replace(SMALL, steps=3, seq_len=8)
+    res = D.distill(tiny_bert, "mpcformer", train, cfg, held_out=held[:8], out_dir=out)
+    with open(os.path.join(out, D.POLICY_FILE)) as f:
+        meta = json.load(f)
+    assert meta["policy"] == "mpcformer" and meta["distill"]["steps"] == 3
+    back = models.load(out)
+    leaves = jax.tree_util.tree_leaves
+    assert all(np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(leaves(res.params), leaves(back.params)))
+    # the embedding tables were frozen, the encoder trained
+    emb = back.params["embeddings"]["word_embeddings"]["embedding"]
+    assert np.array_equal(np.asarray(emb),
+                          np.asarray(tiny_bert.params["embeddings"]["word_embeddings"]["embedding"]))
+    assert not np.array_equal(np.asarray(back.params["encoder"]["layer_0"]["intermediate"]["dense"]["kernel"]),
+                              np.asarray(tiny_bert.params["encoder"]["layer_0"]["intermediate"]["dense"]["kernel"]))
+    ids, mask = D.tokenize(tiny_bert.tokenizer, held[:4], 8)
+    student = D.make_student(D.features_fn(back), "mpcformer")
+    a = student(res.params, ids, mask)["out"]
+    b = student(back.params, ids, mask)["out"]
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert os.path.isfile(os.path.join(out, D.STATE_FILE))  # resumable (resume: tested above)
+
+
+def test_fit_init_brings_quad_closer(tiny_bert, texts):
+    train, held = texts
+    ids, mask = D.tokenize(tiny_bert.tokenizer, train[:64], 12)
+    fitted = D.fit_quad_init(tiny_bert, tiny_bert.params, ids, mask)
+    teacher = D.features_fn(tiny_bert)
+    student = D.make_student(teacher, "mpcformer")
+    hids, hmask = D.tokenize(tiny_bert.tokenizer, held, 12)
+    t = teacher(tiny_bert.params, hids, hmask)
+    err = lambda p: float(jnp.mean(D.loss_parts(student(p, hids, hmask), t, hmask,
+                                                use_attention=False, output_loss="cosine")["hidden"]))
+    assert err(fitted) < 0.5 * err(tiny_bert.params)
