@@ -1,7 +1,7 @@
 """Static cost: the ledger a program WILL write, computed from the IR alone.
 
 Walk the IR in order, tracking each secret's round depth. For each protocol op,
-``runtime.costs.COSTS[name](*shapes, config, **kw)`` lists its messages with depth offsets (the
+``runtime.costs.COSTS[name](*shapes, config=config, **kw)`` lists its messages with depth offsets (the
 same shapes and kwargs the executor passes to the protocol: ``execute.protocol_call``); online
 messages land at max(input depths) + offset, offline and setup ones at depth 1; the op's result
 is available at max(input depths) + its last online offset. Local and share-local ops send
@@ -24,7 +24,7 @@ def op_messages(op: ir.Op, config) -> list:
     rule = _costs.COSTS.get(name)
     if rule is None:
         raise KeyError(f"runtime.costs.COSTS has no rule for protocol {name!r}")
-    return list(rule(*shapes, config, **kw))
+    return list(rule(*shapes, config=config, **kw))
 
 
 def static_cost(prog: ir.Program, config) -> list[Entry]:
@@ -40,7 +40,7 @@ def static_cost(prog: ir.Program, config) -> list[Entry]:
                     d = d_in + m.depth_offset
                     d_out = max(d_out, d)
                 else:
-                    d = m.depth_offset if m.depth_offset else 1
+                    d = 1
                 entries.append(Entry(op=op.name, detail=m.detail, scope=op.scope,
                                      phase=m.phase, bits=tuple(m.bits), depth=d))
             if op.name == "share":
