@@ -1,0 +1,97 @@
+"""Cost plots: bytes and rounds by layer and by operator class, one bar per policy.
+
+matplotlib is an optional extra (`pip install -e ".[plot]"`); everything else in pcformer works
+without it. The grouping functions are plain Python so they are tested without matplotlib.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+OP_CLASSES = ("linear", "softmax", "gelu", "layernorm", "other")
+_LAYER = re.compile(r"(?:^|/)(?:layer|h|block|layers)_(\d+)(?:/|$)")
+
+
+def op_class(op: str, scope: str) -> str:
+    """The operator class a ledger entry belongs to, from its scope and protocol op.
+
+    Approximations carry their operator in the scope (the rewrite pass names them, e.g.
+    `.../softmax[2quad]`), LayerNorm modules carry `LayerNorm`/`ln_`; matrix products are linear.
+    """
+    s = scope.lower()
+    if "softmax" in s:
+        return "softmax"
+    if "gelu" in s:
+        return "gelu"
+    if "layernorm" in s or re.search(r"(^|/)ln_(\d|f)", s) or "rsqrt" in s:
+        return "layernorm"
+    if op.startswith("dot_general"):
+        return "linear"
+    return "other"
+
+
+def layer_of(scope: str) -> str:
+    """'layer 3' for a scope inside encoder/layer_3 (or h_3), else its first path component."""
+    m = _LAYER.search(scope)
+    if m:
+        return f"layer {int(m.group(1))}"
+    return scope.split("/")[0] if scope else "(top)"
+
+
+def group_online(entries: Iterable, key) -> dict[str, dict]:
+    """Online bytes (both parties) and rounds (distinct depth levels) per group."""
+    groups: dict[str, dict] = defaultdict(lambda: {"bytes": 0, "depths": set()})
+    for e in entries:
+        if e.phase != "online":
+            continue
+        g = groups[key(e)]
+        g["bytes"] += e.bytes[0] + e.bytes[1]
+        g["depths"].add(e.depth)
+    return {k: {"bytes": v["bytes"], "rounds": len(v["depths"])} for k, v in groups.items()}
+
+
+def _layer_sort(name: str):
+    m = re.match(r"layer (\d+)$", name)
+    return (1, int(m.group(1)), "") if m else (0 if name.startswith("emb") else 2, 0, name)
+
+
+def plot_policies(runs: Sequence[tuple[str, object]], path: str) -> None:
+    """Write a PNG: online bytes and rounds by layer and by operator class, a bar per policy.
+
+    `runs` is a list of (policy name, Report).
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # the optional extra is missing
+        raise ValueError("--plot needs matplotlib: pip install -e \".[plot]\"") from e
+    import numpy as np
+
+    by_layer = {p: group_online(r.entries, lambda e: layer_of(e.scope)) for p, r in runs}
+    by_class = {p: group_online(r.entries, lambda e: op_class(e.op, e.scope)) for p, r in runs}
+    layers = sorted({k for g in by_layer.values() for k in g}, key=_layer_sort)
+    classes = [c for c in OP_CLASSES if any(c in g for g in by_class.values())]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    width = 0.8 / max(len(runs), 1)
+    for col, (groups, names, title) in enumerate(((by_layer, layers, "by layer"),
+                                                  (by_class, classes, "by operator class"))):
+        x = np.arange(len(names))
+        for i, (policy, _) in enumerate(runs):
+            g = groups[policy]
+            mb = [g.get(n, {}).get("bytes", 0) / 1e6 for n in names]
+            rd = [g.get(n, {}).get("rounds", 0) for n in names]
+            axes[0, col].bar(x + i * width, mb, width, label=policy)
+            axes[1, col].bar(x + i * width, rd, width, label=policy)
+        for row, ylabel in ((0, "online MB (both parties)"), (1, "online rounds")):
+            ax = axes[row, col]
+            ax.set_xticks(x + width * (len(runs) - 1) / 2)
+            ax.set_xticklabels(names, rotation=30, ha="right")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{ylabel} {title}")
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
