@@ -11,7 +11,10 @@ import dataclasses
 import zlib
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+from . import ring
 from .config import MPCConfig
 from .ledger import Ledger
 
@@ -52,7 +55,6 @@ _M64 = (1 << 64) - 1
 
 def _mix64(z):
     """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    import jax.numpy as jnp
     z = (z ^ (z >> jnp.uint64(30))) * jnp.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> jnp.uint64(27))) * jnp.uint64(0x94D049BB133111EB)
     return z ^ (z >> jnp.uint64(31))
@@ -71,7 +73,8 @@ class Context:
 
     config: the MPCConfig. key: the dealer/PRG key (may be a traced value inside jit).
     `next_key()` folds a Python counter into the key, so the key stream is deterministic at trace
-    time. `scope(...)` pushes a module path, `op(...)` an op label (the ledger records the
+    time; `uniform(shape)` is the fast PRG the dealer and the parties' shared seeds use.
+    `scope(...)` pushes a module path, `op(...)` an op label (the ledger records the
     outermost as `op` and the whole path as `detail`), `phase("setup")` marks per-deployment
     messages. With `audit=True` the channel also keeps every payload in `audit_log`.
     """
@@ -84,7 +87,7 @@ class Context:
         kd = self.key
         if jax.dtypes.issubdtype(getattr(kd, "dtype", None), jax.dtypes.prng_key):
             kd = jax.random.key_data(kd)
-        self._key_data = jax.numpy.ravel(kd)[:2].astype(jax.numpy.uint32)
+        self._key_data = jnp.ravel(kd)[:2].astype(jnp.uint32)
         self.ledger = Ledger()
         self.audit = audit
         self.audit_log: list = []
@@ -100,11 +103,6 @@ class Context:
         self._counter += 1
         return k
 
-    def weight_key(self, weight_id: str):
-        """Key fixed for the deployment (config.seed and weight id only), for a weight's mask B."""
-        base = jax.random.PRNGKey(self.config.seed)
-        return jax.random.fold_in(base, zlib.crc32(weight_id.encode()) & 0x7FFFFFFF)
-
     def uniform(self, shape, weight_id: str | None = None):
         """Uniform ring elements of `shape` for the dealer / the parties' shared PRGs.
 
@@ -116,9 +114,6 @@ class Context:
         A simulator PRG, not a cryptographic one (a deployment would use AES-CTR from the seed).
         Weight masks (`weight_id`) use a seed from config.seed and the id alone (same every run).
         """
-        import jax.numpy as jnp
-        import numpy as np
-        from . import ring
         if weight_id is None:
             c = self._counter
             self._counter += 1

@@ -135,15 +135,6 @@ def _canon_dn(dn, ndim):
     return (tuple(map(tuple, dn[0])), tuple(map(tuple, dn[1])))
 
 
-def dot_shape(x_shape, y_shape, dn):
-    """Output shape of lax.dot_general for the given shapes."""
-    (ca, cb), (ba, bb) = dn
-    batch = [x_shape[i] for i in ba]
-    fa = [s for i, s in enumerate(x_shape) if i not in ca and i not in ba]
-    fb = [s for i, s in enumerate(y_shape) if i not in cb and i not in bb]
-    return tuple(batch + fa + fb)
-
-
 @protocol("dot_general")
 def dot_general(ctx, x: AShare, y: AShare, dimension_numbers=None) -> AShare:
     """Secret x secret dot_general with a matrix triple: open E = X - A, F = Y - B in one exchange
