@@ -43,7 +43,8 @@ def _bcast(x: AShare, shape) -> AShare:
     shape = tuple(shape)
     if tuple(x.shape) == shape:
         return x
-    return AShare(jnp.broadcast_to(x.data, (2,) + shape), x.depth)
+    data = x.data.reshape((2,) + (1,) * (len(shape) - len(x.shape)) + tuple(x.shape))
+    return AShare(jnp.broadcast_to(data, (2,) + shape), x.depth)
 
 
 def _depth(vals) -> int:

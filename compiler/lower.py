@@ -627,25 +627,90 @@ def _gather(L, eqn, table, idx):
                         params=dict(new_sizes=shape, dimensions=None, sharding=None))]
 
 
-@rule("reduce_max", "reduce_min", "argmax")
+def _slice(L, x: Value, axis: int, start: int, stop: int, step: int = 1) -> Value:
+    """x[start:stop:step] along axis, share by share (free)."""
+    lo, hi, st = [0] * len(x.shape), list(x.shape), [1] * len(x.shape)
+    lo[axis], hi[axis], st[axis] = start, stop, step
+    shape = list(x.shape)
+    shape[axis] = len(range(start, stop, step))
+    params = dict(start_indices=tuple(lo), limit_indices=tuple(hi), strides=tuple(st))
+    if x.vis.is_secret:
+        return L.per_share("slice", [x], tuple(shape), x.dtype, x.scale,
+                           primitive=jax.lax.slice_p, params=params)
+    r = L.new(tuple(shape), x.dtype, x.vis, x.scale)
+    L.emit("slice", [x], [r], kind="local", party=x.vis.party, primitive=jax.lax.slice_p,
+           params=params)
+    return r
+
+
+def _concat(L, parts: list[Value], axis: int) -> Value:
+    shape = list(parts[0].shape)
+    shape[axis] = sum(p.shape[axis] for p in parts)
+    parts, s = L.common(parts)
+    parts = [p if p.vis.is_secret else L.to_secret(p, s) for p in parts]
+    return L.per_share("concatenate", parts, tuple(shape), parts[0].dtype, s,
+                       primitive=jax.lax.concatenate_p, params=dict(dimension=axis),
+                       n_data=len(parts))
+
+
+def tree_max(L, x: Value, axis: int, with_index: bool, index_dtype="int32"):
+    """Maximum (and first argmax) over one axis by a tree of ceil(log2 k) levels.
+
+    Each level compares the even and odd halves: bit = [a >= b] (drelu of a - b), then
+    max = b + bit * (a - b) and, for the index, ib + bit * (ia - ib). While the indices are
+    still public, selecting them is a free product by a public difference; afterwards one
+    Beaver mul per level. Ties keep the earlier index, like jnp.argmax."""
+    x = L.for_compare(x)
+    k = x.shape[axis]
+    idx = None
+    if with_index:
+        shape = [1] * len(x.shape)
+        shape[axis] = k
+        ar = np.broadcast_to(np.arange(k, dtype=index_dtype).reshape(shape), x.shape).copy()
+        idx = L.const(ar)
+    while x.shape[axis] > 1:
+        n = x.shape[axis]
+        h = n // 2
+        a, b = _slice(L, x, axis, 0, 2 * h, 2), _slice(L, x, axis, 1, 2 * h, 2)
+        d = L.add(a, b, sub=True, shape=a.shape, dtype=a.dtype)
+        bit = L.ge_zero(d, a.shape)
+        m = L.add(L.mul(d, bit, shape=a.shape, dtype=a.dtype), b, shape=a.shape, dtype=a.dtype)
+        m = L.for_compare(m)
+        if with_index:
+            ia, ib = _slice(L, idx, axis, 0, 2 * h, 2), _slice(L, idx, axis, 1, 2 * h, 2)
+            di = L.add(ia, ib, sub=True, shape=ia.shape, dtype=index_dtype) \
+                if (ia.vis.is_secret or ib.vis.is_secret) else \
+                L._local_fn("sub", [ia, ib], ia.shape, index_dtype)
+            sel = L.add(L.mul(di, bit, shape=ia.shape, dtype=index_dtype), ib,
+                        shape=ia.shape, dtype=index_dtype)
+            idx = _concat(L, [sel, _slice(L, idx, axis, 2 * h, n)], axis) if n % 2 else sel
+        x = _concat(L, [m, _slice(L, x, axis, 2 * h, n)], axis) if n % 2 else m
+    return x, idx
+
+
+def _squeeze(L, v: Value, axis: int) -> Value:
+    shape = tuple(d for i, d in enumerate(v.shape) if i != axis)
+    return L.per_share("reshape", [v], shape, v.dtype, v.scale, primitive=jax.lax.reshape_p,
+                       params=dict(new_sizes=shape, dimensions=None, sharding=None))
+
+
+@rule("reduce_max", "reduce_min", "argmax", "argmin")
 def _reduce_max(L, eqn, x):
     shape, dtype = _out(eqn)
     name = eqn.primitive.name
     axes = tuple(eqn.params["axes"])
     if len(axes) != 1:
         L.fail(f"{name} over several axes {axes} on a secret: reduce one axis at a time")
-    x = L.for_compare(x)
-    if name == "reduce_min":
+    if name in ("reduce_min", "argmin"):
         x = L.per_share("neg", [x], x.shape, x.dtype, x.scale)
-    if name == "argmax":
-        r = L.new(shape, dtype, SECRET, 0)
-        L.emit("argmax", [x], [r], axis=axes[0])
-        return [r]
-    r = L.new(shape, dtype, SECRET, x.scale)
-    L.emit("max", [x], [r], axis=axes[0])
+    m, idx = tree_max(L, x, axes[0], name in ("argmax", "argmin"),
+                      str(np.dtype(eqn.params.get("index_dtype", np.int32))))
+    if name in ("argmax", "argmin"):
+        return [_squeeze(L, idx, axes[0])]
+    m = _squeeze(L, m, axes[0])
     if name == "reduce_min":
-        r = L.per_share("neg", [r], r.shape, r.dtype, r.scale)
-    return [r]
+        m = L.per_share("neg", [m], m.shape, m.dtype, m.scale)
+    return [m]
 
 
 @rule("cond")
