@@ -98,6 +98,7 @@ class Lowerer:
     next_id: int = 0
     shared: dict = dataclasses.field(default_factory=dict)   # (private id, scale) -> secret
     truncated: dict = dataclasses.field(default_factory=dict)  # (secret id, scale) -> secret
+    scaled: dict = dataclasses.field(default_factory=dict)     # id of c*s -> (s, public c)
     eqn: Any = None                                           # equation being lowered
     root: str | None = None                                   # root module name (scopes)
 
@@ -230,6 +231,11 @@ class Lowerer:
             s, o = self._pick_shared(a, b)
             a, b = self.to_secret(s), o
         if a.vis.is_secret and b.vis.is_secret:
+            for x, y in ((a, b), (b, a)):   # (c * s) * s -> c * square(s): half the opening
+                if x.id in self.scaled and self.for_product(y) is self.scaled[x.id][0]:
+                    src, c = self.scaled[x.id]
+                    return self.mul(self.mul(src, src, shape=src.shape, dtype=src.dtype), c,
+                                    shape=shape, dtype=dtype)
             a, b = self.for_product(a), self.for_product(b)
             r = self.new(shape, dtype, SECRET, a.scale + b.scale)
             self.emit("mul", [a, b], [r])
@@ -242,8 +248,11 @@ class Lowerer:
         r_scale = sec.scale + plain.scale
         operands = [sec, plain]
         if plain.vis.is_public:
-            return self.per_share("mul_public", operands, shape, dtype, r_scale, enc=plain.scale,
-                                  plain_index=1)
+            r = self.per_share("mul_public", operands, shape, dtype, r_scale, enc=plain.scale,
+                               plain_index=1)
+            if plain.size == 1 and tuple(sec.shape) == tuple(shape):
+                self.scaled[r.id] = (sec, plain)
+            return r
         r = self.new(shape, dtype, SECRET, r_scale)
         self.emit("mul_private", operands, [r], party=plain.vis.party, enc=plain.scale)
         return r

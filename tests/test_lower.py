@@ -163,3 +163,13 @@ def test_registry_covers_the_documented_primitives():
                  "pad", "dynamic_slice", "cumsum", "clamp", "cond", "lt", "gt", "ge", "le",
                  "reshape", "transpose", "broadcast_in_dim", "convert_element_type"):
         assert name in LOWER_RULES, name
+
+
+def test_scaled_square_is_a_square():
+    # MPCFormer's Quad GeLU traces as (0.125 * h) * h: lowered as 0.125 * square(h)
+    def f(x, w):
+        h = x @ w
+        return (0.125 * h) * h + 0.25 * h
+    prog = pcformer.compile(f, X, W, owners=(1, 0), policy=None)
+    protos = _ops(prog, "protocol")
+    assert "square" in protos and "mul" not in protos
