@@ -871,5 +871,99 @@ def lower(traced, owners_flat, config) -> ir.Program:
             L.emit("reveal", [v], [r], to=config.reveal_to)
             v = r
         final.append(v)
-    return ir.Program(tuple(inputs), tuple(L.ops), tuple(final),
+    ops, _ = batch_comparisons(L.ops, L.next_id, config)
+    return ir.Program(tuple(inputs), tuple(ops), tuple(final),
                       tuple(str(np.dtype(a.dtype)) for a in traced.out_avals), config.frac_bits)
+
+
+# ==================================================================== batching pass
+BATCHED = ("drelu",)
+
+
+def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], int]:
+    """Merge independent comparisons into one protocol call.
+
+    Why: an approximation such as the octave scaling of a reciprocal issues dozens of
+    independent `drelu`s on the same input; one call on their concatenation sends the same bits
+    in the same round but is one step instead of dozens, and one circuit for XLA to compile.
+    Rule: a `drelu` is deferred (its operand is ready where it stood) until an op consumes one of
+    the deferred results; then every deferred group is emitted. Only ops with the same input
+    depth and scope are merged, so the critical path and the per-scope attribution are unchanged.
+    """
+    L = Lowerer(next_id=next_id)
+    depth: dict[int, int] = {}
+    groups: dict[tuple, list[Op]] = {}
+    pending: set[int] = set()
+    out: list[Op] = []
+
+    def flush():
+        for (_, scope), group in groups.items():
+            if len(group) == 1:
+                out.append(group[0])
+                continue
+            L.ops = []
+            flat = []
+            for op in group:
+                x = op.operands[0]
+                flat.append(L.per_share("reshape", [x], (x.size,), x.dtype, x.scale,
+                                        primitive=jax.lax.reshape_p,
+                                        params=dict(new_sizes=(x.size,), dimensions=None,
+                                                    sharding=None)))
+            total = sum(v.shape[0] for v in flat)
+            cat = L.per_share("concatenate", flat, (total,), flat[0].dtype, flat[0].scale,
+                              primitive=jax.lax.concatenate_p, params=dict(dimension=0),
+                              n_data=len(flat))
+            bits = L.new((total,), "bool", SECRET, 0)
+            L.ops.append(Op("drelu", (cat,), (bits,), {}, scope, group[0].where, "protocol"))
+            start = 0
+            for op in group:
+                r = op.results[0]
+                piece = L.new((r.size,), r.dtype, SECRET, 0)
+                L.ops.append(Op("slice", (bits,), (piece,),
+                                dict(primitive=jax.lax.slice_p,
+                                     params=dict(start_indices=(start,),
+                                                 limit_indices=(start + r.size,),
+                                                 strides=(1,))), scope, op.where,
+                                "share_local"))
+                L.ops.append(Op("reshape", (piece,), (r,),
+                                dict(primitive=jax.lax.reshape_p,
+                                     params=dict(new_sizes=r.shape, dimensions=None,
+                                                 sharding=None)), scope, op.where,
+                                "share_local"))
+                start += r.size
+            for op in L.ops:
+                if op.scope == "" and op.name in ("reshape", "concatenate"):
+                    object.__setattr__(op, "scope", scope)
+            out.extend(L.ops)
+        groups.clear()
+        pending.clear()
+
+    from .cost import op_messages
+
+    def place(op):
+        d_in = max((depth.get(v.id, 0) for v in op.operands if v.vis.is_secret), default=0)
+        d_out = d_in
+        if op.kind == "protocol":
+            d_out = 0 if op.name == "share" else d_in + max(
+                (m.depth_offset for m in op_messages(op, config) if m.phase == "online"),
+                default=0)
+        for r in op.results:
+            depth[r.id] = d_out
+        return d_in
+
+    # a stable sort by input depth is a topological order (a consumer's input depth is at least
+    # its producer's); it puts all comparisons of one depth before any of their consumers
+    level = {id(op): place(op) for op in ops}
+    ops = sorted(ops, key=lambda op: level[id(op)])
+    for op in ops:
+        if pending and any(v.id in pending for v in op.operands):
+            flush()
+        d_in = level[id(op)]
+        if op.kind == "protocol" and op.name in BATCHED:
+            groups.setdefault((d_in, op.scope), []).append(op)
+            pending.update(r.id for r in op.results)
+        else:
+            out.append(op)
+    flush()
+    return out, L.next_id
+

@@ -119,3 +119,11 @@ def test_overflow_check_reports_scope():
     # the oracle is outside the ledger: same messages with and without the check
     plain = pcformer.compile(lambda x, w: _h(x, w), X, W, owners=(1, 0), policy=None)
     assert ledger_key(plain.run(X, W)[1].entries) == ledger_key(rep.entries)
+
+
+def test_batched_comparisons_match():
+    def f(x, w):
+        h = x @ w
+        return sum(((h >= 0.5 * k).astype(jnp.float32) * (k + 1) for k in range(-2, 3)),
+                   jnp.zeros(()))
+    check(f, X, W)

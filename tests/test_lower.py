@@ -173,3 +173,12 @@ def test_scaled_square_is_a_square():
     prog = pcformer.compile(f, X, W, owners=(1, 0), policy=None)
     protos = _ops(prog, "protocol")
     assert "square" in protos and "mul" not in protos
+
+
+def test_independent_comparisons_are_batched():
+    def f(x, w):
+        h = x @ w
+        return sum(((h >= 2.0 ** k).astype(jnp.float32) * k for k in range(6)), jnp.zeros(()))
+    prog = pcformer.compile(f, X, W, owners=(1, 0), policy=None)
+    drelus = [op for op in prog.ir.ops if op.name == "drelu"]
+    assert len(drelus) == 1 and drelus[0].operands[0].shape == (6 * 2 * 3,)
