@@ -330,9 +330,12 @@ class Overflow:
 class Executable:
     """One compiled executable per input signature; ``trace_count`` counts traces (tests)."""
 
-    def __init__(self, prog: ir.Program, config):
+    def __init__(self, prog: ir.Program, config, compiler_options: dict | None = None):
         self.prog = prog
         self.config = config
+        # e.g. {"xla_backend_optimization_level": 0}: about half the XLA CPU compile time of a
+        # large protocol graph, for tests and one-off runs (slower execution)
+        self.compiler_options = dict(compiler_options or {})
         self.trace_count = 0
         self._cache: dict = {}
 
@@ -350,7 +353,9 @@ class Executable:
         if sig not in self._cache:
             t0 = time.perf_counter()
             with ring.x64():
-                compiled = jax.jit(self._fn).lower(list(flat_inputs)).compile()
+                lowered = jax.jit(self._fn).lower(list(flat_inputs))
+                compiled = (lowered.compile(compiler_options=self.compiler_options)
+                            if self.compiler_options else lowered.compile())
             self._cache[sig] = (compiled, self._last_entries, self._last_probes,
                                 time.perf_counter() - t0)
         return self._cache[sig]
@@ -381,6 +386,6 @@ def first_overflow(prog, config, meta, maxima):
     return None
 
 
-def build(prog: ir.Program, config) -> Executable:
+def build(prog: ir.Program, config, compiler_options: dict | None = None) -> Executable:
     """The executable of an IR program (compiled lazily per input signature)."""
-    return Executable(prog, config)
+    return Executable(prog, config, compiler_options)

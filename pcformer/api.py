@@ -85,12 +85,15 @@ class Program:
 
 
 def compile(fn: Callable, *example_args, owners, policy="mpcformer",
-            config: MPCConfig = MPCConfig()) -> Program:  # noqa: A001 - the public name
+            config: MPCConfig = MPCConfig(),
+            compiler_options: dict | None = None) -> Program:  # noqa: A001 - the public name
     """Compile ``fn`` into a two-party program.
 
     owners: a pytree prefix of the arguments tuple: 0 (server), 1 (client), None (public).
     policy: a policy name ("exact", "mpcformer", "puma", "paper"), a Policy, or None (no
         rewrite: every heavy operator left on a secret is an error).
+    compiler_options: XLA options for the one jit of `run`, e.g.
+        {"xla_backend_optimization_level": 0} to compile large programs faster.
     """
     from pcformer.compiler import trace as _trace
     traced = _trace.trace(fn, *example_args)
@@ -98,4 +101,4 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
     owners_flat = _lower.flatten_owners(owners, example_args)
     program = _lower.lower(rewritten, owners_flat, config)
     return Program(program, rewritten, pol, config, tuple(owners_flat),
-                   _execute.build(program, config))
+                   _execute.build(program, config, compiler_options))
