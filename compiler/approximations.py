@@ -30,28 +30,42 @@ def _bit(cond):
     return jnp.where(cond, 1.0, 0.0).astype(jnp.result_type(float))
 
 
+def _octave_bits(x, lo: int, hi: int, base: float):
+    """[x >= base^k] for k = lo+1 .. hi-1, as 0/1 floats on a new trailing axis.
+
+    One comparison equation on a [..., K] array (not K equations): the same protocol work, a
+    much smaller program to lower and compile.
+    """
+    thresholds = np.asarray([base ** k for k in range(lo + 1, hi)], np.float32)
+    return _bit(x[..., None] >= thresholds)
+
+
+def _octave_combination(bits, lo: int, hi: int, weight: Callable[[int], float]):
+    """weight(k) for the octave k of x, a public linear combination of the comparison bits.
+
+    Written with the octave's one-hot indicator (b_k - b_(k+1)) so exactly one term is
+    non-zero: the float sum is exact (a telescoping form would cancel catastrophically).
+    """
+    n = hi - lo - 1
+    if n <= 0:
+        return jnp.full(bits.shape[:-1], weight(lo), bits.dtype)
+    first, last = bits[..., 0], bits[..., n - 1]
+    out = weight(lo) * (1.0 - first) + weight(hi - 1) * last
+    if n >= 2:
+        mid = np.asarray([weight(k) for k in range(lo + 1, hi - 1)], np.float32)
+        out = out + jnp.sum((bits[..., :-1] - bits[..., 1:]) * mid, axis=-1)
+    return out
+
+
 def _octave_scale(x, lo: int, hi: int, base: float = 2.0):
-    """(s, k-weights) helper: returns s(x) = base^-k for x in [base^k, base^(k+1)), k in [lo, hi).
+    """s(x) = base^-k for x in [base^k, base^(k+1)), k in [lo, hi).
 
     Built as base^-lo + sum_{k=lo+1}^{hi-1} [x >= base^k] (base^-k - base^-(k-1)): parallel
     comparisons and a public linear combination. Below base^lo the scale is base^-lo; at or
     above base^hi it is base^-(hi-1).
     """
-    s = jnp.full_like(x, base ** (-lo))
-    for k in range(lo + 1, hi):
-        s = s + _bit(x >= base ** k) * (base ** (-k) - base ** (-(k - 1)))
-    return s
-
-
-def _octave_scales(x, lo: int, hi: int, weights_a, weights_b):
-    """Two functions of the same octave index from one set of comparisons (see _octave_scale)."""
-    a = jnp.full_like(x, weights_a(lo))
-    b = jnp.full_like(x, weights_b(lo))
-    for k in range(lo + 1, hi):
-        c = _bit(x >= 4.0 ** k)
-        a = a + c * (weights_a(k) - weights_a(k - 1))
-        b = b + c * (weights_b(k) - weights_b(k - 1))
-    return a, b
+    bits = _octave_bits(x, lo, hi, base)
+    return _octave_combination(bits, lo, hi, lambda k: base ** (-k))
 
 
 def relu(x):
@@ -167,7 +181,9 @@ def rsqrt_newton(x, iters: int = 3, lo: int = -8, hi: int = 10):
     variances range widely, hence the normalisation. Source: Newton iteration as in CrypTen
     `inv_sqrt`; normalisation idea from SPU `rsqrt`.
     """
-    s4, s2 = _octave_scales(x, lo, hi, lambda k: 4.0 ** (-k), lambda k: 2.0 ** (-k))
+    bits = _octave_bits(x, lo, hi, 4.0)
+    s4 = _octave_combination(bits, lo, hi, lambda k: 4.0 ** (-k))
+    s2 = _octave_combination(bits, lo, hi, lambda k: 2.0 ** (-k))
     c = x * s4
     y = _RSQRT_A + _RSQRT_B * c
     for _ in range(iters):

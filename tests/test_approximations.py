@@ -120,7 +120,7 @@ def test_softmax_other_axis():
 FRIENDLY = {"add", "sub", "mul", "neg", "integer_pow", "square", "dot_general", "lt", "le", "gt",
             "ge", "eq", "ne", "select_n", "max", "min", "clamp", "reduce_sum", "reduce_max",
             "broadcast_in_dim", "reshape", "convert_element_type", "squeeze", "expand_dims",
-            "copy", "div"}
+            "copy", "div", "slice"}
 
 
 def _all_fns():
