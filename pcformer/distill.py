@@ -623,7 +623,11 @@ def _parser() -> argparse.ArgumentParser:
         if f.name in ("progress",):
             continue
         default = getattr(d, f.name)
-        p.add_argument(f"--{f.name}", type=type(default), default=default,
+        kind = type(default)
+        if kind is bool:
+            kind = lambda v: str(v).lower() in ("1", "true", "yes")  # noqa: E731
+        flag = "--held_out_size" if f.name == "held_out" else f"--{f.name}"
+        p.add_argument(flag, dest=f"cfg_{f.name}", type=kind, default=default,
                        help=f"(default {default})")
     p.add_argument("--no_progress", "--no-progress", action="store_true")
     return p
@@ -633,8 +637,9 @@ def run_distill_cli(argv: Sequence[str] | None = None) -> int:
     """Parse `argv` (without the program name), distil, save, print the final metrics as JSON."""
     args = _parser().parse_args(list(argv) if argv is not None else None)
     from pcformer import models
-    cfg = DistillConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DistillConfig)
-                           if f.name != "progress"}, progress=not args.no_progress)
+    cfg = DistillConfig(**{f.name: getattr(args, f"cfg_{f.name}")
+                           for f in dataclasses.fields(DistillConfig) if f.name != "progress"},
+                        progress=not args.no_progress)
     model = models.load(args.model)
     result = distill(model, args.policy, args.data, cfg, held_out=args.held_out,
                      out_dir=args.out, resume=args.resume)

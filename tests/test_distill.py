@@ -199,6 +199,13 @@ def test_nan_loss_is_refused(tiny, texts):
                   student_fn=student)
 
 
+def test_cli_flags_build_the_config():
+    args = D._parser().parse_args(["--steps", "5", "--init", "copy", "--freeze_embeddings",
+                                   "false", "--held_out_size", "7", "--held_out", "h.txt"])
+    assert (args.cfg_steps, args.cfg_init, args.cfg_freeze_embeddings) == (5, "copy", False)
+    assert (args.cfg_held_out, args.held_out, args.cfg_lr) == (7, "h.txt", D.DistillConfig().lr)
+
+
 def test_config_refuses_nonsense():
     with pytest.raises(ValueError):
         D.DistillConfig(output_loss="hinge")
