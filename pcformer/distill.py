@@ -28,6 +28,7 @@ import math
 import os
 import sys
 import time
+import types
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.serialization
@@ -660,6 +661,17 @@ def run_cli(*, model: str = "minilm", policy: str = "mpcformer", data: str | Non
     print(json.dumps({"policy": result.policy, "steps": result.step, "out": result.out_dir,
                       "held_out": result.final}, indent=2))
     return 0
+
+
+class _CallableModule(types.ModuleType):
+    """`pcformer.distill(model, policy, data, ...)` calls `distill` (pcformer imports this module
+    lazily as the attribute `distill`), while `pcformer.distill.DistillConfig` stays reachable."""
+
+    def __call__(self, *args, **kwargs) -> DistillResult:
+        return distill(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

@@ -206,6 +206,11 @@ def test_cli_flags_build_the_config():
     assert (args.cfg_held_out, args.held_out, args.cfg_lr) == (7, "h.txt", D.DistillConfig().lr)
 
 
+def test_pcformer_distill_is_callable():
+    import pcformer
+    assert callable(pcformer.distill) and pcformer.distill.DistillConfig is D.DistillConfig
+
+
 def test_config_refuses_nonsense():
     with pytest.raises(ValueError):
         D.DistillConfig(output_loss="hinge")
