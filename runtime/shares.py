@@ -81,8 +81,6 @@ class Context:
 
     def __init__(self, config: MPCConfig | None = None, key=None, audit: bool = False):
         self.config = config or MPCConfig()
-        if self.config.mode == "ideal":
-            raise NotImplementedError("MPCConfig(mode='ideal') is not implemented in the runtime yet")
         self.key = jax.random.PRNGKey(self.config.seed) if key is None else key
         kd = self.key
         if jax.dtypes.issubdtype(getattr(kd, "dtype", None), jax.dtypes.prng_key):
@@ -95,6 +93,7 @@ class Context:
         self._scopes: list[str] = []
         self._ops: list[str] = []
         self._phase = "online"
+        self._shadow_depth = 0
 
     # -- randomness
     def next_key(self):
@@ -127,6 +126,26 @@ class Context:
         z = _mix64(_mix64(seed) + ctr * jnp.uint64(_GAMMA))
         z = z.reshape(tuple(shape)).astype(ring.ring_dtype(self.ring_bits))
         return jax.lax.optimization_barrier(z)
+
+    # -- ideal mode
+    @property
+    def ideal(self) -> bool:
+        """True where a protocol op should compute its functionality (mode "ideal", not shadowed)."""
+        return self.config.mode == "ideal" and self._shadow_depth == 0
+
+    def shadow(self, thunk):
+        """Run `thunk()` (a real protocol) abstractly: `jax.eval_shape` traces it, so its channel
+        calls write the ledger exactly as in protocol mode, but none of its computation enters the
+        program. Returns the output's pytree of ShapeDtypeStructs (share depths and widths are
+        static aux data, so they come back exact). Nested protocols run for real inside, and the
+        audit log is paused (its payloads would be abstract tracers)."""
+        audit, self.audit = self.audit, False
+        self._shadow_depth += 1
+        try:
+            return jax.eval_shape(thunk)
+        finally:
+            self._shadow_depth -= 1
+            self.audit = audit
 
     # -- labels
     @contextlib.contextmanager

@@ -8,13 +8,28 @@ import jax.numpy as jnp
 from pcformer.runtime import ring
 
 
+IDEAL_RULES: dict = {}
+"""op name -> ideal rule(ctx, like, *args, **kwargs): the op's functionality on reconstructed
+values, returned as fresh shares shaped like `like` (the shadow run's output). Filled by
+`protocols/ideal.py`; ops without a rule (local ones, reveal) run as in protocol mode."""
+
+
 def protocol(name: str):
-    """Wrap a protocol so its messages carry `name` in the ledger's op path (ctx.op)."""
+    """Wrap a protocol so its messages carry `name` in the ledger's op path (ctx.op).
+
+    In ideal mode (`ctx.ideal`), an op with a rule in IDEAL_RULES runs its real protocol only in
+    the shadow (`ctx.shadow`: ledger written through the channel, nothing computed) and returns
+    the rule's output (its functionality, fresh shares, the shadow's depths).
+    """
     def deco(fn):
         @functools.wraps(fn)
         def wrapped(ctx, *args, **kwargs):
             with ctx.op(name):
-                return fn(ctx, *args, **kwargs)
+                rule = IDEAL_RULES.get(name)
+                if rule is None or not getattr(ctx, "ideal", False):
+                    return fn(ctx, *args, **kwargs)
+                like = ctx.shadow(lambda: fn(ctx, *args, **kwargs))
+                return rule(ctx, like, *args, **kwargs)
         wrapped.op_name = name
         return wrapped
     return deco
