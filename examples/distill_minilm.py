@@ -99,8 +99,8 @@ def main(argv=None) -> int:
     print("\nfidelity to the exact model on held-out sentences")
     print(f"{'policy':<10} {'stage':<24} {'cos mean':>9} {'cos min':>8} {'top-1':>6} {'top-5':>6}")
     for policy, stage, f in rows:
-        print(f"{policy:<10} {stage:<24} {f['cos_mean']:>9.4f} {f['cos_min']:>8.4f} "
-              f"{f['top1']:>6.2f} {f['top5']:>6.2f}")
+        ranks = "     -      -" if np.isnan(f["top1"]) else f"{f['top1']:>6.2f} {f['top5']:>6.2f}"
+        print(f"{policy:<10} {stage:<24} {f['cos_mean']:>9.4f} {f['cos_min']:>8.4f} {ranks}")
 
     if args.private_seq_len:
         try:
