@@ -1,0 +1,221 @@
+"""Private BERT encoder layers: compile time, run time, plaintext ratio, bytes and rounds.
+
+    python benchmarks/bert_layers.py [--layers 1] [--seq_len 128] [--policy mpcformer,exact]
+                                     [--mode protocol|ideal] [--repeats 3]
+
+Builds an all-MiniLM-L6-v2-shaped encoder (`pcformer.models.bert.BertEncoder`, hidden 384,
+12 heads, MLP 1536, random weights) with `--layers` layers. The weights belong to the server
+(party 0), the input hidden states to the client (party 1), the attention mask is public (or
+the client's, or absent). For each policy it compiles the encoder with `pcformer.compile`, runs it
+once (that call pays XLA compilation), then `--repeats` more times and keeps the best, and times
+the plaintext jitted float32 forward of the same model the same way. It prints per layer: bytes
+online/offline per party, rounds (critical path depth of the layer's own messages) and steps,
+and for the whole program: compile time, run time and run/plaintext ratio, whether the static
+cost equals the measured ledger, and the max error vs the rewritten plaintext program.
+
+The LAST line of output is one JSON object with every figure (for tracking over time).
+Run time per layer = run time / layers (the layers run inside one jitted program).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """Encoder shape; defaults are all-MiniLM-L6-v2's (one layer, one sentence of 128 tokens)."""
+
+    layers: int = 1
+    seq_len: int = 128
+    batch: int = 1
+    hidden: int = 384
+    heads: int = 12
+    intermediate: int = 1536
+    act: str = "gelu"
+
+
+def build(shape: Shape, seed: int = 0):
+    """(encoder module, params, hidden states x, boolean key mask) with random weights/inputs."""
+    from pcformer.models.bert import BertConfig, BertEncoder
+
+    cfg = BertConfig(hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                     num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+                     hidden_act=shape.act)
+    model = BertEncoder(cfg)
+    rng = np.random.default_rng(seed)
+    # LayerNorm-scale inputs, like the output of BERT's embedding LayerNorm.
+    x = jnp.asarray(rng.standard_normal((shape.batch, shape.seq_len, shape.hidden)), jnp.float32)
+    mask = jnp.ones((shape.batch, 1, 1, shape.seq_len), bool)
+    params = model.init(jax.random.PRNGKey(seed), x, mask)
+    return model, params, x, mask
+
+
+def forward_fn(model, mask_kind: str):
+    """The function handed to the compiler: only the last hidden state is revealed."""
+    if mask_kind == "none":
+        return lambda params, x: model.apply(params, x, None)[0]
+    return lambda params, x, mask: model.apply(params, x, mask)[0]
+
+
+def best_of(call, repeats: int) -> tuple[float, float]:
+    """(first call seconds, best of `repeats` later calls); each call waits for its result."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(call())
+    first = time.perf_counter() - t0
+    runs = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call())
+        runs.append(time.perf_counter() - t0)
+    return first, min(runs)
+
+
+def layer_of(scope: str) -> str:
+    """'layer_3' for any scope inside encoder layer 3, '' outside every layer."""
+    for part in scope.split("/"):
+        if re.fullmatch(r"layer_\d+", part):
+            return part
+    return ""
+
+
+def per_layer(entries) -> dict:
+    """{layer name: {phase: {"bytes": [b0, b1], "rounds": depth span, "steps": n}}}.
+
+    A layer's rounds are the number of distinct critical-path depths its messages occupy
+    (the program's rounds are the max depth over all messages, reported separately).
+    """
+    from pcformer.report import phase_summary
+    from pcformer.runtime.ledger import PHASES
+
+    groups: dict[str, list] = {}
+    for e in entries:
+        groups.setdefault(layer_of(e.scope), []).append(e)
+    return {name: {ph: phase_summary(es, ph, rounds="levels") for ph in PHASES}
+            for name, es in sorted(groups.items())}
+
+
+def bench_policy(shape: Shape, policy: str, args) -> dict:
+    import pcformer
+
+    model, params, x, mask = build(shape, args.seed)
+    fn = forward_fn(model, args.mask)
+    inputs = (params, x) if args.mask == "none" else (params, x, mask)
+    owners = (0, 1) if args.mask == "none" else (0, 1, None if args.mask == "public" else 1)
+    config = pcformer.MPCConfig(mode=args.mode, trunc_mode=args.trunc_mode,
+                                matmul_kernel=args.matmul_kernel)
+    options = {"xla_backend_optimization_level": args.opt_level} if args.opt_level >= 0 else None
+
+    t0 = time.perf_counter()
+    prog = pcformer.compile(fn, *inputs, owners=owners, policy=policy, config=config,
+                            compiler_options=options)
+    front_s = time.perf_counter() - t0          # trace + rewrite + lower + executor build
+    t0 = time.perf_counter()
+    out, report = prog.run(*inputs)             # pays the XLA compilation of the run's jit
+    first_run_s = time.perf_counter() - t0
+    xla_s = report.time.get("compile_s", 0.0) if report.time else 0.0
+    runs = []
+    for _ in range(max(1, args.repeats)):
+        _, rep = prog.run(*inputs)
+        runs.append(rep.time["run_s"])
+    run_s = min(runs)
+
+    plain = jax.jit(fn)
+    _, plain_s = best_of(lambda: plain(*inputs), max(args.repeats, 5))
+    ref = np.asarray(prog.plaintext(*inputs))
+    err = float(np.max(np.abs(np.asarray(out) - ref)))
+
+    static = prog.cost.totals()
+    measured = report.totals()
+    return {
+        "policy": policy,
+        "front_s": round(front_s, 3),
+        "xla_compile_s": round(xla_s, 3),
+        "compile_s": round(front_s + xla_s, 3),
+        "first_run_s": round(first_run_s, 3),
+        "run_s": round(run_s, 4),
+        "run_s_median": round(float(np.median(runs)), 4),
+        "run_s_per_layer": round(run_s / shape.layers, 4),
+        "plaintext_s": round(plain_s, 6),
+        "ratio": round(run_s / plain_s, 1),
+        "totals": measured,
+        "layers": per_layer(report.entries),
+        "static_equals_measured": static == measured,
+        "max_abs_err_vs_rewritten_plaintext": err,
+        "trace_count": prog.trace_count,
+    }
+
+
+def mb(b: int) -> str:
+    return f"{b / 1e6:.2f} MB"
+
+
+def print_result(r: dict, shape: Shape) -> None:
+    print(f"== policy {r['policy']}: compile {r['compile_s']:.2f} s (front {r['front_s']:.2f} s "
+          f"+ XLA {r['xla_compile_s']:.2f} s), run best {r['run_s']:.3f} s "
+          f"({r['run_s_per_layer']:.3f} s/layer, median {r['run_s_median']:.3f} s), "
+          f"plaintext {r['plaintext_s'] * 1e3:.2f} ms, ratio {r['ratio']:.0f}x")
+    for name, ph in r["layers"].items():
+        on, off = ph["online"], ph["offline"]
+        print(f"  {name or '(outside layers)':16s} online P0 {mb(on['bytes'][0])} "
+              f"P1 {mb(on['bytes'][1])} rounds {on['rounds']} steps {on['steps']} | "
+              f"offline P0 {mb(off['bytes'][0])} P1 {mb(off['bytes'][1])}")
+    t = r["totals"]
+    print(f"  total            online P0 {mb(t['online']['bytes'][0])} "
+          f"P1 {mb(t['online']['bytes'][1])} rounds {t['online']['rounds']} "
+          f"steps {t['online']['steps']} | offline P0 {mb(t['offline']['bytes'][0])} "
+          f"P1 {mb(t['offline']['bytes'][1])}")
+    print(f"  static cost == measured: {r['static_equals_measured']}; "
+          f"max |err| vs rewritten plaintext {r['max_abs_err_vs_rewritten_plaintext']:.3g}")
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    d = Shape()
+    p.add_argument("--layers", type=int, default=d.layers)
+    p.add_argument("--seq_len", type=int, default=d.seq_len)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--hidden", type=int, default=d.hidden)
+    p.add_argument("--heads", type=int, default=d.heads)
+    p.add_argument("--intermediate", type=int, default=d.intermediate)
+    p.add_argument("--act", default=d.act, help="hidden_act of the model (gelu = erf form)")
+    p.add_argument("--policy", default="mpcformer", help="comma list of policy names")
+    p.add_argument("--mode", default="protocol", choices=["protocol", "ideal"])
+    p.add_argument("--trunc_mode", default="dealer", choices=["dealer", "local"])
+    p.add_argument("--matmul_kernel", default="auto", choices=["auto", "limb", "native"])
+    p.add_argument("--mask", default="public", choices=["public", "client", "none"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--opt_level", type=int, default=-1,
+                   help="XLA backend optimization level for the run's jit (-1: XLA default)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    shape = Shape(args.layers, args.seq_len, args.batch, args.hidden, args.heads,
+                  args.intermediate, args.act)
+    print(f"shape {dataclasses.asdict(shape)}, mode {args.mode}, device "
+          f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}")
+    results = []
+    for policy in [s.strip() for s in args.policy.split(",") if s.strip()]:
+        r = bench_policy(shape, policy, args)
+        print_result(r, shape)
+        results.append(r)
+    summary = {"bench": "bert_layers", "shape": dataclasses.asdict(shape), "mode": args.mode,
+               "trunc_mode": args.trunc_mode, "mask": args.mask,
+               "device": jax.devices()[0].device_kind, "results": results}
+    print(json.dumps(summary, separators=(",", ":")))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
