@@ -13,16 +13,16 @@ Layer: hidden 384, 12 heads, MLP 1536, sequence 128, batch 1, random weights, po
 Runtime: SEMI2K, FM64, 16 fraction bits, trusted-first-party beaver (the default), all inputs
 secret-shared by the simulator. Communication comes from SPU's own profile: with
 enable_pphlo_profile on, rank 0 logs "Link details: total send bytes ..., send actions ..."
-at the end of a run; this script captures that log (C++ stderr) and parses it.
+at the end of a run; each operator set runs in a child process whose output is parsed.
 The last line printed is one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import tempfile
+import subprocess
+import sys
 import time
 
 import jax
@@ -77,58 +77,60 @@ def random_args(seed=0):
             w(H, FF), z(FF), w(FF, H), z(H), o(H), z(H))
 
 
-LINK = re.compile(r"Link details: total send bytes (\d+), recv bytes (\d+), "
-                  r"send actions \(lazy\) (\d+), send actions \(sync\) (\d+)|"
-                  r"Link details: total send bytes (\d+), recv bytes (\d+), send actions (\d+)")
+LINK = re.compile(r"Link details: total send bytes (\d+), recv bytes (\d+), send actions (\d+)")
 
 
 def parse_link(log: str) -> dict:
+    """Rank 0's link totals from SPU's profile log ({} when the log has none)."""
     m = LINK.findall(log)
     if not m:
         return {}
-    g = [int(v) for v in m[-1] if v != ""]
-    out = {"send_bytes": g[0], "recv_bytes": g[1]}
-    out["send_actions"] = sum(g[2:])
-    return out
+    send, recv, actions = (int(v) for v in m[-1])
+    return {"send_bytes": send, "recv_bytes": recv, "send_actions": actions}
 
 
-def run(ops: str, args) -> dict:
+def run_child(ops: str) -> dict:
+    """Run one operator set in this process; SPU logs its link totals to stderr."""
     cfg = libspu.RuntimeConfig(protocol=libspu.ProtocolKind.SEMI2K, field=libspu.FieldType.FM64,
-                               fxp_fraction_bits=16, enable_pphlo_profile=True)
+                               fxp_fraction_bits=16)
+    cfg.enable_pphlo_profile = True   # rank 0 logs its link totals at the end of a run
     sim = spsim.Simulator(2, cfg)
     fn = spsim.sim_jax(sim, make_layer(ops))
     inputs = random_args()
-    # SPU's C++ logger writes to fd 2: send it to a file for the run, then parse it.
-    log = tempfile.TemporaryFile(mode="w+b")
-    saved = os.dup(2)
-    os.dup2(log.fileno(), 2)
-    try:
-        t0 = time.perf_counter()
-        out = np.asarray(fn(*inputs))
-        wall = time.perf_counter() - t0
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    log.seek(0)
-    text = log.read().decode(errors="replace")
+    t0 = time.perf_counter()
+    out = np.asarray(fn(*inputs))
+    wall = time.perf_counter() - t0
     ref = np.asarray(jax.jit(make_layer(ops))(*inputs))
-    link = parse_link(text)
-    if not link:
-        print(text[-3000:])
-    return {"ops": ops, "wall_s": round(wall, 2), **link,
-            "send_mb_per_party": round(link.get("send_bytes", 0) / 1e6, 1),
+    return {"ops": ops, "wall_s": round(wall, 2),
             "max_abs_err_vs_float": float(np.max(np.abs(out - ref)))}
+
+
+def run(ops: str) -> dict:
+    """One operator set in a child process: SPU's C++ logger flushes lazily, so the parent reads
+    the child's whole output after it exits and parses the link totals from it."""
+    proc = subprocess.run([sys.executable, __file__, "--child", ops], capture_output=True,
+                          text=True, check=True)
+    log = proc.stdout + "\n" + proc.stderr        # SPU's logger writes to stdout
+    res = json.loads([ln for ln in log.splitlines() if ln.startswith('{"ops"')][-1])
+    link = parse_link(log)
+    if not link:
+        raise RuntimeError("no 'Link details' in SPU's log:\n" + log[-2000:])
+    return {**res, **link, "send_mb_per_party": round(link["send_bytes"] / 1e6, 1)}
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--ops", default="exact,mpcformer")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        print(json.dumps(run_child(args.child)))
+        return
     res = []
     for ops in args.ops.split(","):
-        r = run(ops, args)
+        r = run(ops)
         print(f"{ops}: wall {r['wall_s']} s, sent {r['send_mb_per_party']} MB/party "
-              f"(rank 0), {r.get('send_actions')} send actions, max |err| "
+              f"(rank 0), {r['send_actions']} send actions, max |err| "
               f"{r['max_abs_err_vs_float']:.3g}")
         res.append(r)
     print(json.dumps({"bench": "spu_bert_layer", "spu": "0.9.5", "protocol": "SEMI2K",
