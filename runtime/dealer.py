@@ -93,8 +93,19 @@ def and_triples(ctx, shapes, width: int):
 
 
 def and_triple(ctx, shape, width: int):
-    """One boolean AND triple: offline n*width bits to party 1."""
-    return and_triples(ctx, [shape], width)[0]
+    """One boolean AND triple (a, b, c), each [2, *shape]: offline n*width bits to party 1.
+
+    Same randomness and message as `and_triples(ctx, [shape], width)[0]`, with fewer ops: a and
+    b are slices of the one PRG block (no unstack / restack), and the mask is skipped when the
+    width fills the word (smaller XLA programs for the adder's seven AND layers).
+    """
+    dt = ring.ring_dtype(ctx.ring_bits)
+    u = ctx.uniform((5,) + tuple(shape))
+    if width < jnp.iinfo(dt).bits:
+        u = u & _mask(width, dt)
+    a, b, c0 = u[0:2], u[2:4], u[4]
+    (c1,) = channel.deal(ctx, 1, (((a[0] ^ a[1]) & (b[0] ^ b[1])) ^ c0,), width)
+    return a, b, jnp.stack([c0, c1])
 
 
 def bit_pair(ctx, shape):

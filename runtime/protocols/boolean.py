@@ -7,6 +7,7 @@ levels, each a single exchange carrying both ANDs of the level. Exact for every 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from pcformer.runtime import channel, dealer, ring
 from pcformer.runtime.shares import AShare, BShare
@@ -29,6 +30,23 @@ def not_(ctx, x: BShare) -> BShare:
     return BShare(x.data ^ only_party0(jnp.broadcast_to(mask, x.shape)), x.depth, x.width)
 
 
+def _party0_mask(x):
+    """[all ones, 0] broadcastable against a [2, ...] array: `v & mask` = only_party0(v[0]) for a
+    public v (both rows equal), without unstacking and restacking."""
+    m = np.array([np.iinfo(x.dtype).max, 0], dtype=x.dtype)
+    return jnp.asarray(m).reshape((2,) + (1,) * (x.ndim - 1))
+
+
+def _and_arrays(ctx, x, y, width: int, depth: int):
+    """x & y for two [2, ...] boolean share arrays of one shape: one dealer message, one exchange
+    of 2 * n * width bits per party. Returns (product share array, depth)."""
+    a, b, c = dealer.and_triple(ctx, x.shape[1:], width)
+    (re, rf), d = channel.exchange(ctx, (x ^ a, y ^ b), depth, width)
+    e = x ^ a ^ re
+    f = y ^ b ^ rf
+    return c ^ (e & b) ^ (f & a) ^ (e & f & _party0_mask(e)), d
+
+
 def _and_layer(ctx, pairs, width: int, depth: int):
     """Several ANDs of [2, ...] boolean share arrays in ONE exchange (and one dealer message).
 
@@ -36,6 +54,9 @@ def _and_layer(ctx, pairs, width: int, depth: int):
     ledger is the same; the program is smaller, which keeps XLA compile time down).
     Returns the product share arrays.
     """
+    if len(pairs) == 1 and pairs[0][0].shape == pairs[0][1].shape:
+        z, d = _and_arrays(ctx, pairs[0][0], pairs[0][1], width, depth)
+        return [z], d
     if len(pairs) > 1 and len({x.shape for x, _ in pairs} | {y.shape for _, y in pairs}) == 1:
         xs = jnp.stack([x for x, _ in pairs], axis=1)
         ys = jnp.stack([y for _, y in pairs], axis=1)
@@ -72,19 +93,23 @@ def _prefix_carries(ctx, x: AShare):
     b = jnp.stack([zero, x.data[1]])          # party 1's share as a boolean sharing
     p = x.data                                # a ^ b, local
     with ctx.op("and"):
-        (g,), d = _and_layer(ctx, [(a, b)], l, x.depth)
-    G, P = g, p
+        g, d = _and_arrays(ctx, a, b, l, x.depth)
+    # GP[:, 0] = G, GP[:, 1] = P: a level is ONE stacked AND of (P, P) with (G, P) << s, and
+    # GP' = (G ^ P & (G << s), P & (P << s)) = AND ^ (GP & [ones, 0]): no unstack / restack.
+    GP = jnp.stack([g, p], axis=1)
+    keep_g = jnp.asarray(np.array([np.iinfo(g.dtype).max, 0], dtype=g.dtype)).reshape(
+        (1, 2) + (1,) * (g.ndim - 1))
     levels = _log2(l)
-    for i in range(levels):
-        s = jnp.asarray(1 << i, G.dtype)
-        last = i == levels - 1
-        pairs = [(P, G << s)] + ([] if last else [(P, P << s)])
+    for i in range(levels - 1):
+        s = jnp.asarray(1 << i, GP.dtype)
+        P2 = jnp.broadcast_to(GP[:, 1:2], GP.shape)
         with ctx.op("and"):
-            res, d = _and_layer(ctx, pairs, l, d)
-        G = G ^ res[0]
-        if not last:
-            P = res[1]
-    return p, G, d
+            res, d = _and_arrays(ctx, P2, GP << s, l, d)
+        GP = res ^ (GP & keep_g)
+    G, P = GP[:, 0], GP[:, 1]
+    with ctx.op("and"):
+        res, d = _and_arrays(ctx, P, G << jnp.asarray(1 << (levels - 1), G.dtype), l, d)
+    return p, G ^ res, d
 
 
 @protocol("a2b")
