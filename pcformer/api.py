@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from pcformer.compiler import cost as _cost
 from pcformer.compiler import execute as _execute
 from pcformer.compiler import ir as _ir
+from pcformer.compiler import opcache as _opcache
 from pcformer.compiler import lower as _lower
 from pcformer.runtime.config import MPCConfig
 
@@ -84,21 +85,32 @@ class Program:
         return self._exe.trace_count
 
 
+EXECUTORS = ("op", "program")
+
+
 def compile(fn: Callable, *example_args, owners, policy="mpcformer",
-            config: MPCConfig = MPCConfig(),
+            config: MPCConfig = MPCConfig(), executor: str = "op",
             compiler_options: dict | None = None) -> Program:  # noqa: A001 - the public name
     """Compile ``fn`` into a two-party program.
 
     owners: a pytree prefix of the arguments tuple: 0 (server), 1 (client), None (public).
     policy: a policy name ("exact", "mpcformer", "puma", "paper"), a Policy, or None (no
         rewrite: every heavy operator left on a secret is an error).
-    compiler_options: XLA options for the one jit of `run`, e.g.
+    executor: "op" (default): each protocol op is a small jit program compiled once per
+        signature and shared by every op that has it (compiles a transformer in a fraction of
+        the time; see compiler/opcache.py); "program": the whole simulation as ONE jax.jit
+        program (XLA sees everything, but compiling a large model on CPU takes many minutes).
+        Both write the same ledger and give the same outputs for the same dealer randomness.
+    compiler_options: XLA options for the one jit of the "program" executor, e.g.
         {"xla_backend_optimization_level": 0} to compile large programs faster.
     """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}: use one of {EXECUTORS}")
     from pcformer.compiler import trace as _trace
     traced = _trace.trace(fn, *example_args)
     rewritten, pol = _rewrite(traced, policy)
     owners_flat = _lower.flatten_owners(owners, example_args)
     program = _lower.lower(rewritten, owners_flat, config)
-    return Program(program, rewritten, pol, config, tuple(owners_flat),
-                   _execute.build(program, config, compiler_options))
+    exe = (_opcache.OpCachedExecutable(program, config) if executor == "op"
+           else _execute.build(program, config, compiler_options))
+    return Program(program, rewritten, pol, config, tuple(owners_flat), exe)

@@ -91,13 +91,30 @@ def test_max_and_argmax_tree():
     assert list(np.asarray(outs[1])) == list(np.argmax(np.asarray(v), axis=1))
 
 
-def test_repeated_runs_do_not_retrace():
-    prog = pcformer.compile(lambda x, w: _h(x, w) * 0.5, X, W, owners=(1, 0), policy=None)
+@pytest.mark.parametrize("executor", ["op", "program"])
+def test_repeated_runs_do_not_retrace(executor):
+    prog = pcformer.compile(lambda x, w: _h(x, w) * 0.5, X, W, owners=(1, 0), policy=None,
+                            executor=executor)
     _, r1 = prog.run(X, W)
+    traces = prog.trace_count
+    # "program": one trace; "op": one per distinct protocol-op signature
+    assert traces == 1 if executor == "program" else 1 <= traces <= len(prog.ir.protocol_ops())
     _, r2 = prog.run(X * 0.5, W)
-    assert prog.trace_count == 1
+    assert prog.trace_count == traces
     assert r1.time["compile_s"] > 0 and r2.time["compile_s"] == 0.0
     assert ledger_key(r1.entries) == ledger_key(r2.entries)
+
+
+def test_op_executor_matches_the_whole_program_jit():
+    """The op-cached executor writes the same ledger and computes what ONE jit computes."""
+    fn = lambda x, w: jax.nn.relu(_h(x, w)) * _h(x, w)
+    outs = {}
+    for executor in ("op", "program"):
+        prog = pcformer.compile(fn, X, W, owners=(1, 0), policy=None, executor=executor)
+        out, rep = prog.run(X, W)
+        outs[executor] = (np.asarray(out), ledger_key(rep.entries), ledger_key(prog.cost.entries))
+    assert outs["op"][1] == outs["program"][1] == outs["op"][2]
+    np.testing.assert_allclose(outs["op"][0], outs["program"][0], atol=2e-3)
 
 
 def test_ring32_config():
