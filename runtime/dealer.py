@@ -23,17 +23,17 @@ def _block(ctx, k, shape):
 
 def beaver_triple(ctx, shape):
     """(a, b, c) with c = a*b: offline n*l bits to party 1."""
-    a0, a1, b0, b1, c0 = _block(ctx, 5, shape)
-    c1 = channel.deal(ctx, 1, (a0 + a1) * (b0 + b1) - c0, ctx.ring_bits)
-    return jnp.stack([a0, a1]), jnp.stack([b0, b1]), jnp.stack([c0, c1])
+    u = ctx.uniform((5,) + tuple(shape))          # rows a0, a1, b0, b1, c0 (sliced, not restacked)
+    c1 = channel.deal(ctx, 1, (u[0] + u[1]) * (u[2] + u[3]) - u[4], ctx.ring_bits)
+    return u[0:2], u[2:4], jnp.stack([u[4], c1])
 
 
 def square_pair(ctx, shape):
     """(a, s) with s = a^2: offline n*l bits to party 1."""
-    a0, a1, s0 = _block(ctx, 3, shape)
-    av = a0 + a1
-    s1 = channel.deal(ctx, 1, av * av - s0, ctx.ring_bits)
-    return jnp.stack([a0, a1]), jnp.stack([s0, s1])
+    u = ctx.uniform((3,) + tuple(shape))          # rows a0, a1, s0
+    av = u[0] + u[1]
+    s1 = channel.deal(ctx, 1, av * av - u[2], ctx.ring_bits)
+    return u[0:2], jnp.stack([u[2], s1])
 
 
 def _matmul(ctx, x, y, dn, **kw):
@@ -105,6 +105,30 @@ def and_triple(ctx, shape, width: int):
         u = u & _mask(width, dt)
     a, b, c0 = u[0:2], u[2:4], u[4]
     (c1,) = channel.deal(ctx, 1, (((a[0] ^ a[1]) & (b[0] ^ b[1])) ^ c0,), width)
+    return a, b, jnp.stack([c0, c1])
+
+
+def and_material(ctx, units: int, shape, width: int):
+    """PRG material and dealer corrections for `units` AND triples of `shape`, from ONE PRG call
+    and one vectorised correction (nothing is dealt yet: `deal_and` sends each layer's part when
+    the layer runs, so the ledger keeps one offline entry per layer, in order).
+    Returns (u [5, units, *shape], corr [units, *shape])."""
+    dt = ring.ring_dtype(ctx.ring_bits)
+    u = ctx.uniform((5, units) + tuple(shape))
+    if width < jnp.iinfo(dt).bits:
+        u = u & _mask(width, dt)
+    return u, ((u[0] ^ u[1]) & (u[2] ^ u[3])) ^ u[4]
+
+
+def deal_and(ctx, material, lo: int, hi: int, shape, width: int):
+    """Deal units lo:hi of `and_material` as one triple (a, b, c) of `shape` ([2, *shape] each):
+    one offline message of prod(shape)*width bits to party 1."""
+    u, corr = material
+    full = (2,) + tuple(shape)
+    a = u[0:2, lo:hi].reshape(full)
+    b = u[2:4, lo:hi].reshape(full)
+    c0 = u[4, lo:hi].reshape(tuple(shape))
+    (c1,) = channel.deal(ctx, 1, (corr[lo:hi].reshape(tuple(shape)),), width)
     return a, b, jnp.stack([c0, c1])
 
 

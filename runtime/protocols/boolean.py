@@ -37,10 +37,11 @@ def _party0_mask(x):
     return jnp.asarray(m).reshape((2,) + (1,) * (x.ndim - 1))
 
 
-def _and_arrays(ctx, x, y, width: int, depth: int):
+def _and_arrays(ctx, x, y, width: int, depth: int, triple=None):
     """x & y for two [2, ...] boolean share arrays of one shape: one dealer message, one exchange
-    of 2 * n * width bits per party. Returns (product share array, depth)."""
-    a, b, c = dealer.and_triple(ctx, x.shape[1:], width)
+    of 2 * n * width bits per party. Returns (product share array, depth).
+    `triple`: (a, b, c) already dealt (the adder draws all its layers' material at once)."""
+    a, b, c = triple if triple is not None else dealer.and_triple(ctx, x.shape[1:], width)
     (re, rf), d = channel.exchange(ctx, (x ^ a, y ^ b), depth, width)
     e = x ^ a ^ re
     f = y ^ b ^ rf
@@ -92,23 +93,28 @@ def _prefix_carries(ctx, x: AShare):
     a = jnp.stack([x.data[0], zero])          # party 0's share as a boolean sharing
     b = jnp.stack([zero, x.data[1]])          # party 1's share as a boolean sharing
     p = x.data                                # a ^ b, local
+    levels = _log2(l)
+    S = tuple(x.shape)
+    # all 2*levels AND units (1 + 2 per middle level + 1) from one PRG call, dealt per layer
+    mat = dealer.and_material(ctx, 2 * levels, S, l)
     with ctx.op("and"):
-        g, d = _and_arrays(ctx, a, b, l, x.depth)
+        g, d = _and_arrays(ctx, a, b, l, x.depth, dealer.deal_and(ctx, mat, 0, 1, S, l))
     # GP[:, 0] = G, GP[:, 1] = P: a level is ONE stacked AND of (P, P) with (G, P) << s, and
     # GP' = (G ^ P & (G << s), P & (P << s)) = AND ^ (GP & [ones, 0]): no unstack / restack.
     GP = jnp.stack([g, p], axis=1)
     keep_g = jnp.asarray(np.array([np.iinfo(g.dtype).max, 0], dtype=g.dtype)).reshape(
         (1, 2) + (1,) * (g.ndim - 1))
-    levels = _log2(l)
     for i in range(levels - 1):
         s = jnp.asarray(1 << i, GP.dtype)
         P2 = jnp.broadcast_to(GP[:, 1:2], GP.shape)
         with ctx.op("and"):
-            res, d = _and_arrays(ctx, P2, GP << s, l, d)
+            tr = dealer.deal_and(ctx, mat, 1 + 2 * i, 3 + 2 * i, (2,) + S, l)
+            res, d = _and_arrays(ctx, P2, GP << s, l, d, tr)
         GP = res ^ (GP & keep_g)
     G, P = GP[:, 0], GP[:, 1]
     with ctx.op("and"):
-        res, d = _and_arrays(ctx, P, G << jnp.asarray(1 << (levels - 1), G.dtype), l, d)
+        tr = dealer.deal_and(ctx, mat, 2 * levels - 1, 2 * levels, S, l)
+        res, d = _and_arrays(ctx, P, G << jnp.asarray(1 << (levels - 1), G.dtype), l, d, tr)
     return p, G ^ res, d
 
 
