@@ -830,14 +830,18 @@ def lower_jaxpr(L: Lowerer, jaxpr, consts: list, args: list[Value]) -> list[Valu
     return [read(x) for x in jaxpr.outvars]
 
 
+SECRET_INPUT = "secret"   # owners marker: the argument arrives already secret-shared
+
+
 def flatten_owners(owners, args) -> list:
-    """owners is a pytree prefix of the args tuple: one owner (0, 1 or None) per leaf."""
+    """owners is a pytree prefix of the args tuple: one owner per leaf: 0 (server), 1 (client),
+    None (public) or "secret" (already shared, e.g. a KV cache kept secret between runs)."""
     flat: list = []
 
     def put(o, sub):
-        if o not in (0, 1, None):
-            raise LoweringError(f"owner must be 0 (server), 1 (client) or None (public), "
-                                f"got {o!r}")
+        if o not in (0, 1, None, SECRET_INPUT):
+            raise LoweringError(f"owner must be 0 (server), 1 (client), None (public) or "
+                                f"{SECRET_INPUT!r} (already shared), got {o!r}")
         flat.extend([o] * len(jax.tree_util.tree_leaves(sub)))
 
     try:
@@ -848,19 +852,36 @@ def flatten_owners(owners, args) -> list:
     return flat
 
 
-def lower(traced, owners_flat, config) -> ir.Program:
-    """Lower a Traced (trace.trace / rewrite.rewrite output) given one owner per input leaf."""
+def lower(traced, owners_flat, config, keep_secret=None) -> ir.Program:
+    """Lower a Traced (trace.trace / rewrite.rewrite output) given one owner per input leaf.
+
+    keep_secret: one bool per output leaf (default all False): True leaves the output
+    secret-shared (no reveal; e.g. a KV cache carried to the next decoding step)."""
     closed = traced.closed_jaxpr
     L = Lowerer(frac_bits=config.frac_bits, reveal_to=config.reveal_to,
                 root=getattr(traced, "root", None))
     inputs = []
     for var, owner in zip(closed.jaxpr.invars, owners_flat):
         aval = var.aval
+        if owner == SECRET_INPUT:
+            scale = config.frac_bits if np.issubdtype(np.dtype(aval.dtype), np.floating) else 0
+            inputs.append(L.new(aval.shape, aval.dtype, SECRET, scale))
+            continue
         vis = PUBLIC if owner is None else PRIVATE(owner)
         inputs.append(L.new(aval.shape, aval.dtype, vis, L.plain_scale(aval.dtype)))
     outs = lower_jaxpr(L, closed.jaxpr, list(closed.consts), inputs)
+    keep_secret = [False] * len(outs) if keep_secret is None else list(keep_secret)
     final = []
-    for v in outs:
+    for v, keep in zip(outs, keep_secret):
+        if keep:   # stays shared, at the scale a secret input of this dtype has
+            target = config.frac_bits if v.is_float else 0
+            v = L.to_secret(v, target) if not v.vis.is_secret else v
+            if v.scale > target:
+                v = L.truncate(v, target)
+            elif v.scale < target:
+                v = L.lift(v, target)
+            final.append(v)
+            continue
         if v.vis.is_private and v.vis.party != config.reveal_to:
             v = L.to_secret(v)
         if v.vis.is_secret:

@@ -154,7 +154,8 @@ class OpCachedExecutable:
         compile_s = 0.0
         t_start = time.perf_counter()
         with ring.x64():
-            env: dict[int, Any] = {v.id: jnp.asarray(x) for v, x in zip(self.prog.inputs, flat_inputs)}
+            env: dict[int, Any] = {v.id: x if isinstance(x, AShare) else jnp.asarray(x)
+                                   for v, x in zip(self.prog.inputs, flat_inputs)}
             for k, op in enumerate(self.prog.ops):
                 args = [env[v.id] for v in op.operands]
                 if op.kind == "local":

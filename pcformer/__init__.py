@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib
 
-from .api import Program, compile  # noqa: A004
+from .api import Program, Secret, compile  # noqa: A004
 from .config import MPCConfig, Network
 from .report import Report
 
-__all__ = ["compile", "Program", "MPCConfig", "Network", "Report", "policies", "models",
+__all__ = ["compile", "Program", "Secret", "MPCConfig", "Network", "Report", "policies", "models",
            "distill"]
 
 _LAZY = {"models": "pcformer.models", "distill": "pcformer.distill",

@@ -18,6 +18,8 @@ from pcformer.compiler import opcache as _opcache
 from pcformer.compiler import lower as _lower
 from pcformer.runtime.config import MPCConfig
 
+from pcformer.runtime.shares import AShare
+
 from .report import Report
 
 __all__ = ["compile", "Program"]
@@ -30,6 +32,30 @@ def _rewrite(traced, policy):
     from pcformer.compiler import policies, rewrite
     pol = policies.get(policy)
     return rewrite.rewrite(traced, pol), pol
+
+
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    """A value that stays secret-shared between runs (e.g. a KV cache between decoding steps).
+
+    `share` holds both parties' shares ([2, ...] in Z_2^l) at fixed-point `scale`. A program
+    compiled with `reveal=False` for an output returns it as a Secret; pass it back where the
+    owners say "secret". Neither party can read it alone; `peek()` reconstructs it, a
+    SIMULATOR-ONLY oracle for tests and debugging (a real party could not).
+    """
+
+    share: AShare
+    scale: int
+    ring_bits: int = 64
+
+    @property
+    def shape(self):
+        return tuple(self.share.data.shape[1:])
+
+    def peek(self):
+        from pcformer.runtime import ring
+        with ring.x64():
+            return ring.decode(self.share.data[0] + self.share.data[1], self.scale, self.ring_bits)
 
 
 @dataclasses.dataclass
@@ -46,6 +72,7 @@ class Program:
     policy: Any
     config: MPCConfig
     owners: tuple
+    keep_secret: tuple = ()
     _exe: _execute.Executable = dataclasses.field(repr=False, default=None)
     _cost: Report | None = dataclasses.field(repr=False, default=None)
 
@@ -56,14 +83,21 @@ class Program:
         return self._cost
 
     def _flat(self, args):
-        flat, tree = jax.tree_util.tree_flatten(tuple(args))
+        flat, tree = jax.tree_util.tree_flatten(tuple(args), is_leaf=_is_secret)
         if tree != self.traced.in_tree:
             raise TypeError(f"arguments {tree} do not match the compiled structure "
                             f"{self.traced.in_tree}")
-        for x, aval in zip(flat, self.traced.in_avals):
-            if tuple(jnp.shape(x)) != tuple(aval.shape):
-                raise TypeError(f"argument shape {jnp.shape(x)} != compiled {aval.shape}")
-        return [jnp.asarray(x, dtype=aval.dtype) for x, aval in zip(flat, self.traced.in_avals)]
+        out = []
+        for x, aval, owner in zip(flat, self.traced.in_avals, self.owners):
+            shape = x.shape if _is_secret(x) else tuple(jnp.shape(x))
+            if tuple(shape) != tuple(aval.shape):
+                raise TypeError(f"argument shape {shape} != compiled {aval.shape}")
+            if (owner == _lower.SECRET_INPUT) != _is_secret(x):
+                raise TypeError("an argument whose owner is 'secret' must be a pcformer.Secret "
+                                "(and only those)")
+            # a carried secret starts this run at round depth 0: each run's rounds are its own
+            out.append(AShare(x.share.data, 0) if _is_secret(x) else jnp.asarray(x, dtype=aval.dtype))
+        return out
 
     def run(self, *args):
         """Simulate both parties inside one jit; returns (outputs, Report)."""
@@ -72,7 +106,8 @@ class Program:
         report.overflow = overflow
         if overflow is not None:
             warnings.warn(str(overflow), RuntimeWarning, stacklevel=2)
-        outs = [jnp.asarray(o) for o in outs]
+        outs = [Secret(o, v.scale, self.config.ring_bits) if isinstance(o, AShare) else jnp.asarray(o)
+                for o, v in zip(outs, self.ir.outputs)]
         return jax.tree_util.tree_unflatten(self.traced.out_tree, outs), report
 
     def plaintext(self, *args):
@@ -88,12 +123,24 @@ class Program:
 EXECUTORS = ("op", "program")
 
 
+def _is_secret(x) -> bool:
+    return isinstance(x, Secret)
+
+
+def _example(x):
+    """A Secret example argument traces as a float array of its shape."""
+    return jax.ShapeDtypeStruct(x.shape, jnp.float32) if _is_secret(x) else x
+
+
 def compile(fn: Callable, *example_args, owners, policy="mpcformer",
-            config: MPCConfig = MPCConfig(), executor: str = "op",
+            config: MPCConfig = MPCConfig(), executor: str = "op", reveal=True,
             compiler_options: dict | None = None) -> Program:  # noqa: A001 - the public name
     """Compile ``fn`` into a two-party program.
 
-    owners: a pytree prefix of the arguments tuple: 0 (server), 1 (client), None (public).
+    owners: a pytree prefix of the arguments tuple: 0 (server), 1 (client), None (public), or
+        "secret" for an argument that arrives secret-shared (a `Secret` from an earlier run).
+    reveal: a pytree prefix of the outputs: True reveals that output to config.reveal_to, False
+        keeps it secret-shared (returned as a `Secret`, e.g. a KV cache for the next step).
     policy: a policy name ("exact", "mpcformer", "puma", "paper"), a Policy, or None (no
         rewrite: every heavy operator left on a secret is an error).
     executor: "op" (default): each protocol op is a small jit program compiled once per
@@ -107,10 +154,24 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: use one of {EXECUTORS}")
     from pcformer.compiler import trace as _trace
+    example_args = jax.tree_util.tree_map(_example, example_args, is_leaf=_is_secret)
     traced = _trace.trace(fn, *example_args)
     rewritten, pol = _rewrite(traced, policy)
     owners_flat = _lower.flatten_owners(owners, example_args)
-    program = _lower.lower(rewritten, owners_flat, config)
+    keep_secret = [not r for r in _broadcast_prefix(reveal, traced.out_tree)]
+    program = _lower.lower(rewritten, owners_flat, config, keep_secret)
     exe = (_opcache.OpCachedExecutable(program, config) if executor == "op"
            else _execute.build(program, config, compiler_options))
-    return Program(program, rewritten, pol, config, tuple(owners_flat), exe)
+    return Program(program, rewritten, pol, config, tuple(owners_flat), tuple(keep_secret), exe)
+
+
+def _broadcast_prefix(prefix, out_tree) -> list:
+    """One bool per output leaf from a pytree prefix of the outputs."""
+    outs = jax.tree_util.tree_unflatten(out_tree, [0] * out_tree.num_leaves)
+    flat: list = []
+    try:
+        jax.tree_util.tree_map(lambda r, sub: flat.extend([bool(r)] * len(jax.tree_util.tree_leaves(sub))),
+                               prefix, outs)
+    except ValueError as e:
+        raise ValueError(f"reveal must be a pytree prefix of the outputs: {e}") from None
+    return flat
