@@ -169,7 +169,7 @@ def _composed(ctx, x, y):
     sx, sy = P.share(ctx, x, 0), P.share(ctx, y, 1)
     r = P.relu(ctx, sx)
     t = P.truncate(ctx, P.mul(ctx, r, sy))
-    return {"t": t}
+    return {"t": t, "lt": P.less(ctx, t, sy)}
 
 
 def test_composed_program_smaller_and_faster_in_ideal_mode():
