@@ -110,8 +110,11 @@ def plan_limbs(ring_bits: int, k: int, a_bits: int | None, b_bits: int | None):
     signed limb. Only limb pairs whose offset is below l bits matter (the rest vanish mod 2^l), and
     every float64 partial sum must stay <= 2^53, so the contraction is split into chunks of at most
     floor(2^53 / (max|limb_a| * max|limb_b|)) terms. Returns (w, chunk, n_pairs), minimising an
-    estimate of the work: pairs * chunks * (chunk + 256) (the +256 stands for the per-GEMM
-    conversion and call overhead, fitted on CPU: 128x768x768 picks 22-bit limbs, 6 pairs x 2 chunks).
+    estimate of the work: pairs * chunks * (chunk + 256 + 4096). The +256 stands for the per-GEMM
+    conversion and call overhead (fitted on CPU); the +4096 for what each unrolled GEMM costs XLA
+    to compile: without it a long contraction (a one-hot embedding lookup over a 30522-word
+    vocabulary) picks 22-bit limbs in 60 chunks, 360 GEMMs, and minutes of compile time, where
+    16-bit limbs need 10 GEMMs and no chunking.
     """
     best = None
     for w in range(8, 27):
@@ -127,7 +130,7 @@ def plan_limbs(ring_bits: int, k: int, a_bits: int | None, b_bits: int | None):
         if chunk < 1:
             continue
         chunks = -(-k // chunk)
-        cost = pairs * chunks * (min(chunk, k) + 256)
+        cost = pairs * chunks * (min(chunk, k) + 256 + 4096)
         if best is None or cost < best[0]:
             best = (cost, w, min(chunk, max(k, 1)), pairs)
         if na == 1 and nb == 1:
