@@ -26,7 +26,7 @@ flags.DEFINE_string("prompt", "Once upon a time", "GPT-2: the client's prompt.")
 flags.DEFINE_integer("max_new_tokens", 4, "GPT-2: tokens to generate privately (greedy).", lower_bound=1)
 flags.DEFINE_string("policy", "mpcformer", "A named policy (exact, mpcformer, puma, paper), a JSON/YAML policy file, "
                     "or several comma-separated (for --plot).")
-flags.DEFINE_integer("seq_len", 128, "Sequence length the client pads its tokens to.", lower_bound=1)
+flags.DEFINE_integer("seq_len", 32, "Sequence length the client pads its tokens to.", lower_bound=1)
 flags.DEFINE_enum("ring_bits", "64", ["32", "64"], "Ring Z_2^l of the shares.")
 flags.DEFINE_integer("frac_bits", 16, "Fixed-point fraction bits.", lower_bound=1)
 flags.DEFINE_enum("trunc_mode", "dealer", ["dealer", "local"], "Truncation protocol.")
@@ -84,12 +84,14 @@ def _progress(total: int, desc: str):
     """A progress bar on stderr that appears only for runs longer than a moment."""
     from tqdm import tqdm
     bar = tqdm(total=total, desc=desc, delay=1.0, leave=False, file=sys.stderr,
-               bar_format="{desc}: {n}/{total} {postfix} [{elapsed}]")
+               bar_format="{desc} [{n}/{total}, {elapsed}]")
+    started = []
 
     def step(label: str):
-        if bar.n or bar.postfix:
+        if started:
             bar.update(1)
-        bar.set_postfix_str(label)
+        started.append(label)
+        bar.set_description_str(f"{desc}: {label}")
 
     try:
         yield step
@@ -113,7 +115,8 @@ def print_report(report, cost, nets, out=print):
     from . import tables
     j = report.to_json(scope_depth=FLAGS.scope_depth)
     out("\nCost by module (bytes sent by each party; rounds = depth levels the module occupies)")
-    out(tables.cost_rows(j["by_scope"], "module", FLAGS.max_rows))
+    by_module = sorted(j["by_scope"], key=lambda r: _natural(r["name"]))
+    out(tables.cost_rows(by_module, "module", FLAGS.max_rows))
     out("\nCost by protocol op")
     out(tables.cost_rows(j["by_op"], "op", FLAGS.max_rows))
     same = cost.to_json()["totals"] == j["totals"]
@@ -128,6 +131,12 @@ def print_report(report, cost, nets, out=print):
                      tables.human_seconds(e["online"]), tables.human_seconds(e["per_run"])])
     out(tables.render(["network", "setup (once)", "offline", "online", "per run"], rows))
     return same
+
+
+def _natural(name: str):
+    """Module paths in reading order: embeddings, layer_0 ... layer_10, then the rest."""
+    import re
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name or "~")]
 
 
 def _fidelity_lines(fid: dict) -> list[str]:
@@ -175,7 +184,7 @@ def cmd_run() -> int:
                 job = private_generation(model, FLAGS.prompt, FLAGS.max_new_tokens, policy=policy,
                                          config=cfg, seq_len=FLAGS.seq_len, step=step)
         jobs.append(job)
-        same = print_report(job.report, job.program.cost, nets)
+        same = print_report(job.report, job.static_report, nets)
         if model.kind == "gpt2":
             print(f"\nGenerated privately: {job.text!r}  (token ids {job.token_ids})")
             print(f"  plaintext greedy:  {job.plaintext_text!r}  agreement {job.agreement:.0%}")
@@ -199,7 +208,7 @@ def job_to_json(job, nets, static_equals_measured: bool) -> dict:
     """The full JSON report: the measured report's to_json() plus run settings and fidelity."""
     import dataclasses
     j = job.report.to_json()
-    j["static_totals"] = job.program.cost.to_json()["totals"]
+    j["static_totals"] = job.static_report.to_json()["totals"]
     j["static_equals_measured"] = static_equals_measured
     j["model"] = FLAGS.model
     j["policy"] = job.policy
@@ -228,6 +237,8 @@ def _known_errors():
 
 
 def main(argv):
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)  # keep JAX's backend INFO lines off the user's screen
     args = argv[1:]
     if len(args) != 1 or args[0] not in COMMANDS:
         print(f"pcformer: error: expected one command, {' or '.join(COMMANDS)}; got {' '.join(args) or 'none'} "

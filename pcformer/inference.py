@@ -77,6 +77,11 @@ class EmbeddingJob:
     fidelity: dict               # {"vs_plaintext": errors, "vs_exact": errors}
     times: dict                  # compile_s, simulate_s (first run, jit included), exact_s
 
+    @property
+    def static_report(self) -> Report:
+        """The compiler's static cost of the same run (equal to `report`, message by message)."""
+        return self.program.cost
+
 
 def private_embedding(model, text: str, *, policy="mpcformer", config: MPCConfig = MPCConfig(),
                       seq_len: int = 128, step: Callable[[str], None] = _noop) -> EmbeddingJob:
@@ -130,6 +135,18 @@ class GenerationJob:
     per_token: dict              # mean online bytes per party and rounds per decoding step
     fidelity: dict
     times: dict
+
+    @property
+    def static_report(self) -> Report:
+        """The static cost of the same generation, assembled like `report`: the prompt's program,
+        the decoding program's setup once, and its per-run phases once per decoding step."""
+        steps = len(self.step_reports)
+        dec = self.program.cost.entries
+        entries = list(self.prefill_program.cost.entries)
+        if steps:
+            entries += [e for e in dec if e.phase == "setup"]
+            entries += [e for e in dec if e.phase != "setup"] * steps
+        return Report(entries, static=True)
 
 
 def _greedy_step(model):

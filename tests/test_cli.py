@@ -1,0 +1,116 @@
+"""The `pcformer` command line end to end, as a user runs it (a subprocess per command).
+
+Small settings: MiniLM at a short sequence length, a one-layer tiny GPT-2 checkpoint folder.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pcformer import models
+from pcformer.report import Report
+from pcformer.runtime.ledger import Entry
+
+
+def pcformer(*args, timeout=1500):
+    return subprocess.run([sys.executable, "-m", "pcformer", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def rows_sum(rows, phase):
+    return ([sum(r[phase]["bytes"][p] for r in rows) for p in (0, 1)],
+            sum(r[phase]["steps"] for r in rows))
+
+
+def check_report(rep):
+    """Totals are the sums of the per-module and per-op rows; static cost == measured ledger."""
+    assert rep["static_equals_measured"] is True
+    assert rep["static_totals"] == rep["totals"]
+    for phase in ("setup", "offline", "online"):
+        for rows in (rep["by_scope"], rep["by_op"]):
+            b, steps = rows_sum(rows, phase)
+            assert b == rep["totals"][phase]["bytes"]
+            assert steps == rep["totals"][phase]["steps"]
+    assert rep["totals"]["online"]["rounds"] > 0
+    for net in ("lan", "wan"):
+        est = rep["estimate"][net]
+        assert est["per_run"] == pytest.approx(est["offline"] + est["online"])
+    assert set(rep["time"]) >= {"compile_s", "run_s"}
+
+
+@pytest.fixture(scope="module")
+def minilm_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    res = pcformer("run", "--model=minilm", "--text=Secret sharing hides the prompt.",
+                   "--policy=mpcformer", "--seq_len=12", f"--report={d}/r.json",
+                   f"--trace={d}/t.json", "--trace_network=wan", f"--dump_ir={d}/ir.txt")
+    return res, d
+
+
+def test_minilm_run_prints_the_tables_and_writes_a_consistent_report(minilm_run):
+    res, d = minilm_run
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    for heading in ("Cost by module", "Cost by protocol op", "Totals", "Latency estimate",
+                    "Fidelity of the private output", "Wall time"):
+        assert heading in out
+    assert "static cost == measured ledger: yes" in out
+    rep = json.loads((d / "r.json").read_text())
+    check_report(rep)
+    assert rep["policy"] == "mpcformer" and rep["config"]["ring_bits"] == 64
+    # fidelity: the private embedding is the rewritten program's, up to fixed-point error
+    assert rep["fidelity"]["vs_plaintext"]["cosine_mean"] > 0.999
+    assert rep["fidelity"]["vs_plaintext"]["max_abs"] < 0.05
+    assert -1.0 <= rep["fidelity"]["vs_exact"]["cosine_mean"] <= 1.0
+    assert "dot_general_private" in (d / "ir.txt").read_text()
+
+
+def test_minilm_trace_matches_the_report(minilm_run):
+    res, d = minilm_run
+    assert res.returncode == 0, res.stderr[-3000:]
+    rep = json.loads((d / "r.json").read_text())
+    trace = json.loads((d / "t.json").read_text())
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    end = max(e["ts"] + e["dur"] for e in slices)
+    est = rep["estimate"]["wan"]
+    assert end == pytest.approx((est["setup"] + est["offline"] + est["online"]) * 1e6, abs=1.0)
+    steps = [e for e in slices if e["cat"] == "step" and e["pid"] == 0 and e["args"]["phase"] == "online"]
+    for p in (0, 1):
+        assert sum(s["args"]["bytes_sent"][f"party{p}"] for s in steps) == rep["totals"]["online"]["bytes"][p]
+    # per-layer nesting: some step sits inside encoder -> layer_0 on the server's track
+    assert any(e["cat"] == "scope" and e["args"]["scope"] == "encoder/layer_0" and e["pid"] == 0
+               for e in slices)
+
+
+def test_gpt2_private_generation(tmp_path):
+    ckpt = tmp_path / "gpt2"
+    models.make_tiny_gpt2(ckpt, n_layer=1, n_embd=32, n_head=2, vocab_size=300, n_positions=32)
+    res = pcformer("run", f"--model={ckpt}", "--prompt=Once upon a time", "--max_new_tokens=2",
+                   "--seq_len=16", f"--report={tmp_path}/g.json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Generated privately" in res.stdout
+    rep = json.loads((tmp_path / "g.json").read_text())
+    check_report(rep)
+    gen = rep["generated"]
+    assert len(gen["token_ids"]) == 2
+    # the private tokens are the rewritten program's greedy tokens
+    assert gen["token_ids"] == gen["plaintext_token_ids"]
+    assert gen["per_token"]["online_rounds"] > 0 and min(gen["per_token"]["online_bytes"]) > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--policy=nosuch"], "unknown policy"),
+    (["run", "--model=/no/such/folder"], "does not exist"),
+    (["run", "--text=" + "word " * 40, "--seq_len=8"], "more than --seq_len=8"),
+    (["run", "--ring_bits=32", "--frac_bits=16"], "frac"),
+    (["fly"], "expected one command"),
+])
+def test_bad_input_gives_one_clear_line(args, message):
+    res = pcformer(*args, timeout=300)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, res.stderr
+    assert message.lower() in lines[0].lower()
