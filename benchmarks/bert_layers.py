@@ -116,7 +116,7 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
 
     t0 = time.perf_counter()
     prog = pcformer.compile(fn, *inputs, owners=owners, policy=policy, config=config,
-                            compiler_options=options)
+                            executor=args.executor, compiler_options=options)
     front_s = time.perf_counter() - t0          # trace + rewrite + lower + executor build
     t0 = time.perf_counter()
     out, report = prog.run(*inputs)             # pays the XLA compilation of the run's jit
@@ -188,6 +188,8 @@ def parse(argv=None):
     p.add_argument("--intermediate", type=int, default=d.intermediate)
     p.add_argument("--act", default=d.act, help="hidden_act of the model (gelu = erf form)")
     p.add_argument("--policy", default="mpcformer", help="comma list of policy names")
+    p.add_argument("--executor", default="op", choices=("op", "program"),
+        help="op: one jit per protocol-op signature (default); program: ONE jit of the whole run")
     p.add_argument("--mode", default="protocol", choices=["protocol", "ideal"])
     p.add_argument("--trunc_mode", default="dealer", choices=["dealer", "local"])
     p.add_argument("--matmul_kernel", default="auto", choices=["auto", "limb", "native"])

@@ -95,3 +95,70 @@ def plot_policies(runs: Sequence[tuple[str, object]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_trace(trace: dict, path: str, scope: str | None = None, phase: str = "online") -> None:
+    """Draw a Chrome trace (pcformer.timeline) as a PNG: one band per party, nested slices.
+
+    `scope` (e.g. "encoder/layer_0") restricts the picture to that module's time span, so one
+    layer's protocol steps can be seen; Perfetto (ui.perfetto.dev) shows the same file
+    interactively. Slices of depth d sit d rows down within their party's band.
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ValueError("plotting needs matplotlib: pip install -e \".[plot]\"") from e
+
+    events = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    marks = [e for e in events if e["cat"] == "phase" and e["name"] == phase]
+    if not marks:
+        raise ValueError(f"the trace has no {phase} phase")
+    p0, p1 = marks[0]["ts"], marks[0]["ts"] + marks[0]["dur"]
+    xs = [e for e in events if e["pid"] in (0, 1) and e["cat"] in ("scope", "step")
+          and e["ts"] >= p0 - 1e-6 and e["ts"] + e["dur"] <= p1 + 1e-6]
+    if scope is not None:
+        span = [e for e in xs if e["cat"] == "scope" and e["args"]["scope"] == scope]
+        if not span:
+            raise ValueError(f"no scope {scope!r} in the trace")
+        t0 = min(e["ts"] for e in span)
+        t1 = max(e["ts"] + e["dur"] for e in span)
+        xs = [e for e in xs if e["ts"] >= t0 - 1e-6 and e["ts"] + e["dur"] <= t1 + 1e-6]
+    else:
+        t0 = min(e["ts"] for e in xs)
+        t1 = max(e["ts"] + e["dur"] for e in xs)
+
+    base = scope.count("/") if scope else 0
+
+    def level(e):   # a scope a/b/c sits at row 2 (minus the picture's base), its steps below it
+        if e["cat"] == "scope":
+            return e["args"]["scope"].count("/") - base
+        return (e["args"]["scope"].count("/") + 1 if e["args"]["scope"] else 0) - base
+
+    rows = max(level(e) for e in xs) + 1
+    fig, ax = plt.subplots(figsize=(14, 1.2 + 0.55 * rows * 2))
+    colors = plt.get_cmap("tab20")
+    names = sorted({e["name"] for e in xs})
+    for e in xs:
+        band = e["pid"] * (rows + 1)
+        y = band + level(e)
+        c = colors(names.index(e["name"]) % 20) if e["cat"] == "step" else (0.85, 0.88, 0.95)
+        ax.broken_barh([((e["ts"] - t0) / 1e3, e["dur"] / 1e3)], (y, 0.9), facecolors=c,
+                       edgecolors="white", linewidth=0.3)
+        if e["dur"] / max(t1 - t0, 1e-9) > 0.04:
+            ax.text((e["ts"] - t0 + e["dur"] / 2) / 1e3, y + 0.45, e["name"], ha="center",
+                    va="center", fontsize=7, clip_on=True)
+    from matplotlib.patches import Patch
+    steps = sorted({e["name"] for e in xs if e["cat"] == "step"})
+    ax.legend(handles=[Patch(color=colors(names.index(n) % 20), label=n) for n in steps],
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title="protocol op")
+    ax.set_yticks([0.45 + p * (rows + 1) for p in (0, 1)])
+    ax.set_yticklabels(["party 0 (server)", "party 1 (client)"])
+    ax.invert_yaxis()
+    ax.set_xlabel("time (ms) on the trace's network model")
+    net = trace.get("otherData", {}).get("network", "")
+    ax.set_title(f"{scope or 'whole run'}: {phase} steps, network {net}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
