@@ -111,3 +111,17 @@ def test_operator_classes_and_layers():
                       Entry("mul", "", "a/layer_1/y", "online", (8, 8), 3),
                       Entry("mul", "", "a/layer_1/y", "offline", (8, 8), 1)], lambda e: layer_of(e.scope))
     assert g == {"layer 1": {"bytes": 5, "rounds": 1}}
+
+
+def test_pictures_are_drawn(tmp_path):
+    from pcformer.plots import plot_policies, plot_trace
+    entries = random_entries(6)
+    trace = chrome_trace(entries, "lan")
+    plot_trace(trace, str(tmp_path / "t.png"), scope="encoder/layer_0")
+    plot_trace(trace, str(tmp_path / "all.png"))
+    plot_policies([("a", Report(entries)), ("b", Report(random_entries(7)))], str(tmp_path / "p.png"))
+    for name in ("t.png", "all.png", "p.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    with pytest.raises(ValueError, match="no scope"):
+        plot_trace(trace, str(tmp_path / "x.png"), scope="nowhere")
