@@ -93,6 +93,11 @@ class _Template:
     compile_s: float
 
 
+# Compiled op programs, shared by every Program of the process (keyed by config and signature):
+# a second model, policy or sequence of the same shapes compiles nothing new.
+_TEMPLATES: dict[tuple, _Template] = {}
+
+
 class OpCachedExecutable:
     """Same call and results as `execute.Executable`; one compiled program per op signature."""
 
@@ -101,15 +106,17 @@ class OpCachedExecutable:
         self.config = config
         self.trace_count = 0
         self.runs = 0
-        self._templates: dict[tuple, _Template] = {}
+        self._used: set = set()
 
     @property
     def distinct_executables(self) -> int:
-        return len(self._templates)
+        """How many compiled op programs this program's ops use."""
+        return len(self._used)
 
     def _template(self, op: ir.Op, args) -> tuple[_Template, bool]:
-        sig = _signature(op, args)
-        t = self._templates.get(sig)
+        sig = (self.config, _signature(op, args))
+        self._used.add(sig)
+        t = _TEMPLATES.get(sig)
         if t is not None:
             return t, False
         canon = _canonical(op)
@@ -131,7 +138,7 @@ class OpCachedExecutable:
         t0 = time.perf_counter()
         compiled = jax.jit(fn).lower(arrays, jax.random.PRNGKey(0), np.uint64(0)).compile()
         t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0)
-        self._templates[sig] = t
+        _TEMPLATES[sig] = t
         return t, True
 
     def _protocol(self, k: int, op: ir.Op, args, run_key):

@@ -70,12 +70,12 @@ def _networks():
 
 
 def _policies(spec: str) -> list[str]:
-    from pcformer.compiler import policies
     names = [p.strip() for p in spec.split(",") if p.strip()]
     if not names:
         raise UsageError("--policy is empty")
     for n in names:
-        policies.get(n)  # fails early with the list of valid names
+        from .inference import load_policy
+        load_policy(n)  # fails early with the list of valid names
     return names
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -88,7 +89,7 @@ def private_embedding(model, text: str, *, policy="mpcformer", config: MPCConfig
     """The client's sentence embedding computed privately under `policy`."""
     if model.kind != "bert":
         raise InputError(f"sentence embeddings need a BERT model; this one is {model.kind}")
-    pol = _policies.get(policy)
+    pol = _policy(policy)
     ids, mask = tokenize_padded(model, [text], seq_len)
     step("trace, rewrite and lower")
     t0 = time.perf_counter()
@@ -109,6 +110,29 @@ def private_embedding(model, text: str, *, policy="mpcformer", config: MPCConfig
     return EmbeddingJob(_policy_name(policy, pol), config, seq_len, prog, report, private,
                         plaintext, exact, fidelity,
                         {"compile_s": compile_s, "simulate_s": simulate_s, "exact_s": exact_s})
+
+
+def load_policy(spec: str):
+    """A named policy, or a policy file: JSON (`policies.get` reads it) or YAML (a mapping of
+    Policy fields, optionally with `base: <named policy>`)."""
+    from pcformer.compiler import policies
+    if spec.endswith((".yaml", ".yml")):
+        import yaml  # PyYAML, already installed with transformers' hub client
+        if not Path(spec).is_file():
+            raise InputError(f"policy file {spec} does not exist")
+        data = yaml.safe_load(Path(spec).read_text())
+        if not isinstance(data, dict):
+            raise InputError(f"policy file {spec} must hold a mapping of Policy fields")
+        data.setdefault("name", Path(spec).stem)
+        return policies.get(data)
+    return policies.get(spec)
+
+
+def _policy(policy):
+    """A Policy from a name, a Policy, a dict, or a JSON/YAML file (the CLI's --policy)."""
+    if isinstance(policy, str):
+        return load_policy(policy)
+    return _policies.get(policy)
 
 
 def _policy_name(requested, pol) -> str:
@@ -169,7 +193,7 @@ def private_generation(model, prompt: str, max_new_tokens: int, *, policy="mpcfo
         raise InputError(f"private generation needs a GPT-2 model; this one is {model.kind}")
     if model.tokenizer is None:
         raise InputError(f"checkpoint {model.folder} has no tokenizer files")
-    pol = _policies.get(policy)
+    pol = _policy(policy)
     ids = model.tokenizer(prompt)["input_ids"]
     if not ids:
         raise InputError("the prompt is empty")
@@ -216,7 +240,8 @@ def private_generation(model, prompt: str, max_new_tokens: int, *, policy="mpcfo
     once = [e for e in reports[0].entries if e.phase == "setup"] if reports else []
     report = Report(list(pre_report.entries) + once
                     + [e for r in reports for e in r.entries if e.phase != "setup"],
-                    time={"run_s": simulate_s})
+                    time={k: sum(r.time[k] for r in [pre_report, *reports])
+                          for k in ("compile_s", "run_s")})
     per = _per_token(reports or [pre_report])
     # Numeric fidelity: the secret KV cache (reconstructed by the simulator's oracle) against the
     # rewritten program's float cache after the same tokens (only where the tokens agree).

@@ -109,6 +109,14 @@ class Report:
         out["per_run"] = out["offline"] + out["online"]
         return out
 
+    def trace(self, network: str | Network = "lan", path=None, title: str = "pcformer") -> dict:
+        """This report as a Chrome trace-event timeline (Perfetto, chrome://tracing) on `network`;
+        written to `path` too when given. See pcformer/timeline.py for what its time means."""
+        from .timeline import chrome_trace, write_chrome_trace
+        if path is not None:
+            return write_chrome_trace(path, self.entries, network, title=title)
+        return chrome_trace(self.entries, network, title=title)
+
     def __str__(self) -> str:
         t = self.totals()
         lines = [f"{'static cost' if self.static else 'measured'}:"]

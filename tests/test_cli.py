@@ -114,3 +114,18 @@ def test_bad_input_gives_one_clear_line(args, message):
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, res.stderr
     assert message.lower() in lines[0].lower()
+
+
+def test_policy_files_json_and_yaml(tmp_path):
+    from pcformer.inference import InputError, load_policy
+    (tmp_path / "p.yaml").write_text("base: mpcformer\ngelu: relu\n")
+    (tmp_path / "q.json").write_text(json.dumps({"base": "puma", "softmax": "2quad", "name": "q"}))
+    p = load_policy(str(tmp_path / "p.yaml"))
+    assert (p.name, p.gelu, p.softmax) == ("p", "relu", "2quad")
+    q = load_policy(str(tmp_path / "q.json"))
+    assert (q.name, q.gelu, q.softmax) == ("q", "puma", "2quad")
+    (tmp_path / "bad.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(InputError, match="mapping"):
+        load_policy(str(tmp_path / "bad.yaml"))
+    with pytest.raises(ValueError):
+        load_policy(str(tmp_path / "missing.yaml"))

@@ -93,13 +93,16 @@ def test_max_and_argmax_tree():
 
 @pytest.mark.parametrize("executor", ["op", "program"])
 def test_repeated_runs_do_not_retrace(executor):
-    prog = pcformer.compile(lambda x, w: _h(x, w) * 0.5, X, W, owners=(1, 0), policy=None,
+    # shapes no other test uses: compiled op programs are shared within the process
+    x = jnp.asarray(rng.uniform(-2, 2, size=(3, 7)), jnp.float32)
+    w = jnp.asarray(rng.uniform(-1, 1, size=(7, 5)), jnp.float32)
+    prog = pcformer.compile(lambda x, w: _h(x, w) * 0.5, x, w, owners=(1, 0), policy=None,
                             executor=executor)
-    _, r1 = prog.run(X, W)
+    _, r1 = prog.run(x, w)
     traces = prog.trace_count
     # "program": one trace; "op": one per distinct protocol-op signature
     assert traces == 1 if executor == "program" else 1 <= traces <= len(prog.ir.protocol_ops())
-    _, r2 = prog.run(X * 0.5, W)
+    _, r2 = prog.run(x * 0.5, w)
     assert prog.trace_count == traces
     assert r1.time["compile_s"] > 0 and r2.time["compile_s"] == 0.0
     assert ledger_key(r1.entries) == ledger_key(r2.entries)

@@ -96,22 +96,17 @@ def test_model_lowers_under_every_policy(causal, policy):
                                    atol=5e-2)
 
 
-SLOW = pytest.mark.skipif(
-    not os.environ.get("PCFORMER_SLOW_TESTS"),
-    reason="XLA CPU takes 10+ minutes to compile a whole 2-layer model's protocol graph on the "
-           "shared 2-core machine; set PCFORMER_SLOW_TESTS=1 to run")
-
-
-@SLOW
 @pytest.mark.parametrize("causal", [False, True], ids=["bert", "gpt2"])
-def test_model_runs_under_mpc(causal):
+@pytest.mark.parametrize("policy", POLICIES)
+def test_model_runs_under_mpc(causal, policy):
+    """Both 2-layer models run privately under every named policy (op-cached executor: the
+    layers share their compiled protocol ops), equal to the rewritten plaintext program."""
     fn, params, ids, mask = _setup(causal)
-    prog = pcformer.compile(fn, params, ids, mask, owners=(0, 1, 1), policy="mpcformer",
-                            compiler_options={"xla_backend_optimization_level": 0})
+    prog = pcformer.compile(fn, params, ids, mask, owners=(0, 1, 1), policy=policy)
     out, report = prog.run(params, ids, mask)
     ref = prog.plaintext(params, ids, mask)
     err = float(np.max(np.abs(np.asarray(out) - np.asarray(ref))))
-    print(f"\n{'gpt2' if causal else 'bert'} mpcformer: max |mpc - plaintext| = {err:.2e}, "
+    print(f"\n{'gpt2' if causal else 'bert'} {policy}: max |mpc - plaintext| = {err:.2e}, "
           f"online {report.totals()['online']}, run {report.time}")
     assert err < 5e-2
     key = lambda es: Counter((e.op, e.scope, e.phase, tuple(e.bits), e.depth) for e in es)

@@ -125,3 +125,12 @@ def test_pictures_are_drawn(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     with pytest.raises(ValueError, match="no scope"):
         plot_trace(trace, str(tmp_path / "x.png"), scope="nowhere")
+
+
+def test_report_trace_is_the_timeline(tmp_path):
+    entries = random_entries(8)
+    rep = Report(entries)
+    obj = rep.trace("wan", path=tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(obj))
+    est = rep.estimate("wan")
+    assert obj["otherData"]["total_s"] == pytest.approx(est["setup"] + est["offline"] + est["online"])
