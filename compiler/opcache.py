@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import zlib
 from typing import Any
 
 import jax
@@ -37,26 +36,6 @@ from pcformer.runtime.shares import AShare, Context
 from . import execute, ir
 
 _SCOPE_MARK = "\x00op"
-
-
-class _SaltedContext(Context):
-    """A Context whose setup masks depend on a runtime salt (one per op of the program)."""
-
-    def __init__(self, config, key, salt):
-        super().__init__(config, key)
-        self._salt = salt
-
-    def uniform(self, shape, weight_id: str | None = None):
-        if weight_id is None:
-            return super().uniform(shape)
-        c = zlib.crc32(weight_id.encode())
-        seed = _shares._mix64(jnp.asarray(self._salt, jnp.uint64)
-                              ^ jnp.uint64(_shares._mix64_int((c << 1) | 1)))
-        n = int(np.prod(shape, dtype=np.int64))
-        ctr = jax.lax.iota(jnp.uint64, n) + jnp.uint64(1)
-        z = _shares._mix64(_shares._mix64(seed) + ctr * jnp.uint64(_shares._GAMMA))
-        z = z.reshape(tuple(shape)).astype(ring.ring_dtype(self.ring_bits))
-        return jax.lax.optimization_barrier(z)
 
 
 def mask_salt(seed: int, op_index: int) -> np.uint64:
@@ -126,7 +105,7 @@ class OpCachedExecutable:
 
         def fn(arrays, key, salt):
             self.trace_count += 1
-            ctx = _SaltedContext(config, key, salt)
+            ctx = Context(config, key, weight_salt=salt)
             vals = [a if d is None else AShare(a, d) for a, d in zip(arrays, depths)]
             with ctx.scope(_SCOPE_MARK), ctx.op(canon.name):
                 out = execute._run_protocol(ctx, canon, vals)

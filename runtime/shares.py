@@ -79,8 +79,13 @@ class Context:
     messages. With `audit=True` the channel also keeps every payload in `audit_log`.
     """
 
-    def __init__(self, config: MPCConfig | None = None, key=None, audit: bool = False):
+    def __init__(self, config: MPCConfig | None = None, key=None, audit: bool = False,
+                 weight_salt=None):
+        """weight_salt: an optional uint64 (may be traced) mixed into every setup-mask seed, so
+        one compiled program can serve several weights with masks of their own (the compiler's
+        op-cached executor passes one per op)."""
         self.config = config or MPCConfig()
+        self.weight_salt = weight_salt
         self.key = jax.random.PRNGKey(self.config.seed) if key is None else key
         kd = self.key
         if jax.dtypes.issubdtype(getattr(kd, "dtype", None), jax.dtypes.prng_key):
@@ -121,6 +126,8 @@ class Context:
         else:
             c = zlib.crc32(weight_id.encode())
             seed = jnp.uint64(_mix64_int(_mix64_int(self.config.seed) ^ (c << 1) ^ 1))
+            if self.weight_salt is not None:
+                seed = _mix64(seed ^ jnp.asarray(self.weight_salt, jnp.uint64))
         n = int(np.prod(shape, dtype=np.int64))
         ctr = jax.lax.iota(jnp.uint64, n) + jnp.uint64(1)
         z = _mix64(_mix64(seed) + ctr * jnp.uint64(_GAMMA))
