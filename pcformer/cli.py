@@ -143,6 +143,8 @@ def _fidelity_lines(fid: dict) -> list[str]:
     lines = []
     for key, label in (("vs_plaintext", "vs plaintext rewritten program"), ("vs_exact", "vs exact model")):
         f = fid[key]
+        if "reference" in f:
+            label = f"vs exact ({f['reference']})"
         lines.append(f"  {label:32s} max abs {f['max_abs']:.3g}  mean abs {f['mean_abs']:.3g}  "
                      f"cosine {f['cosine_mean']:.6f}")
     return lines

@@ -519,6 +519,21 @@ def with_params(model, params):
     return new
 
 
+def _teacher_ref(model) -> str | None:
+    """How to load the teacher again: a named model ("minilm") or its folder."""
+    from pcformer import models
+    folder = getattr(model, "folder", None)
+    if folder is None:
+        return None
+    for name, find in models.NAMED.items():
+        try:
+            if os.path.samefile(find(), folder):
+                return name
+        except OSError:
+            continue
+    return str(folder)
+
+
 def save_checkpoint(model, params, policy, out_dir: str, cfg: DistillConfig | None = None,
                     metrics: dict | None = None) -> str:
     """Hugging Face-layout folder (via `pcformer.models.save`) plus `pcformer_policy.json`."""
@@ -529,6 +544,7 @@ def save_checkpoint(model, params, policy, out_dir: str, cfg: DistillConfig | No
         saved = dataclasses.replace(saved, tokenizer=None)  # a stand-in tokenizer is not saved
     models.save(saved, out_dir)
     meta = {"policy": policy_name(policy),
+            "teacher": _teacher_ref(model),
             "distill": dataclasses.asdict(cfg) if cfg is not None else None,
             "held_out": metrics}
     with open(os.path.join(out_dir, POLICY_FILE), "w") as f:

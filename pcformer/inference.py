@@ -103,10 +103,13 @@ def private_embedding(model, text: str, *, policy="mpcformer", config: MPCConfig
     step("fidelity")
     plaintext = np.asarray(prog.plaintext(model.params, ids, mask))
     t0 = time.perf_counter()
-    exact = np.asarray(jax.block_until_ready(jax.jit(model.embed_fn)(model.params, ids, mask)))
+    reference, reference_name = exact_reference(model)
+    exact = np.asarray(jax.block_until_ready(
+        jax.jit(reference.embed_fn)(reference.params, ids, mask)))
     exact_s = time.perf_counter() - t0
     private = np.asarray(private)
-    fidelity = {"vs_plaintext": errors(private, plaintext), "vs_exact": errors(private, exact)}
+    fidelity = {"vs_plaintext": errors(private, plaintext),
+                "vs_exact": {**errors(private, exact), "reference": reference_name}}
     return EmbeddingJob(_policy_name(policy, pol), config, seq_len, prog, report, private,
                         plaintext, exact, fidelity,
                         {"compile_s": compile_s, "simulate_s": simulate_s, "exact_s": exact_s})
@@ -133,6 +136,22 @@ def _policy(policy):
     if isinstance(policy, str):
         return load_policy(policy)
     return _policies.get(policy)
+
+
+def exact_reference(model):
+    """The model the private output should match when no approximation is made: for a folder
+    written by `pcformer.distill`, its teacher (named in pcformer_policy.json), else itself."""
+    import json
+    from . import models
+    meta = Path(model.folder or "") / "pcformer_policy.json"
+    if model.folder is not None and meta.is_file():
+        teacher = json.loads(meta.read_text()).get("teacher")
+        if teacher:
+            try:
+                return models.load(teacher), f"teacher {Path(teacher).name}"
+            except (OSError, ValueError):
+                pass  # teacher no longer available: fall back to the checkpoint itself
+    return model, "this checkpoint without approximations"
 
 
 def _policy_name(requested, pol) -> str:

@@ -129,3 +129,16 @@ def test_policy_files_json_and_yaml(tmp_path):
         load_policy(str(tmp_path / "bad.yaml"))
     with pytest.raises(ValueError):
         load_policy(str(tmp_path / "missing.yaml"))
+
+
+def test_distilled_folder_is_compared_with_its_teacher(tmp_path):
+    from pcformer.inference import exact_reference
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    models.make_tiny_bert(teacher)
+    models.make_tiny_bert(student, seed=1)
+    plain = models.load(student)
+    assert exact_reference(plain)[0] is plain          # no pcformer_policy.json: itself
+    (student / "pcformer_policy.json").write_text(json.dumps({"policy": "mpcformer",
+                                                              "teacher": str(teacher)}))
+    ref, name = exact_reference(models.load(student))
+    assert ref.folder == teacher and name == "teacher teacher"
