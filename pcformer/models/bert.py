@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import LayerNorm, activation, attention, merge_heads, split_heads
+from .layers import LayerNorm, activation, attention, fields_from_hf, merge_heads, split_heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +45,7 @@ class BertConfig:
     @classmethod
     def from_hf(cls, hf_config: Any, **overrides) -> "BertConfig":
         """Take the fields we use from a `transformers.BertConfig` (or anything with them)."""
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if hasattr(hf_config, f.name):
-                kwargs[f.name] = getattr(hf_config, f.name)
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return fields_from_hf(cls, hf_config, **overrides)
 
 
 class BertEmbeddings(nn.Module):

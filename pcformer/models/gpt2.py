@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import LayerNorm, activation, attention, merge_heads, split_heads
+from .layers import LayerNorm, activation, attention, fields_from_hf, merge_heads, split_heads
 
 # A cache is a tuple over layers of (key, value), each [batch, heads, max_len, head_dim].
 Cache = tuple[tuple[jax.Array, jax.Array], ...]
@@ -59,12 +59,7 @@ class GPT2Config:
                 raise ValueError(f"GPT-2 config option {flag}=True is not supported")
         if not getattr(hf_config, "scale_attn_weights", True):
             raise ValueError("GPT-2 config option scale_attn_weights=False is not supported")
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if hasattr(hf_config, f.name):
-                kwargs[f.name] = getattr(hf_config, f.name)
-        kwargs.update(overrides)
-        return cls(**kwargs)
+        return fields_from_hf(cls, hf_config, **overrides)
 
 
 def _mask(attention_mask, q_len: int, k_len: int, position) -> jax.Array:

@@ -25,6 +25,16 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+def fields_from_hf(cls, hf_config, **overrides):
+    """An instance of the config dataclass `cls` from the same-named fields of a Hugging Face
+    config (anything with those attributes), `overrides` last."""
+    import dataclasses
+    kwargs = {f.name: getattr(hf_config, f.name) for f in dataclasses.fields(cls)
+              if hasattr(hf_config, f.name)}
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     """The activation function a Hugging Face config names, or a clear error."""
     try:
