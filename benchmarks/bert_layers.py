@@ -25,9 +25,11 @@ import platform
 import re
 import time
 
+import pcformer  # noqa: F401  first: tunes malloc before JAX starts (pcformer/_allocator.py)
 import jax
 import jax.numpy as jnp
 import numpy as np
+from pcformer import _allocator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +208,8 @@ def main(argv=None) -> dict:
     shape = Shape(args.layers, args.seq_len, args.batch, args.hidden, args.heads,
                   args.intermediate, args.act)
     print(f"shape {dataclasses.asdict(shape)}, mode {args.mode}, device "
-          f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}")
+          f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}, "
+          f"allocator {_allocator.status()}")
     results = []
     for policy in [s.strip() for s in args.policy.split(",") if s.strip()]:
         r = bench_policy(shape, policy, args)
@@ -214,7 +217,8 @@ def main(argv=None) -> dict:
         results.append(r)
     summary = {"bench": "bert_layers", "shape": dataclasses.asdict(shape), "mode": args.mode,
                "trunc_mode": args.trunc_mode, "mask": args.mask,
-               "device": jax.devices()[0].device_kind, "results": results}
+               "device": jax.devices()[0].device_kind, "allocator": _allocator.status(),
+               "results": results}
     print(json.dumps(summary, separators=(",", ":")))
     return summary
 

@@ -137,3 +137,9 @@ def bind_folding(eqn, invals: list) -> list:
         with jax.ensure_compile_time_eval():
             return bind(eqn, invals)
     return bind(eqn, invals)
+
+
+def backends_initialized() -> bool:
+    """Whether JAX has started a backend (and with it XLA's CPU thread pool) in this process."""
+    from jax._src import xla_bridge  # private: the registry of started backends
+    return bool(getattr(xla_bridge, "_backends", {}))

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import importlib
 
+from . import _allocator
+
+_allocator.tune()  # before anything starts JAX's CPU threads; see pcformer/_allocator.py
+
 from .api import Program, Secret, compile  # noqa: A004
 from .config import MPCConfig, Network
 from .report import Report
