@@ -106,10 +106,13 @@ def _contract_size(shape, dims) -> int:
 def plan_limbs(ring_bits: int, k: int, a_bits: int | None, b_bits: int | None):
     """Choose limb widths and the contraction chunk for an exact float64 limb matmul.
 
-    Full operands are split into unsigned w-bit limbs; a small operand (|v| < 2^bits) stays one
-    signed limb. Only limb pairs whose offset is below l bits matter (the rest vanish mod 2^l), and
-    every float64 partial sum must stay <= 2^53, so the contraction is split into chunks of at most
-    floor(2^53 / (max|limb_a| * max|limb_b|)) terms. Returns (w, chunk, n_pairs), minimising an
+    Full operands are split into balanced (signed) w-bit digits, |digit| <= 2^(w-1); a small
+    operand (|v| < 2^bits) stays one signed limb. Only limb pairs whose offset is below l bits
+    matter (the rest vanish mod 2^l), and every float64 partial sum must stay <= 2^53, so the
+    contraction is split into chunks of at most floor(2^53 / (max|limb_a| * max|limb_b|)) terms.
+    Balanced digits halve each limb's magnitude, which buys one bit of width per operand: 22-bit
+    digits (3 per operand, 6 pairs below 2^64) hold contractions up to 2048 terms unchunked,
+    where unsigned limbs needed 16-bit widths (10 pairs) or chunking. Returns (w, chunk, n_pairs), minimising an
     estimate of the work: pairs * chunks * (chunk + 256 + 4096). The +256 stands for the per-GEMM
     conversion and call overhead (fitted on CPU); the +4096 for what each unrolled GEMM costs XLA
     to compile: without it a long contraction (a one-hot embedding lookup over a 30522-word
@@ -124,8 +127,8 @@ def plan_limbs(ring_bits: int, k: int, a_bits: int | None, b_bits: int | None):
         offs_a = [0] if a_bits is not None else [w * i for i in range(n)]
         offs_b = [0] if b_bits is not None else [w * j for j in range(n)]
         pairs = sum(1 for oa in offs_a for ob in offs_b if oa + ob < ring_bits)
-        ma = 2 ** a_bits if a_bits is not None else 2 ** w - 1
-        mb = 2 ** b_bits if b_bits is not None else 2 ** w - 1
+        ma = 2 ** a_bits if a_bits is not None else 2 ** (w - 1)
+        mb = 2 ** b_bits if b_bits is not None else 2 ** (w - 1)
         chunk = (2 ** F64_EXACT_BITS) // (ma * mb)
         if chunk < 1:
             continue
@@ -141,20 +144,27 @@ def plan_limbs(ring_bits: int, k: int, a_bits: int | None, b_bits: int | None):
 
 
 def _limbs(u, w: int, ring_bits: int, small_bits: int | None):
-    """[(float64 limb, bit offset, signed)] of a ring array."""
+    """[(float64 limb, bit offset)] of a ring array: sum(limb * 2^offset) = u mod 2^l.
+
+    Full operands: balanced digits d_i in [-2^(w-1), 2^(w-1)), taken from the low end: the low
+    w bits v give d = (v xor 2^(w-1)) - 2^(w-1), then u <- (u - d) / 2^w (exact in uint64)."""
     if small_bits is not None:
-        return [(to_signed(u).astype(jnp.float64), 0, True)]
-    u = u.astype(jnp.uint64)
+        return [(to_signed(u).astype(jnp.float64), 0)]
+    t = u.astype(jnp.uint64)
     n = -(-ring_bits // w)
-    mask = jnp.uint64((1 << w) - 1)
-    return [(((u >> jnp.uint64(w * i)) & mask).astype(jnp.float64), w * i, False)
-            for i in range(n)]
+    mask, half = jnp.uint64((1 << w) - 1), jnp.uint64(1 << (w - 1))
+    out = []
+    for i in range(n):
+        d = to_signed((t & mask) ^ half) - to_signed(half)        # int64 in [-2^(w-1), 2^(w-1))
+        out.append((d.astype(jnp.float64), w * i))
+        if i + 1 < n:
+            t = (t - from_signed(d)) >> jnp.uint64(w)
+    return out
 
 
-def _f64_to_ring(x, signed: bool):
-    if signed:
-        return lax.bitcast_convert_type(x.astype(jnp.int64), jnp.uint64)
-    return x.astype(jnp.uint64)
+def _f64_to_ring(x):
+    """An integer-valued float64 (|x| <= 2^53) as a uint64 ring element (two's complement)."""
+    return lax.bitcast_convert_type(x.astype(jnp.int64), jnp.uint64)
 
 
 def _chunk_slices(shape_a, shape_b, dn, chunk: int):
@@ -188,13 +198,13 @@ def ring_matmul_limb(a, b, dimension_numbers=None, ring_bits: int = 64,
                                               _slice(b, sl[1], sl[2], sl[3]))
         la = _limbs(ac, w, ring_bits, a_bits)
         lb = _limbs(bc, w, ring_bits, b_bits)
-        for xa, oa, sa in la:
-            for xb, ob, sb in lb:
+        for xa, oa in la:
+            for xb, ob in lb:
                 if oa + ob >= ring_bits:
                     continue
                 p = lax.dot_general(xa, xb, dn, precision=lax.Precision.HIGHEST,
                                     preferred_element_type=jnp.float64)
-                term = _f64_to_ring(p, sa or sb)
+                term = _f64_to_ring(p)
                 if oa + ob:
                     term = term << jnp.uint64(oa + ob)
                 acc = term if acc is None else acc + term

@@ -98,3 +98,20 @@ def test_limb_matmul_small_operand_uses_fewer_gemms_and_stays_exact():
                                    "limb", a_bits=20)
         np.testing.assert_array_equal(np.asarray(small_r), np.asarray(native))
         np.testing.assert_array_equal(np.asarray(small_l), np.asarray(native).T)
+
+
+def test_limb_matmul_exact_at_the_balanced_digit_bound():
+    """Every digit near -2^21 and the longest unchunked contraction (2048 terms): the float64
+    partial sums reach 2^53, the edge of exactness, and must still match the native dot."""
+    w, chunk, pairs = ring.plan_limbs(64, 2048, None, None)
+    assert (w, chunk, pairs) == (22, 2048, 6)
+    u = sum(1 << (21 + 22 * i) for i in range(3)) % (1 << 64)
+    rng = np.random.default_rng(7)
+    with x64():
+        for a0 in (u, (1 << 63), (1 << 64) - 1):
+            a = np.full((3, 2048), a0, dtype=np.uint64)
+            b = np.full((2048, 2), u, dtype=np.uint64)
+            b[:, 1] = rng.integers(0, 2 ** 64, size=2048, dtype=np.uint64)
+            native = ring.ring_matmul(jnp.asarray(a), jnp.asarray(b), None, 64, "native")
+            limb = ring.ring_matmul(jnp.asarray(a), jnp.asarray(b), None, 64, "limb")
+            np.testing.assert_array_equal(np.asarray(limb), np.asarray(native))
