@@ -19,6 +19,8 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 COMMANDS = ("run", "distill")
+_TIME_LABELS = {"compile_s": "front end (trace, rewrite, lower)", "xla_compile_s": "XLA compile",
+                "simulate_s": "simulate", "exact_s": "exact model"}
 
 flags.DEFINE_string("model", "minilm", "A named model ('minilm') or a Hugging Face checkpoint folder (BERT or GPT-2).")
 flags.DEFINE_string("text", "Private inference keeps the prompt secret.", "BERT: the client's sentence.")
@@ -195,7 +197,8 @@ def cmd_run() -> int:
                   f"{per['online_rounds']} rounds")
         print("\nFidelity of the private output")
         print("\n".join(_fidelity_lines(job.fidelity)))
-        print("\nWall time: " + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in job.times.items()))
+        print("\nWall time: " + ", ".join(f"{_TIME_LABELS.get(k, k)} {v:.2f} s"
+                                          for k, v in job.times.items()))
         job_json = job_to_json(job, nets, same)
         if len(names) == 1:
             _write_outputs(job_json, job, nets)
