@@ -313,3 +313,59 @@ def test_fit_init_brings_quad_closer(tiny_bert, texts):
     err = lambda p: float(jnp.mean(D.loss_parts(student(p, hids, hmask), t, hmask,
                                                 use_attention=False, output_loss="cosine")["hidden"]))
     assert err(fitted) < 0.5 * err(tiny_bert.params)
+
+
+def test_quad_softmax_scale_beats_the_plain_shift():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(0.0, 3.0, size=(4, 3, 6, 6)).astype(np.float32)
+    valid = np.ones((4, 6), bool)
+    valid[1, 4:] = False
+    grid = np.geomspace(0.05, 2.0, 40)
+    s = D.quad_softmax_scale(scores, valid, 5.0, grid)
+    assert s.shape == (3,) and np.all(np.isin(s, grid))
+    keys = valid[:, None, None, :]
+    ref = np.asarray(jax.nn.softmax(jnp.asarray(scores), axis=-1, where=keys)) * keys
+
+    def err(scale):
+        q = np.square(scale[None, :, None, None] * scores + 5.0) * keys
+        return np.sum((q / q.sum(-1, keepdims=True) - ref) ** 2, axis=(0, 2, 3))
+    assert np.all(err(s) <= err(np.ones(3)) + 1e-9)
+    assert np.all(err(s) <= err(np.full(3, grid[0])) + 1e-9)
+
+
+def test_fit_softmax_init_brings_2quad_attention_closer(tiny_bert, texts):
+    train, held = texts
+    ids, mask = D.tokenize(tiny_bert.tokenizer, train[:32], 12)
+    teacher = D.features_fn(tiny_bert)
+    student = D.make_student(teacher, "mpcformer")
+    quad = D.fit_quad_init(tiny_bert, tiny_bert.params, ids, mask)
+    both = D.fit_softmax_init(tiny_bert, quad, ids, mask, student=student)
+    hids, hmask = D.tokenize(tiny_bert.tokenizer, held, 12)
+    t = teacher(tiny_bert.params, hids, hmask)
+    att = lambda p: float(jnp.mean(D.loss_parts(student(p, hids, hmask), t, hmask,
+                                                use_attention=True,
+                                                output_loss="cosine")["attention"]))
+    assert att(both) < att(quad)
+    layer = lambda p: p["encoder"]["layer_0"]["attention"]["self"]
+    # only the queries are rescaled (per head); keys, values and the MLP are the GeLU fit's
+    assert not np.array_equal(np.asarray(layer(both)["query"]["kernel"]),
+                              np.asarray(layer(quad)["query"]["kernel"]))
+    for name in ("key", "value"):
+        assert np.array_equal(np.asarray(layer(both)[name]["kernel"]),
+                              np.asarray(layer(quad)[name]["kernel"]))
+
+
+def test_cached_teacher_trains_like_the_live_teacher(tiny_bert, texts):
+    """steps * batch_size covers the training set: the teacher's outputs are computed once and
+    reused; the run must match one that recomputes them in every step."""
+    train, held = texts
+    cfg = dataclasses.replace(SMALL, steps=3, seq_len=8, init="copy")
+    assert cfg.steps * cfg.batch_size >= 16
+    cached = D.distill(tiny_bert, "mpcformer", train[:16], cfg, held_out=held[:8])
+    live = D.distill(tiny_bert, "mpcformer", train[:16], cfg, held_out=held[:8],
+                     teacher_cache_mb=0)
+    assert D._TEACHER_CACHE  # the cache was really used by the first run
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(cached.params), leaves(live.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cached.train_losses, live.train_losses, rtol=1e-4)
