@@ -6,7 +6,9 @@ many minutes to compile, although it is the same few protocol ops over and over 
 `truncate` on [128, 384] is the same program). Here each protocol op of the IR is traced on its
 own, with inputs at round depth 0 and a placeholder scope; the lowered program is compiled once
 per signature (op, attributes, operand types) and reused by every op that has it: a six-layer
-MiniLM compiles each distinct op once. Plaintext (`local`) and share-local ops run eagerly.
+MiniLM compiles each distinct op once. Each maximal run of plaintext (`local`) and share-local
+ops between two protocol ops is one more cached program, a *segment* (run eagerly, a layer's
+~200 small ops cost one JAX dispatch each: about a third of the run).
 
 What stays exact. The ledger entries of a cached op are the ones its real protocol wrote through
 the channel when it was traced; each use of the op places them at its own scope and shifts their
@@ -15,13 +17,19 @@ protocol's messages and outputs lie at max(depth of its secret inputs) + their o
 operand can only be deeper, never shallower, than the messages that depend on it), so the
 measured ledger is the one a whole-program trace writes (tests compare the two executors).
 
+Share depths through a segment follow the share-local rule (a result lies at the max depth of
+its secret operands, 0 without one): the segment program computes data only, and each result's
+depth is the max over the segment inputs it depends on, found once per program from the IR.
+
 What must differ between uses is a runtime argument, not a constant: each op's dealer key
-(fresh every run) and the salt of its setup masks (fixed across runs: a weight's mask B is opened
-once, at setup, and must never be shared with another weight).
+(fresh every run, folded in from the run key and the op's index inside the program) and the
+salt of its setup masks (fixed across runs: a weight's mask B is opened once, at setup, and must
+never be shared with another weight).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from typing import Any
 
@@ -55,9 +63,39 @@ def _canonical(op: ir.Op) -> ir.Op:
                                results=tuple(new(r) for r in op.results), scope="", where="")
 
 
+def _canon_attr(x):
+    """A cache-key form of an attribute: arrays by shape, dtype and a hash of their bytes (their
+    repr elides the middle of large arrays, which would let two constants collide)."""
+    if isinstance(x, (np.ndarray, jax.Array, np.generic)):
+        a = np.asarray(x)
+        return ("array", a.shape, str(a.dtype), hashlib.sha1(a.tobytes()).hexdigest())
+    if isinstance(x, dict):
+        return tuple(sorted((k, _canon_attr(v)) for k, v in x.items()))
+    if isinstance(x, (tuple, list)):
+        return tuple(_canon_attr(v) for v in x)
+    return repr(x)
+
+
+def _kinds(args) -> tuple:
+    return tuple(("s", tuple(a.data.shape), str(a.data.dtype)) if isinstance(a, AShare)
+                 else ("p", tuple(np.shape(a)), str(jnp.asarray(a).dtype)) for a in args)
+
+
+def _segment_signature(ops, in_ids, out_ids, args) -> tuple:
+    """Ops of a segment over values renumbered by first appearance, with operand kinds."""
+    ids = {v: i for i, v in enumerate(in_ids)}
+
+    def num(v):
+        return ids.setdefault(v.id, len(ids))
+
+    body = tuple((op.kind, op.name, _canon_attr(op.attrs),
+                  tuple((num(v), v.type_str()) for v in op.operands),
+                  tuple((num(r), r.type_str()) for r in op.results)) for op in ops)
+    return ("segment", body, tuple(ids[v] for v in out_ids), _kinds(args))
+
+
 def _signature(op: ir.Op, args) -> tuple:
-    kinds = tuple(("s", tuple(a.data.shape), str(a.data.dtype)) if isinstance(a, AShare)
-                  else ("p", tuple(np.shape(a)), str(jnp.asarray(a).dtype)) for a in args)
+    kinds = _kinds(args)
     c = _canonical(op)
     return (op.name, repr(sorted(c.attrs.items(), key=lambda kv: kv[0])),
             tuple(repr(v) + v.type_str() for v in c.operands),
@@ -70,6 +108,56 @@ class _Template:
     entries: list          # traced with inputs at depth 0, scope _SCOPE_MARK
     out_depth: int | None  # None: the op returns a plaintext array (reveal)
     compile_s: float
+    shared: tuple = ()     # segments: which outputs are shares
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    """A maximal run of local / share-local ops, with what it reads and what later ops need."""
+
+    ops: tuple
+    in_ids: tuple          # values read, produced before the segment (first-read order)
+    out_ids: tuple         # values produced here and read after it (or program outputs)
+    deps: tuple            # per output: indices into in_ids it depends on
+
+
+def plan_segments(prog: ir.Program) -> list:
+    """The program as a list of protocol op indices (int) and `_Segment`s, in order."""
+    later_reads: dict[int, int] = {}          # value id -> index of the last op reading it
+    for k, op in enumerate(prog.ops):
+        for v in op.operands:
+            later_reads[v.id] = k
+    final = {v.id for v in prog.outputs}
+    steps, run = [], []
+
+    def close(end: int):
+        if not run:
+            return
+        ops = [prog.ops[k] for k in run]
+        made, in_ids, dep = set(), [], {}
+        for op in ops:
+            for v in op.operands:
+                if v.id not in made and v.id not in dep:
+                    dep[v.id] = {len(in_ids)}
+                    in_ids.append(v.id)
+            d = set().union(*[dep[v.id] for v in op.operands]) if op.operands else set()
+            for r in op.results:
+                made.add(r.id)
+                dep[r.id] = d
+        outs = [r.id for op in ops for r in op.results
+                if r.id in final or later_reads.get(r.id, -1) >= end]
+        steps.append(_Segment(tuple(ops), tuple(in_ids), tuple(outs),
+                              tuple(tuple(sorted(dep[o])) for o in outs)))
+        run.clear()
+
+    for k, op in enumerate(prog.ops):
+        if op.kind in ("local", "share_local"):
+            run.append(k)
+        else:
+            close(k)
+            steps.append(k)
+    close(len(prog.ops))
+    return steps
 
 
 # Compiled op programs, shared by every Program of the process (keyed by config and signature):
@@ -86,6 +174,8 @@ class OpCachedExecutable:
         self.trace_count = 0
         self.runs = 0
         self._used: set = set()
+        self._salts: dict = {}
+        self._plan = None
 
     @property
     def distinct_executables(self) -> int:
@@ -103,9 +193,9 @@ class OpCachedExecutable:
         record: dict = {}
         config = self.config
 
-        def fn(arrays, key, salt):
+        def fn(arrays, run_key, index, salt):
             self.trace_count += 1
-            ctx = Context(config, key, weight_salt=salt)
+            ctx = Context(config, jax.random.fold_in(run_key, index), weight_salt=salt)
             vals = [a if d is None else AShare(a, d) for a, d in zip(arrays, depths)]
             with ctx.scope(_SCOPE_MARK), ctx.op(canon.name):
                 out = execute._run_protocol(ctx, canon, vals)
@@ -115,16 +205,58 @@ class OpCachedExecutable:
 
         arrays = [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
         t0 = time.perf_counter()
-        compiled = jax.jit(fn).lower(arrays, jax.random.PRNGKey(0), np.uint64(0)).compile()
+        compiled = jax.jit(fn).lower(arrays, jax.random.PRNGKey(0), np.uint32(0),
+                                     np.uint64(0)).compile()
         t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0)
         _TEMPLATES[sig] = t
         return t, True
+
+    def _segment(self, seg: _Segment, env) -> float:
+        """Run a segment's compiled program (compiling it on first use); returns compile seconds."""
+        args = [env[v] for v in seg.in_ids]
+        sig = (self.config, _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args))
+        self._used.add(sig)
+        t = _TEMPLATES.get(sig)
+        fresh = t is None
+        if fresh:
+            shared = [isinstance(a, AShare) for a in args]
+            record: dict = {}
+            cfg = self.config
+
+            def fn(arrays):
+                local = {v: AShare(a, 0) if sh else a
+                         for v, a, sh in zip(seg.in_ids, arrays, shared)}
+                for op in seg.ops:
+                    ins = [local[v.id] for v in op.operands]
+                    outs = (execute._run_local(op, ins) if op.kind == "local"
+                            else execute._run_share_local(cfg, op, ins))
+                    for r, o in zip(op.results, outs):
+                        local[r.id] = o
+                res = [local[v] for v in seg.out_ids]
+                record["shared"] = [isinstance(o, AShare) for o in res]
+                return [o.data if isinstance(o, AShare) else o for o in res]
+
+            t0 = time.perf_counter()
+            arrays = [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
+            compiled = jax.jit(fn).lower(arrays).compile()
+            t = _Template(compiled, [], None, time.perf_counter() - t0, tuple(record["shared"]))
+            _TEMPLATES[sig] = t
+        outs = t.compiled([a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args])
+        for v, o, sh, dep in zip(seg.out_ids, outs, t.shared, seg.deps):
+            if sh:   # the share-local depth rule: max over the secret inputs it depends on
+                o = AShare(o, max((args[i].depth for i in dep if isinstance(args[i], AShare)),
+                                  default=0))
+            env[v] = o
+        return t.compile_s if fresh else 0.0
 
     def _protocol(self, k: int, op: ir.Op, args, run_key):
         t, fresh = self._template(op, args)
         shift = max((a.depth for a in args if isinstance(a, AShare)), default=0)
         arrays = [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
-        data = t.compiled(arrays, jax.random.fold_in(run_key, k), mask_salt(self.config.seed, k))
+        salt = self._salts.get(k)
+        if salt is None:
+            salt = self._salts[k] = mask_salt(self.config.seed, k)
+        data = t.compiled(arrays, run_key, np.uint32(k), salt)
         entries = [dataclasses.replace(
             e, scope=op.scope + e.scope[len(_SCOPE_MARK):] if e.scope.startswith(_SCOPE_MARK) else e.scope,
             depth=e.depth + shift if e.phase == "online" else e.depth) for e in t.entries]
@@ -142,7 +274,15 @@ class OpCachedExecutable:
         with ring.x64():
             env: dict[int, Any] = {v.id: x if isinstance(x, AShare) else jnp.asarray(x)
                                    for v, x in zip(self.prog.inputs, flat_inputs)}
-            for k, op in enumerate(self.prog.ops):
+            if self._plan is None:
+                self._plan = plan_segments(self.prog)
+            # the overflow oracle probes every secret result: that path runs op by op
+            steps = range(len(self.prog.ops)) if cfg.check_overflow else self._plan
+            for step in steps:
+                if isinstance(step, _Segment):
+                    compile_s += self._segment(step, env)
+                    continue
+                k, op = step, self.prog.ops[step]
                 args = [env[v.id] for v in op.operands]
                 if op.kind == "local":
                     outs = execute._run_local(op, args)
