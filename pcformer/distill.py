@@ -15,6 +15,7 @@ relMSE is the squared error over real (unpadded) tokens divided by the teacher's
 layers of different scale weigh alike and the number means the same for every model.
 
 Public: `DistillConfig`, `DistillResult`, `distill(...)`, `features_fn(model)`, `make_student`,
+`fit_quad_init`, `fit_softmax_init`, `calibrated_init`, `teacher_outputs`,
 `evaluate(...)`, `run_distill_cli(argv)`.
 """
 
