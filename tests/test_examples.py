@@ -47,3 +47,18 @@ def test_gpt2_private_generation(tmp_path):
     assert res["token_ids"] == res["plaintext_ids"]      # private == rewritten plaintext greedy
     assert res["agreement_plaintext"] == 1.0
     assert res["per_token"]["online_rounds"] > 0
+
+
+def test_distill_minilm_example_small(capsys):
+    """The distillation example end to end with tiny settings: table rows, private check."""
+    import re
+    ex = load("distill_minilm")
+    assert ex.main(["--policies=mpcformer", "--steps=2", "--n_train=48", "--n_heldout=8",
+                    "--batch_size=4", "--seq_len=16", "--warmup=1", "--private_seq_len=8",
+                    "--no_progress"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"mpcformer\s+before\s", out)
+    after = re.search(r"mpcformer\s+after 2 steps \(\d+ s\)\s+(-?[\d.]+)\s+(-?[\d.]+)", out)
+    assert after and -1.0 <= float(after.group(2)) <= float(after.group(1)) <= 1.0
+    priv = re.search(r"vs its plaintext max\|err\| ([\d.e+-]+), cosine ([\d.]+)", out)
+    assert priv and float(priv.group(1)) < 1e-2 and float(priv.group(2)) > 0.999
