@@ -97,7 +97,7 @@ def _segment_signature(ops, in_ids, out_ids, args) -> tuple:
 def _signature(op: ir.Op, args) -> tuple:
     kinds = _kinds(args)
     c = _canonical(op)
-    return (op.name, repr(sorted(c.attrs.items(), key=lambda kv: kv[0])),
+    return (op.name, _canon_attr(c.attrs),
             tuple(repr(v) + v.type_str() for v in c.operands),
             tuple(repr(r) + r.type_str() for r in c.results), kinds)
 
