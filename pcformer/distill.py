@@ -228,16 +228,26 @@ def fold_quad(coef: np.ndarray, min_alpha: float = 1e-3):
     return a, b, s, gamma - quad_const
 
 
-def _find_mlps(tree, path=()):
-    """Paths of every BERT feed-forward block (a dict with 'intermediate/dense' and
-    'output/dense'), in the order they appear."""
+def _find_blocks(tree, is_block, path=()):
+    """Paths of every sub-dict of a parameter tree for which `is_block` holds, in the order they
+    appear (shorter keys first, so layer_2 comes before layer_10)."""
     found = []
     if isinstance(tree, Mapping):
-        if "intermediate" in tree and "output" in tree and "dense" in tree["intermediate"]:
+        if is_block(tree):
             found.append(path)
         for k in sorted(tree, key=lambda k: (len(str(k)), str(k))):
-            found.extend(_find_mlps(tree[k], path + (k,)))
+            found.extend(_find_blocks(tree[k], is_block, path + (k,)))
     return found
+
+
+def _is_mlp(tree) -> bool:
+    """A BERT feed-forward block: 'intermediate/dense' and 'output'."""
+    return "intermediate" in tree and "output" in tree and "dense" in tree["intermediate"]
+
+
+def _is_attention(tree) -> bool:
+    """A BERT self-attention block: 'query' and 'key' Dense layers."""
+    return "query" in tree and "key" in tree and "kernel" in tree["query"]
 
 
 def _at(tree, path):
@@ -256,7 +266,7 @@ def fit_quad_init(model, params, input_ids, attention_mask):
     inter = state["intermediates"]
     valid = np.asarray(attention_mask).reshape(-1) > 0
     new = jax.tree_util.tree_map(np.array, params)
-    for path in _find_mlps(new):
+    for path in _find_blocks(new, _is_mlp):
         pre = np.asarray(_at(inter, path)["intermediate"]["dense"]["__call__"][0])
         pre = pre.reshape(-1, pre.shape[-1])[valid]
         a, b, s, const = fold_quad(quad_fit(pre))
@@ -267,17 +277,6 @@ def fit_quad_init(model, params, input_ids, attention_mask):
         d1["bias"] = (d1["bias"] * a + b).astype(np.float32)
         d2["kernel"] = (d2["kernel"] * s[:, None]).astype(np.float32)
     return jax.tree_util.tree_map(jnp.asarray, new)
-
-
-def _find_attentions(tree, path=()):
-    """Paths of every BERT self-attention block (a dict with 'query' and 'key' Dense layers)."""
-    found = []
-    if isinstance(tree, Mapping):
-        if "query" in tree and "key" in tree and "kernel" in tree["query"]:
-            found.append(path)
-        for k in sorted(tree, key=lambda k: (len(str(k)), str(k))):
-            found.extend(_find_attentions(tree[k], path + (k,)))
-    return found
 
 
 def quad_softmax_scale(scores, valid, c: float, grid) -> np.ndarray:
@@ -307,7 +306,7 @@ def fit_softmax_init(model, params, input_ids, attention_mask, student: Callable
     feed each layer's fit, so later layers are fitted to what they will actually see. Costs nothing under MPC:
     the scale lives in public-to-the-server weights."""
     new = jax.tree_util.tree_map(np.array, params)
-    paths = _find_attentions(new)
+    paths = _find_blocks(new, _is_attention)
     if not paths:
         return params
     valid = np.asarray(attention_mask) > 0
