@@ -76,6 +76,11 @@ def _canon_attr(x):
     return repr(x)
 
 
+def _arrays(args) -> list:
+    """What a compiled op or segment program takes: share data and plaintext arrays."""
+    return [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
+
+
 def _kinds(args) -> tuple:
     return tuple(("s", tuple(a.data.shape), str(a.data.dtype)) if isinstance(a, AShare)
                  else ("p", tuple(np.shape(a)), str(jnp.asarray(a).dtype)) for a in args)
@@ -175,6 +180,7 @@ class OpCachedExecutable:
         self.runs = 0
         self._used: set = set()
         self._salts: dict = {}
+        self._sigs: dict = {}   # (step, operand kinds) -> signature: hashed once, not every run
         self._plan = None
 
     @property
@@ -182,8 +188,15 @@ class OpCachedExecutable:
         """How many compiled op programs this program's ops use."""
         return len(self._used)
 
-    def _template(self, op: ir.Op, args) -> tuple[_Template, bool]:
-        sig = (self.config, _signature(op, args))
+    def _cached_signature(self, step, args, make) -> tuple:
+        key = (step, _kinds(args))
+        sig = self._sigs.get(key)
+        if sig is None:
+            sig = self._sigs[key] = (self.config, make())
+        return sig
+
+    def _template(self, k: int, op: ir.Op, args) -> tuple[_Template, bool]:
+        sig = self._cached_signature(k, args, lambda: _signature(op, args))
         self._used.add(sig)
         t = _TEMPLATES.get(sig)
         if t is not None:
@@ -203,7 +216,7 @@ class OpCachedExecutable:
             record["depth"] = out.depth if isinstance(out, AShare) else None
             return out.data if isinstance(out, AShare) else out
 
-        arrays = [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
+        arrays = _arrays(args)
         t0 = time.perf_counter()
         compiled = jax.jit(fn).lower(arrays, jax.random.PRNGKey(0), np.uint32(0),
                                      np.uint64(0)).compile()
@@ -214,7 +227,9 @@ class OpCachedExecutable:
     def _segment(self, seg: _Segment, env) -> float:
         """Run a segment's compiled program (compiling it on first use); returns compile seconds."""
         args = [env[v] for v in seg.in_ids]
-        sig = (self.config, _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args))
+        arrays = _arrays(args)
+        sig = self._cached_signature(
+            seg, args, lambda: _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args))
         self._used.add(sig)
         t = _TEMPLATES.get(sig)
         fresh = t is None
@@ -237,11 +252,10 @@ class OpCachedExecutable:
                 return [o.data if isinstance(o, AShare) else o for o in res]
 
             t0 = time.perf_counter()
-            arrays = [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
             compiled = jax.jit(fn).lower(arrays).compile()
             t = _Template(compiled, [], None, time.perf_counter() - t0, tuple(record["shared"]))
             _TEMPLATES[sig] = t
-        outs = t.compiled([a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args])
+        outs = t.compiled(arrays)
         for v, o, sh, dep in zip(seg.out_ids, outs, t.shared, seg.deps):
             if sh:   # the share-local depth rule: max over the secret inputs it depends on
                 o = AShare(o, max((args[i].depth for i in dep if isinstance(args[i], AShare)),
@@ -250,9 +264,9 @@ class OpCachedExecutable:
         return t.compile_s if fresh else 0.0
 
     def _protocol(self, k: int, op: ir.Op, args, run_key):
-        t, fresh = self._template(op, args)
+        t, fresh = self._template(k, op, args)
         shift = max((a.depth for a in args if isinstance(a, AShare)), default=0)
-        arrays = [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
+        arrays = _arrays(args)
         salt = self._salts.get(k)
         if salt is None:
             salt = self._salts[k] = mask_salt(self.config.seed, k)
