@@ -117,7 +117,7 @@ def test_corpus_is_clean_deterministic_and_disjoint():
     other = corpus.load_corpus(n_train=500, n_heldout=50, seed=4)[1]
     assert other != held
     for s in train + held:
-        assert s.isascii() and 8 <= len(s.split()) <= 40 and s[0].isupper()
+        assert s.isascii() and 6 <= len(s.split()) <= 40 and s[0].isupper()
         assert not any(c in s for c in "{}[]=_`>")
 
 
@@ -126,6 +126,30 @@ def test_clean_sentence_rejects_code():
     assert corpus.clean_sentence("Call foo(x) to get the number of items in the list now.") is None
     assert corpus.clean_sentence(">>> x = open(path) and then read the whole file please.") is None
     assert corpus.clean_sentence("too short.") is None
+
+
+def test_corpus_reads_bullets_typography_and_emphasis():
+    doc = ("Intro line of prose here.\n\n"
+           "* If the target is a name, the object is\n  bound to that name in the scope.\n\n"
+           "Signature list:\n    first(a, b)\n        Described here in nested prose.\n\n"
+           "    code_block(that, is, indented) and should never count as a sentence.\n")
+    paras = corpus._paragraphs(doc)
+    assert paras[:2] == ["Intro line of prose here.",
+                         "If the target is a name, the object is bound to that name in the scope."]
+    assert not any("Described" in p for p in paras)          # mixed indentation: a structure
+    assert [corpus.clean_sentence(p) for p in paras[2:]] == [None]  # the dedented code block
+    curly = "The \u201cstarred\u201d target\u2019s items are *not* assigned in this case."
+    assert corpus.clean_sentence(curly) == ('The "starred" target\'s items are not assigned in '
+                                            'this case.')
+
+
+def test_corpus_is_large_enough_to_distil_without_overfitting():
+    # every module and its direct submodules, plus the language reference: thousands of
+    # sentences (a couple of thousand overfit within a few epochs of the example's run)
+    sentences = corpus.stdlib_sentences()
+    assert len(sentences) > 4000
+    names = corpus.stdlib_module_names(corpus.CorpusConfig())
+    assert "email.message" in names and "antigravity" not in names and "this" not in names
 
 
 def test_read_texts_file_and_list(tmp_path):
@@ -139,12 +163,21 @@ def test_read_texts_file_and_list(tmp_path):
 
 # ---------------------------------------------------------------- loop
 def test_batches_are_a_pure_function_of_step():
-    a = [D.batch_indices(10, 4, s, 0) for s in range(6)]
-    b = [D.batch_indices(10, 4, s, 0) for s in range(6)]
-    assert all((x == y).all() for x, y in zip(a, b))
-    first_epoch = np.concatenate(a)[:10]
-    assert sorted(first_epoch.tolist()) == list(range(10))  # each epoch a permutation
-    assert not (D.batch_indices(10, 4, 0, 1) == a[0]).all()
+    lengths = np.array([3, 9, 5, 12, 2, 8, 7, 12, 4, 10, 6, 11])
+    bounds = (6, 12)
+    plan = [D.batch_plan(lengths, 4, s, 0, bounds) for s in range(8)]
+    again = [D.batch_plan(lengths, 4, s, 0, bounds) for s in range(8)]
+    assert all((x == y).all() and a == b for (x, a), (y, b) in zip(plan, again))
+    per_epoch = len(D._epoch_batches(lengths, 4, 0, 0, bounds))
+    assert per_epoch == 3  # 5 short: one batch of them, one left over moves up to the long ones
+    first = np.concatenate([idx for idx, _ in plan[:per_epoch]])
+    assert sorted(first.tolist()) == list(range(12))            # each epoch covers every example
+    for idx, length in plan:
+        assert length in bounds and (lengths[idx] <= length).all()
+    assert sorted(length for _, length in plan[:per_epoch]) == [6, 12, 12]
+    assert not all((D.batch_plan(lengths, 4, s, 1, bounds)[0] == plan[s][0]).all()
+                   for s in range(3))                            # another seed, other batches
+    assert D.bucket_bounds(dataclasses.replace(SMALL, length_buckets=(16, 4))) == (4, 12)
 
 
 def test_few_steps_lower_held_out_loss(tiny, texts):
@@ -173,9 +206,10 @@ def test_deterministic_and_resumable(tiny, texts, tmp_path):
     train_ids, train_mask = D.tokenize(model.tokenizer, train, SMALL.seq_len)
     p = jax.tree_util.tree_map(jnp.array, model.params)
     o = D.make_optimizer(SMALL, model.params).init(p)
+    lengths, bounds = train_mask.sum(axis=1), D.bucket_bounds(SMALL)
     for s in range(3):
-        idx = D.batch_indices(len(train), SMALL.batch_size, s, SMALL.seed)
-        p, o, *_ = train_step(p, o, model.params, train_ids[idx], train_mask[idx])
+        idx, n = D.batch_plan(lengths, SMALL.batch_size, s, SMALL.seed, bounds)
+        p, o, *_ = train_step(p, o, model.params, train_ids[idx, :n], train_mask[idx, :n])
     D.save_state(state, p, o, 3)
     resumed = D.distill(model, "mpcformer", train, SMALL, held_out=held, student_fn=student,
                         resume=state)
@@ -357,15 +391,23 @@ def test_fit_softmax_init_brings_2quad_attention_closer(tiny_bert, texts):
 
 def test_cached_teacher_trains_like_the_live_teacher(tiny_bert, texts):
     """steps * batch_size covers the training set: the teacher's outputs are computed once and
-    reused; the run must match one that recomputes them in every step."""
+    reused (cut to each batch's padded length); the run must match one that recomputes them in
+    every step, up to the float16 the cache holds them in (2^-11 relative)."""
     train, held = texts
-    cfg = dataclasses.replace(SMALL, steps=3, seq_len=8, init="copy")
-    assert cfg.steps * cfg.batch_size >= 16
-    cached = D.distill(tiny_bert, "mpcformer", train[:16], cfg, held_out=held[:8])
-    live = D.distill(tiny_bert, "mpcformer", train[:16], cfg, held_out=held[:8],
+    data = train[:8] + [f"short text number {w}" for w in "abcdefgh"]  # 5 tokens each
+    cfg = dataclasses.replace(SMALL, steps=3, seq_len=8, init="copy", length_buckets=(5,))
+    assert cfg.steps * cfg.batch_size >= len(data)
+    ids, mask = D.tokenize(tiny_bert.tokenizer, data, cfg.seq_len)
+    plan = [D.batch_plan(mask.sum(1), cfg.batch_size, s, cfg.seed, D.bucket_bounds(cfg))[1]
+            for s in range(cfg.steps)]
+    assert 5 in plan and 8 in plan  # both a cut batch and a full-length one
+    cached = D.distill(tiny_bert, "mpcformer", data, cfg, held_out=held[:8])
+    live = D.distill(tiny_bert, "mpcformer", data, cfg, held_out=held[:8],
                      teacher_cache_mb=0)
     assert D._TEACHER_CACHE  # the cache was really used by the first run
     leaves = jax.tree_util.tree_leaves
     for a, b in zip(leaves(cached.params), leaves(live.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(cached.train_losses, live.train_losses, rtol=1e-4)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(cached.train_losses, live.train_losses, rtol=1e-3)
+    (_, held_cache), = D._TEACHER_CACHE.values()
+    assert {a.dtype for a in leaves(held_cache)} == {np.dtype(np.float16)}  # half the memory
