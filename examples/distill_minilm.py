@@ -53,12 +53,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="minilm")
     p.add_argument("--policies", default="mpcformer,paper")
-    p.add_argument("--steps", type=int, default=750)
+    p.add_argument("--steps", default="1500,750",
+                   help="training steps, one per policy in --policies order (or one for all)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--seq_len", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=25)
-    p.add_argument("--n_train", type=int, default=2000)
+    p.add_argument("--length_buckets", default=",".join(map(str, d.length_buckets)),
+                   help="shorter padded lengths for batches of short sentences (comma list)")
+    p.add_argument("--n_train", type=int, default=0, help="training sentences (0: all)")
     p.add_argument("--n_heldout", type=int, default=100)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=None, help="save each distilled model to OUT/<policy>")
@@ -69,21 +72,29 @@ def main(argv=None) -> int:
 
     t_start = time.time()
     model = models.load(args.model)
-    train, held = corpus.load_corpus(args.n_train, args.n_heldout, args.seed)
+    train, held = corpus.load_corpus(args.n_train or None, args.n_heldout, args.seed)
     ids, mask = D.tokenize(model.tokenizer, held, args.seq_len)
     features = D.features_fn(model)
     teacher = embeddings(jax.jit(features), model.params, ids, mask)
     print(f"{args.model}: {len(train)} training / {len(held)} held-out sentences from the "
           f"standard library's docstrings, seq_len {args.seq_len}")
 
+    policies = [s for s in args.policies.split(",") if s]
+    steps = [int(s) for s in str(args.steps).split(",") if s]
+    if len(steps) == 1:
+        steps *= len(policies)
+    if len(steps) != len(policies):
+        p.error(f"--steps gives {len(steps)} values for {len(policies)} policies")
     rows, results = [], {}
-    for policy in [s for s in args.policies.split(",") if s]:
+    for policy, n_steps in zip(policies, steps):
         student = jax.jit(D.make_student(features, policy))
         rows.append((policy, "before", fidelity(embeddings(student, model.params, ids, mask),
                                                 teacher)))
-        cfg = D.DistillConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+        cfg = D.DistillConfig(steps=n_steps, batch_size=args.batch_size, seq_len=args.seq_len,
                               lr=args.lr, warmup=args.warmup, seed=args.seed,
-                              eval_every=max(args.steps // 4, 1), held_out=0,
+                              length_buckets=tuple(int(b) for b in args.length_buckets.split(",")
+                                                   if b.strip()),
+                              eval_every=max(n_steps // 4, 1), held_out=0,
                               progress=not args.no_progress)
         t0 = time.time()
         res = D.distill(model, policy, train, cfg, held_out=held,

@@ -172,9 +172,13 @@ def stdlib_sentences(config: CorpusConfig = CorpusConfig()) -> list[str]:
     return sorted(found)
 
 
-def split(texts: list[str], n_train: int, n_heldout: int, seed: int) -> tuple[list[str], list[str]]:
-    """A deterministic train/held-out split: sorted, shuffled with `seed`, held-out taken first."""
+def split(texts: list[str], n_train: int | None, n_heldout: int,
+          seed: int) -> tuple[list[str], list[str]]:
+    """A deterministic train/held-out split: sorted, shuffled with `seed`, held-out taken first;
+    n_train None: every example that is not held out."""
     texts = sorted(set(texts))
+    if n_train is None:
+        n_train = len(texts) - n_heldout
     if n_train + n_heldout > len(texts):
         raise ValueError(f"asked for {n_train} + {n_heldout} examples but only {len(texts)} exist")
     order = np.random.default_rng(seed).permutation(len(texts))
@@ -182,7 +186,7 @@ def split(texts: list[str], n_train: int, n_heldout: int, seed: int) -> tuple[li
     return shuffled[n_heldout:n_heldout + n_train], shuffled[:n_heldout]
 
 
-def load_corpus(n_train: int = 2000, n_heldout: int = 200, seed: int = 0,
+def load_corpus(n_train: int | None = 2000, n_heldout: int = 200, seed: int = 0,
                 config: CorpusConfig = CorpusConfig()) -> tuple[list[str], list[str]]:
     """(train, held_out) lists of English sentences from the standard library, fixed by `seed`."""
     return split(stdlib_sentences(config), n_train, n_heldout, seed)

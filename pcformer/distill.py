@@ -85,6 +85,7 @@ class DistillConfig:
             raise ValueError("lr must be positive")
         if self.init not in ("auto", "fit", "copy"):
             raise ValueError(f"init must be auto, fit or copy, not {self.init!r}")
+        object.__setattr__(self, "length_buckets", tuple(self.length_buckets))  # lists from JSON
         if not all(isinstance(b, int) and b >= 1 for b in self.length_buckets):
             raise ValueError(f"length_buckets must be positive ints, not {self.length_buckets!r}")
 

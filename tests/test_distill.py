@@ -148,6 +148,8 @@ def test_corpus_is_large_enough_to_distil_without_overfitting():
     # sentences (a couple of thousand overfit within a few epochs of the example's run)
     sentences = corpus.stdlib_sentences()
     assert len(sentences) > 4000
+    train, held = corpus.load_corpus(None, 50, seed=3)           # None: all that is not held out
+    assert len(train) + len(held) == len(sentences) and held == corpus.load_corpus(500, 50, 3)[1]
     names = corpus.stdlib_module_names(corpus.CorpusConfig())
     assert "email.message" in names and "antigravity" not in names and "this" not in names
 
@@ -250,6 +252,15 @@ def test_config_refuses_nonsense():
         D.DistillConfig(output_loss="hinge")
     with pytest.raises(ValueError):
         D.DistillConfig(lr=0.0)
+    with pytest.raises(ValueError):
+        D.DistillConfig(length_buckets=(0,))
+    assert D.DistillConfig(length_buckets=[12, 24]).length_buckets == (12, 24)  # hashable
+
+
+def test_cli_parses_length_buckets():
+    args = D._parser().parse_args(["--length_buckets", "8,24"])
+    assert args.cfg_length_buckets == (8, 24)
+    assert D._parser().parse_args(["--length_buckets", ""]).cfg_length_buckets == ()
 
 
 # ---------------------------------------------------------------- calibrated Quad init
