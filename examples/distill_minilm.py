@@ -53,12 +53,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="minilm")
     p.add_argument("--policies", default="mpcformer,paper")
-    p.add_argument("--steps", default="1500,750",
+    p.add_argument("--steps", default=f"{d.steps},750",
                    help="training steps, one per policy in --policies order (or one for all)")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--seq_len", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup", type=int, default=25)
+    p.add_argument("--batch_size", type=int, default=d.batch_size)
+    p.add_argument("--seq_len", type=int, default=d.seq_len)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--length_buckets", default=",".join(map(str, d.length_buckets)),
                    help="shorter padded lengths for batches of short sentences (comma list)")
     p.add_argument("--n_train", type=int, default=0, help="training sentences (0: all)")
@@ -69,6 +69,12 @@ def main(argv=None) -> int:
                    help="tokens of the private check (0: skip it)")
     p.add_argument("--no_progress", action="store_true")
     args = p.parse_args(argv)
+    policies = [s for s in args.policies.split(",") if s]
+    steps = [int(s) for s in str(args.steps).split(",") if s]
+    if len(steps) == 1:
+        steps *= len(policies)
+    if len(steps) != len(policies):
+        p.error(f"--steps gives {len(steps)} values for {len(policies)} policies")
 
     t_start = time.time()
     model = models.load(args.model)
@@ -79,12 +85,6 @@ def main(argv=None) -> int:
     print(f"{args.model}: {len(train)} training / {len(held)} held-out sentences from the "
           f"standard library's docstrings, seq_len {args.seq_len}")
 
-    policies = [s for s in args.policies.split(",") if s]
-    steps = [int(s) for s in str(args.steps).split(",") if s]
-    if len(steps) == 1:
-        steps *= len(policies)
-    if len(steps) != len(policies):
-        p.error(f"--steps gives {len(steps)} values for {len(policies)} policies")
     rows, results = [], {}
     for policy, n_steps in zip(policies, steps):
         student = jax.jit(D.make_student(features, policy))

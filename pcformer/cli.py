@@ -2,7 +2,7 @@
 
     pcformer run --model=minilm --text="A private sentence." --policy=mpcformer --seq_len=128
     pcformer run --model=path/to/gpt2 --prompt="Once upon a time" --max_new_tokens=4
-    pcformer distill --model=minilm --policy=mpcformer --steps=200 --out=distilled/
+    pcformer distill --model=minilm --policy=mpcformer --steps=2000 --out=distilled/
 
 Also `python -m pcformer ...`. Bad flags or inputs print one line and exit with status 2.
 """
@@ -46,8 +46,14 @@ flags.DEFINE_integer("scope_depth", 3, "Module-path components per row of the by
 flags.DEFINE_integer("max_rows", 40, "Rows printed per table (the JSON report has all).", lower_bound=1)
 # distill
 flags.DEFINE_string("data", None, "distill: a text file with one example per line (default: the built-in corpus).")
-flags.DEFINE_integer("steps", 200, "distill: training steps.", lower_bound=1)
+flags.DEFINE_integer("steps", None, "distill: training steps (default: DistillConfig's).", lower_bound=1)
 flags.DEFINE_string("out", None, "distill: output checkpoint folder.")
+flags.DEFINE_float("lr", None, "distill: peak learning rate of AdamW (default: DistillConfig's).")
+flags.DEFINE_integer("warmup", None, "distill: linear warm-up steps (default: DistillConfig's).", lower_bound=0)
+flags.DEFINE_integer("batch_size", None, "distill: examples a step (default: DistillConfig's).", lower_bound=1)
+flags.DEFINE_list("length_buckets", None, "distill: shorter padded lengths for batches of short examples, "
+                  "comma-separated (empty: none; default: DistillConfig's).")
+flags.DEFINE_string("resume", None, "distill: a saved state file or output folder to continue from.")
 
 
 class UsageError(ValueError):
@@ -231,8 +237,12 @@ def job_to_json(job, nets, static_equals_measured: bool) -> dict:
 
 def cmd_distill() -> int:
     from . import distill
+    buckets = FLAGS.length_buckets
     return distill.run_cli(model=FLAGS.model, policy=FLAGS.policy, data=FLAGS.data,
-                           steps=FLAGS.steps, out=FLAGS.out, seq_len=FLAGS.seq_len, seed=FLAGS.seed)
+                           out=FLAGS.out, resume=FLAGS.resume, steps=FLAGS.steps,
+                           seq_len=FLAGS.seq_len, seed=FLAGS.seed, lr=FLAGS.lr,
+                           warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
+                           length_buckets=None if buckets is None else tuple(int(b) for b in buckets))
 
 
 def _known_errors():

@@ -142,3 +142,34 @@ def test_distilled_folder_is_compared_with_its_teacher(tmp_path):
                                                               "teacher": str(teacher)}))
     ref, name = exact_reference(models.load(student))
     assert ref.folder == teacher and name == "teacher teacher"
+
+
+def test_distill_command_trains_saves_resumes_and_runs(tmp_path):
+    """`pcformer distill` as a user types it: flags reach DistillConfig, the folder runs privately."""
+    import shutil
+    from pcformer import corpus
+    teacher, out = tmp_path / "teacher", tmp_path / "distilled"
+    models.make_tiny_bert(teacher)
+    no_tokenizer = pcformer("distill", f"--model={teacher}", "--steps=1")
+    assert no_tokenizer.returncode == 2 and "has no tokenizer" in no_tokenizer.stderr
+    minilm = models.loaded.minilm_folder()                 # a real tokenizer for the tiny model
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(minilm / name, teacher / name)
+    models.make_tiny_bert(teacher, vocab_size=30522)
+    data = tmp_path / "data.txt"
+    data.write_text("\n".join(corpus.load_corpus(40, 30, seed=1)[0] + corpus.load_corpus(40, 30, 1)[1]))
+    common = ["distill", f"--model={teacher}", "--policy=mpcformer", f"--data={data}", "--seq_len=8",
+              "--batch_size=4", "--lr=1e-3", "--warmup=1", "--length_buckets=6", f"--out={out}"]
+    first = pcformer(*common, "--steps=2")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["steps"] == 2
+    meta = json.loads((out / "pcformer_policy.json").read_text())
+    assert meta["policy"] == "mpcformer"
+    assert (meta["distill"]["lr"], meta["distill"]["length_buckets"]) == (1e-3, [6])
+    again = pcformer(*common, "--steps=4", f"--resume={out}")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["steps"] == 4
+    run = pcformer("run", f"--model={out}", "--text=Return the number.", "--seq_len=8")
+    assert run.returncode == 0, run.stderr
+    bad = pcformer("distill", f"--model={teacher}", "--length_buckets=six")
+    assert bad.returncode == 2 and "error" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -62,3 +62,9 @@ def test_distill_minilm_example_small(capsys):
     assert after and -1.0 <= float(after.group(2)) <= float(after.group(1)) <= 1.0
     priv = re.search(r"vs its plaintext max\|err\| ([\d.e+-]+), cosine ([\d.]+)", out)
     assert priv and float(priv.group(1)) < 1e-2 and float(priv.group(2)) > 0.999
+
+
+def test_distill_minilm_example_refuses_mismatched_steps():
+    ex = load("distill_minilm")
+    with pytest.raises(SystemExit):          # argparse's error, before any model is loaded
+        ex.main(["--policies=mpcformer,paper", "--steps=10,20,30"])
