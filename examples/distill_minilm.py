@@ -7,8 +7,8 @@ sentence queries the others: top-1 = same nearest neighbour as the exact model, 
 overlap of the five nearest). Then the distilled model's private (two-party simulated) embedding of
 one short sentence is checked against its plaintext.
 
-    python examples/distill_minilm.py                      # defaults: 750 steps a policy, ~16 min
-                                                           # on a shared 2-core CPU (946 s measured)
+    python examples/distill_minilm.py            # defaults: mpcformer 2000 steps, paper 750;
+                                                 # 753 s on an idle 2-core CPU (README's table)
     python examples/distill_minilm.py --steps=50 --policies=mpcformer --private_seq_len=0
 """
 
