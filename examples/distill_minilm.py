@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--no_progress", action="store_true")
     args = p.parse_args(argv)
     policies = [s for s in args.policies.split(",") if s]
-    steps = [int(s) for s in str(args.steps).split(",") if s]
+    steps = list(D.parse_ints(args.steps))
     if len(steps) == 1:
         steps *= len(policies)
     if len(steps) != len(policies):
@@ -92,8 +92,7 @@ def main(argv=None) -> int:
                                                 teacher)))
         cfg = D.DistillConfig(steps=n_steps, batch_size=args.batch_size, seq_len=args.seq_len,
                               lr=args.lr, warmup=args.warmup, seed=args.seed,
-                              length_buckets=tuple(int(b) for b in args.length_buckets.split(",")
-                                                   if b.strip()),
+                              length_buckets=D.parse_ints(args.length_buckets),
                               eval_every=max(n_steps // 4, 1), held_out=0,
                               progress=not args.no_progress)
         t0 = time.time()

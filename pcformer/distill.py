@@ -822,6 +822,11 @@ def distill(model, policy="mpcformer", data="stdlib", config: DistillConfig | No
 # --------------------------------------------------------------------------------------------
 # CLI hook: `pcformer distill --model=minilm --policy=mpcformer --data=... --steps=... --out=DIR`.
 
+def parse_ints(text: str) -> tuple[int, ...]:
+    """A command line's comma-separated ints ("12,16,24"); "" is none."""
+    return tuple(int(x) for x in str(text).split(",") if x.strip())
+
+
 def _parser() -> argparse.ArgumentParser:
     d = DistillConfig()
     p = argparse.ArgumentParser(prog="pcformer distill", description=__doc__.split("\n")[0])
@@ -840,8 +845,8 @@ def _parser() -> argparse.ArgumentParser:
         kind = type(default)
         if kind is bool:
             kind = lambda v: str(v).lower() in ("1", "true", "yes")  # noqa: E731
-        elif kind is tuple:  # comma-separated ints, "" for none
-            kind = lambda v: tuple(int(x) for x in str(v).split(",") if x.strip())  # noqa: E731
+        elif kind is tuple:
+            kind = parse_ints
         flag = "--held_out_size" if f.name == "held_out" else f"--{f.name}"
         p.add_argument(flag, dest=f"cfg_{f.name}", type=kind, default=default,
                        help=f"(default {default})")
