@@ -51,7 +51,7 @@ flags.DEFINE_string("out", None, "distill: output checkpoint folder.")
 flags.DEFINE_float("lr", None, "distill: peak learning rate of AdamW (default: DistillConfig's).")
 flags.DEFINE_integer("warmup", None, "distill: linear warm-up steps (default: DistillConfig's).", lower_bound=0)
 flags.DEFINE_integer("batch_size", None, "distill: examples a step (default: DistillConfig's).", lower_bound=1)
-flags.DEFINE_list("length_buckets", None, "distill: shorter padded lengths for batches of short examples, "
+flags.DEFINE_string("length_buckets", None, "distill: shorter padded lengths for batches of short examples, "
                   "comma-separated (empty: none; default: DistillConfig's).")
 flags.DEFINE_string("resume", None, "distill: a saved state file or output folder to continue from.")
 
@@ -242,7 +242,7 @@ def cmd_distill() -> int:
                            out=FLAGS.out, resume=FLAGS.resume, steps=FLAGS.steps,
                            seq_len=FLAGS.seq_len, seed=FLAGS.seed, lr=FLAGS.lr,
                            warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
-                           length_buckets=None if buckets is None else tuple(int(b) for b in buckets))
+                           length_buckets=None if buckets is None else distill.parse_ints(buckets))
 
 
 def _known_errors():

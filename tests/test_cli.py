@@ -157,7 +157,8 @@ def test_distill_command_trains_saves_resumes_and_runs(tmp_path):
         shutil.copy(minilm / name, teacher / name)
     models.make_tiny_bert(teacher, vocab_size=30522)
     data = tmp_path / "data.txt"
-    data.write_text("\n".join(corpus.load_corpus(40, 30, seed=1)[0] + corpus.load_corpus(40, 30, 1)[1]))
+    train, held = corpus.load_corpus(40, 30, seed=1)
+    data.write_text("\n".join(train + held))
     common = ["distill", f"--model={teacher}", "--policy=mpcformer", f"--data={data}", "--seq_len=8",
               "--batch_size=4", "--lr=1e-3", "--warmup=1", "--length_buckets=6", f"--out={out}"]
     first = pcformer(*common, "--steps=2")
