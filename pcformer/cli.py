@@ -52,7 +52,7 @@ flags.DEFINE_float("lr", None, "distill: peak learning rate of AdamW (default: D
 flags.DEFINE_integer("warmup", None, "distill: linear warm-up steps (default: DistillConfig's).", lower_bound=0)
 flags.DEFINE_integer("batch_size", None, "distill: examples a step (default: DistillConfig's).", lower_bound=1)
 flags.DEFINE_string("length_buckets", None, "distill: shorter padded lengths for batches of short examples, "
-                  "comma-separated (empty: none; default: DistillConfig's).")
+                    "comma-separated (empty: none; default: DistillConfig's).")
 flags.DEFINE_string("resume", None, "distill: a saved state file or output folder to continue from.")
 
 
