@@ -26,9 +26,10 @@ from jax import lax
 
 from pcformer.runtime import protocols as P
 from pcformer.runtime import ring
-from pcformer.runtime.shares import AShare, Context
+from pcformer.runtime.shares import AShare, Context, run_key
 
 from . import ir
+from .deployment import Deployment
 
 __all__ = ["build", "Executable", "LOCAL_FNS", "SHARE_LOCAL", "PROTOCOL_CALLS", "protocol_call"]
 
@@ -337,11 +338,14 @@ class Executable:
         # large protocol graph, for tests and one-off runs (slower execution)
         self.compiler_options = dict(compiler_options or {})
         self.trace_count = 0
+        self.runs = 0
+        self.deployment = Deployment(prog, config)
         self._cache: dict = {}
 
-    def _fn(self, flat_inputs):
+    def _fn(self, flat_inputs, run_key, setup_key):
+        # both keys are traced arguments: a fresh key every run reuses the compiled program
         self.trace_count += 1
-        ctx = Context(self.config)
+        ctx = Context(self.config, run_key, setup_key=setup_key)
         outs, probes = interpret(self.prog, ctx, flat_inputs, self.config.check_overflow)
         self._last_entries = list(ctx.ledger.entries)
         self._last_probes = [(k, r) for k, r, _ in probes]
@@ -353,7 +357,8 @@ class Executable:
         if sig not in self._cache:
             t0 = time.perf_counter()
             with ring.x64():
-                lowered = jax.jit(self._fn).lower(list(flat_inputs))
+                lowered = jax.jit(self._fn).lower(list(flat_inputs), jax.random.PRNGKey(0),
+                                                  np.uint64(0))
                 compiled = (lowered.compile(compiler_options=self.compiler_options)
                             if self.compiler_options else lowered.compile())
             self._cache[sig] = (compiled, self._last_entries, self._last_probes,
@@ -366,9 +371,12 @@ class Executable:
         compiled, entries, meta, compile_s = self.compile(flat_inputs)
         fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
         self._cache["_timed"] = compiled
+        setup_key = self.deployment.key(flat_inputs)
+        key = run_key(self.config, self.runs)
+        self.runs += 1
         t0 = time.perf_counter()
         with ring.x64():
-            outs, probes = compiled(list(flat_inputs))
+            outs, probes = compiled(list(flat_inputs), key, setup_key)
             outs = jax.block_until_ready(outs)
         run_s = time.perf_counter() - t0
         overflow = None

@@ -23,8 +23,9 @@ depth is the max over the segment inputs it depends on, found once per program f
 
 What must differ between uses is a runtime argument, not a constant: each op's dealer key
 (fresh every run, folded in from the run key and the op's index inside the program) and the
-salt of its setup masks (fixed across runs: a weight's mask B is opened once, at setup, and must
-never be shared with another weight).
+setup key of its masks (the deployment's key mixed with the op index, see deployment.py: fixed
+across the runs of one deployment, so a weight's mask B is opened once, at setup, and never
+shared with another weight or deployment). Fresh keys never recompile anything.
 """
 from __future__ import annotations
 
@@ -42,13 +43,9 @@ from pcformer.runtime import shares as _shares
 from pcformer.runtime.shares import AShare, Context
 
 from . import execute, ir
+from .deployment import Deployment, op_setup_key
 
 _SCOPE_MARK = "\x00op"
-
-
-def mask_salt(seed: int, op_index: int) -> np.uint64:
-    """The setup-mask salt of the op at `op_index`: fixed for a seed, distinct per op."""
-    return np.uint64(_shares._mix64_int(_shares._mix64_int(seed) ^ ((op_index + 1) << 17)))
 
 
 def _canonical(op: ir.Op) -> ir.Op:
@@ -179,7 +176,9 @@ class OpCachedExecutable:
         self.trace_count = 0
         self.runs = 0
         self._used: set = set()
-        self._salts: dict = {}
+        self.deployment = Deployment(prog, config)
+        self._salts: dict = {}      # op index -> its setup key, for the current deployment key
+        self._salts_of = None
         self._sigs: dict = {}   # (step, operand kinds) -> signature: hashed once, not every run
         self._plan = None
 
@@ -208,7 +207,7 @@ class OpCachedExecutable:
 
         def fn(arrays, run_key, index, salt):
             self.trace_count += 1
-            ctx = Context(config, jax.random.fold_in(run_key, index), weight_salt=salt)
+            ctx = Context(config, jax.random.fold_in(run_key, index), setup_key=salt)
             vals = [a if d is None else AShare(a, d) for a, d in zip(arrays, depths)]
             with ctx.scope(_SCOPE_MARK), ctx.op(canon.name):
                 out = execute._run_protocol(ctx, canon, vals)
@@ -263,13 +262,15 @@ class OpCachedExecutable:
             env[v] = o
         return t.compile_s if fresh else 0.0
 
-    def _protocol(self, k: int, op: ir.Op, args, run_key):
+    def _protocol(self, k: int, op: ir.Op, args, run_key, setup_key):
         t, fresh = self._template(k, op, args)
         shift = max((a.depth for a in args if isinstance(a, AShare)), default=0)
         arrays = _arrays(args)
+        if self._salts_of != setup_key:
+            self._salts, self._salts_of = {}, setup_key
         salt = self._salts.get(k)
         if salt is None:
-            salt = self._salts[k] = mask_salt(self.config.seed, k)
+            salt = self._salts[k] = op_setup_key(setup_key, k)
         data = t.compiled(arrays, run_key, np.uint32(k), salt)
         entries = [dataclasses.replace(
             e, scope=op.scope + e.scope[len(_SCOPE_MARK):] if e.scope.startswith(_SCOPE_MARK) else e.scope,
@@ -280,7 +281,8 @@ class OpCachedExecutable:
     def __call__(self, flat_inputs):
         """Returns (flat outputs, ledger entries, time dict, overflow or None)."""
         cfg = self.config
-        run_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), self.runs)
+        setup_key = self.deployment.key(flat_inputs)
+        run_key = _shares.run_key(cfg, self.runs)
         self.runs += 1
         entries, probes = [], []
         compile_s = 0.0
@@ -303,7 +305,7 @@ class OpCachedExecutable:
                 elif op.kind == "share_local":
                     outs = execute._run_share_local(cfg, op, args)
                 else:
-                    out, es, c = self._protocol(k, op, args, run_key)
+                    out, es, c = self._protocol(k, op, args, run_key, setup_key)
                     entries += es
                     compile_s += c
                     if op.name == "reveal":
