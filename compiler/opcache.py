@@ -314,7 +314,7 @@ class OpCachedExecutable:
                 for r, o in zip(op.results, outs):
                     env[r.id] = o
                     if cfg.check_overflow and r.vis.is_secret:
-                        probes.append(((k, r), float(execute._oracle_max(cfg, o, r.scale))))
+                        probes.append(((k, r), float(execute._probe(cfg, op, args, o, r))))
             outs = jax.block_until_ready([env[v.id] for v in self.prog.outputs])
         total = time.perf_counter() - t_start
         overflow = None
