@@ -381,20 +381,26 @@ class Executable:
         self.trace_count = 0
         self.runs = 0
         self.deployment = Deployment(prog, config)
+        # SIMULATOR-ONLY (tests of what a party sees): with audit=True each run keeps every
+        # message in `audit_log` as (phase, kind, sender, [arrays]), see audit_entries
+        self.audit = False
+        self.audit_log: list = []
         self._cache: dict = {}
 
     def _fn(self, flat_inputs, run_key, setup_key):
         # both keys are traced arguments: a fresh key every run reuses the compiled program
         self.trace_count += 1
-        ctx = Context(self.config, run_key, setup_key=setup_key)
+        ctx = Context(self.config, run_key, setup_key=setup_key, audit=self.audit)
         outs, probes = interpret(self.prog, ctx, flat_inputs, self.config.check_overflow)
         self._last_entries = list(ctx.ledger.entries)
         self._last_probes = [(k, r) for k, r, _ in probes]
-        return outs, [p for _, _, p in probes]
+        self._last_audit, payloads = audit_entries(ctx)
+        return outs, [p for _, _, p in probes], payloads
 
     def compile(self, flat_inputs):
         """(compiled, entries, probe meta, compile seconds) for these input shapes, cached."""
         sig = tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in flat_inputs)
+        sig = sig + (("audit",) if self.audit else ())
         if sig not in self._cache:
             t0 = time.perf_counter()
             with ring.x64():
@@ -404,6 +410,7 @@ class Executable:
                             if self.compiler_options else lowered.compile())
             self._cache[sig] = (compiled, self._last_entries, self._last_probes,
                                 time.perf_counter() - t0)
+            self._cache[("audit_meta",) + sig] = self._last_audit
         return self._cache[sig]
 
     def __call__(self, flat_inputs):
@@ -417,13 +424,42 @@ class Executable:
         self.runs += 1
         t0 = time.perf_counter()
         with ring.x64():
-            outs, probes = compiled(list(flat_inputs), key, setup_key)
+            outs, probes, payloads = compiled(list(flat_inputs), key, setup_key)
             outs = jax.block_until_ready(outs)
+        if self.audit:
+            sig = tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in flat_inputs)
+            meta = self._cache[("audit_meta",) + sig + ("audit",)]
+            self.audit_log = [m + ([np.asarray(a) for a in p],) for m, p in zip(meta, payloads)]
         run_s = time.perf_counter() - t0
         overflow = None
         if meta:
             overflow = first_overflow(self.prog, self.config, meta, [float(p) for p in probes])
         return outs, entries, {"compile_s": fresh, "run_s": run_s}, overflow
+
+
+def audit_entries(ctx):
+    """(meta, payloads) of an audited context: meta[i] = (phase, kind, sender) of message i,
+    payloads[i] its arrays (each channel call writes one ledger entry and one audit item)."""
+    if not ctx.audit:
+        return [], []
+    es = ctx.ledger.entries
+    assert len(es) == len(ctx.audit_log), "audit log and ledger disagree (ideal mode?)"
+    meta = [(e.phase, kind, sender) for e, (kind, sender, _) in zip(es, ctx.audit_log)]
+    return meta, [jax.tree_util.tree_leaves(p) for _, _, p in ctx.audit_log]
+
+
+def received(audit_log, party: int, phases=("online", "setup")) -> list:
+    """SIMULATOR-ONLY: the arrays `party` received from the other party, in order (its view,
+    besides its own inputs and dealer material)."""
+    out = []
+    for phase, kind, sender, arrays in audit_log:
+        if phase not in phases:
+            continue
+        if kind == "exchange":
+            out += [a[1 - party] for a in arrays]
+        elif kind == "send" and sender == 1 - party:
+            out += list(arrays)
+    return out
 
 
 def first_overflow(prog, config, meta, maxima):

@@ -111,6 +111,7 @@ class _Template:
     out_depth: int | None  # None: the op returns a plaintext array (reveal)
     compile_s: float
     shared: tuple = ()     # segments: which outputs are shares
+    audit: tuple = ()      # audited ops: (phase, kind, sender) of each message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +177,8 @@ class OpCachedExecutable:
         self.trace_count = 0
         self.runs = 0
         self._used: set = set()
+        self.audit = False          # SIMULATOR-ONLY: keep each run's messages (execute.received)
+        self.audit_log: list = []
         self.deployment = Deployment(prog, config)
         self._salts: dict = {}      # op index -> its setup key, for the current deployment key
         self._salts_of = None
@@ -196,6 +199,9 @@ class OpCachedExecutable:
 
     def _template(self, k: int, op: ir.Op, args) -> tuple[_Template, bool]:
         sig = self._cached_signature(k, args, lambda: _signature(op, args))
+        audit = self.audit
+        if audit:       # an audited template also returns its messages
+            sig = sig + ("audit",)
         self._used.add(sig)
         t = _TEMPLATES.get(sig)
         if t is not None:
@@ -207,19 +213,23 @@ class OpCachedExecutable:
 
         def fn(arrays, run_key, index, salt):
             self.trace_count += 1
-            ctx = Context(config, jax.random.fold_in(run_key, index), setup_key=salt)
+            ctx = Context(config, jax.random.fold_in(run_key, index), setup_key=salt,
+                          audit=audit)
             vals = [a if d is None else AShare(a, d) for a, d in zip(arrays, depths)]
             with ctx.scope(_SCOPE_MARK), ctx.op(canon.name):
                 out = execute._run_protocol(ctx, canon, vals)
             record["entries"] = list(ctx.ledger.entries)
             record["depth"] = out.depth if isinstance(out, AShare) else None
-            return out.data if isinstance(out, AShare) else out
+            record["audit"], payloads = execute.audit_entries(ctx)
+            data = out.data if isinstance(out, AShare) else out
+            return (data, payloads) if audit else data
 
         arrays = _arrays(args)
         t0 = time.perf_counter()
         compiled = jax.jit(fn).lower(arrays, jax.random.PRNGKey(0), np.uint32(0),
                                      np.uint64(0)).compile()
-        t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0)
+        t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0,
+                      audit=tuple(record["audit"]))
         _TEMPLATES[sig] = t
         return t, True
 
@@ -272,6 +282,9 @@ class OpCachedExecutable:
         if salt is None:
             salt = self._salts[k] = op_setup_key(setup_key, k)
         data = t.compiled(arrays, run_key, np.uint32(k), salt)
+        if self.audit:
+            data, payloads = data
+            self.audit_log += [m + ([np.asarray(a) for a in p],) for m, p in zip(t.audit, payloads)]
         entries = [dataclasses.replace(
             e, scope=op.scope + e.scope[len(_SCOPE_MARK):] if e.scope.startswith(_SCOPE_MARK) else e.scope,
             depth=e.depth + shift if e.phase == "online" else e.depth) for e in t.entries]
@@ -283,6 +296,7 @@ class OpCachedExecutable:
         cfg = self.config
         setup_key = self.deployment.key(flat_inputs)
         run_key = _shares.run_key(cfg, self.runs)
+        self.audit_log = []
         self.runs += 1
         entries, probes = [], []
         compile_s = 0.0
