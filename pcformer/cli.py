@@ -33,7 +33,9 @@ flags.DEFINE_enum("ring_bits", "64", ["32", "64"], "Ring Z_2^l of the shares.")
 flags.DEFINE_integer("frac_bits", 16, "Fixed-point fraction bits.", lower_bound=1)
 flags.DEFINE_enum("trunc_mode", "dealer", ["dealer", "local"], "Truncation protocol.")
 flags.DEFINE_enum("mode", "protocol", ["protocol", "ideal"], "Run every message, or each op's functionality (same ledger).")
-flags.DEFINE_integer("seed", 0, "Dealer / PRG seed.")
+flags.DEFINE_integer("seed", None, "Dealer / PRG seed. Unset (default): fresh OS entropy every "
+                     "run. Set: reproducible and NOT secure (masks repeat across runs). distill: "
+                     "the training seed (default 0).")
 flags.DEFINE_boolean("check_overflow", False, "Detect fixed-point overflow and report its location (slower).")
 flags.DEFINE_float("bandwidth", None, "A custom network's bandwidth in bits per second (with --rtt).")
 flags.DEFINE_float("rtt", None, "A custom network's round-trip time in seconds (with --bandwidth).")
@@ -130,6 +132,8 @@ def print_report(report, cost, nets, out=print):
     same = cost.to_json()["totals"] == j["totals"]
     out(f"\nTotals (rounds = critical-path depth; static cost == measured ledger: {'yes' if same else 'NO'})")
     out(tables.totals_table(j["totals"]))
+    if report.security_warning:
+        out(f"WARNING: {report.security_warning}")
     out("\nLatency estimate (rounds x RTT + bytes of the busier direction / bandwidth)")
     rows = []
     for name, net in nets.items():
@@ -240,7 +244,7 @@ def cmd_distill() -> int:
     buckets = FLAGS.length_buckets
     return distill.run_cli(model=FLAGS.model, policy=FLAGS.policy, data=FLAGS.data,
                            out=FLAGS.out, resume=FLAGS.resume, steps=FLAGS.steps,
-                           seq_len=FLAGS.seq_len, seed=FLAGS.seed, lr=FLAGS.lr,
+                           seq_len=FLAGS.seq_len, seed=FLAGS.seed or 0, lr=FLAGS.lr,
                            warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
                            length_buckets=None if buckets is None else distill.parse_ints(buckets))
 

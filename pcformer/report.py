@@ -51,6 +51,18 @@ class Report:
     entries: list
     time: dict | None = None
     static: bool = False
+    # security: the seed of the reproducible (insecure) mode, None when keys were fresh; and every
+    # value opened in plaintext, to whom (docs/security.md)
+    reproducible_seed: int | None = None
+    revealed: list | None = None
+
+    @property
+    def security_warning(self) -> str | None:
+        """One line for the CLI / logs when the run used the reproducible mode, else None."""
+        if self.reproducible_seed is None:
+            return None
+        return (f"reproducible mode (seed={self.reproducible_seed}): masks repeat across runs, "
+                f"processes and Programs; this run is NOT secure (testing and debugging only)")
 
     def __post_init__(self):
         self.entries = list(self.entries)
@@ -93,6 +105,11 @@ class Report:
         }
         if self.time is not None:
             out["time"] = dict(self.time)
+        out["reproducible_seed"] = self.reproducible_seed
+        if self.security_warning:
+            out["warnings"] = [self.security_warning]
+        if self.revealed is not None:
+            out["revealed"] = list(self.revealed)
         return out
 
     def dumps(self, **kw) -> str:
@@ -126,4 +143,6 @@ class Report:
                          f"rounds={p['rounds']} steps={p['steps']}")
         if self.time:
             lines.append("  time " + ", ".join(f"{k}={v:.3f}s" for k, v in self.time.items()))
+        if self.security_warning:
+            lines.append("  WARNING: " + self.security_warning)
         return "\n".join(lines)
