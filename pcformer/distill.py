@@ -482,12 +482,26 @@ def cut_features(features: dict, length: int) -> dict:
             "out": out[:, :length] if out.ndim == 3 else out}
 
 
+class DataError(ValueError):
+    """Training data that cannot be used as given (the CLI prints it as one line)."""
+
+
+def fitting_held_out(n_examples: int, wanted: int) -> int:
+    """Held-out examples for a data set of `n_examples` distinct ones: `wanted` when at least as
+    many remain for training, else a fifth (at least one) - a user's small file just works."""
+    if n_examples < 2:
+        raise DataError(f"{n_examples} distinct example(s): distillation needs at least 2 "
+                        f"(one to train on, one held out)")
+    return wanted if n_examples >= 2 * wanted else max(1, n_examples // 5)
+
+
 def _split_data(data, held_out, cfg: DistillConfig):
     texts = corpus.read_texts(data)
     if held_out is not None:
         return texts, corpus.read_texts(held_out)
-    if len(texts) <= cfg.held_out:
-        raise ValueError(f"{len(texts)} examples cannot give {cfg.held_out} held-out ones")
+    if len(set(texts)) <= cfg.held_out:
+        raise DataError(f"{len(set(texts))} distinct examples cannot give {cfg.held_out} held-out "
+                        f"ones (--held_out={fitting_held_out(len(set(texts)), cfg.held_out)} would fit)")
     return corpus.split(texts, len(set(texts)) - cfg.held_out, cfg.held_out, cfg.seed)
 
 
@@ -875,7 +889,13 @@ def run_cli(*, model: str = "minilm", policy: str = "mpcformer", data: str | Non
     """The `pcformer distill` command (pcformer/cli.py): keyword flags -> distil, save, print JSON.
     `config` takes DistillConfig fields (steps, seq_len, seed, ...); None values keep defaults."""
     from pcformer import models
+    held_out_size = config.pop("held_out_size", None)
     cfg = DistillConfig(**{k: v for k, v in config.items() if v is not None})
+    if held_out_size is not None:
+        cfg = dataclasses.replace(cfg, held_out=held_out_size)
+    elif held_out is None and data:   # the default share adapts to a small file
+        n = len(set(corpus.read_texts(data)))
+        cfg = dataclasses.replace(cfg, held_out=fitting_held_out(n, cfg.held_out))
     result = distill(models.load(model), policy, data or "stdlib", cfg, held_out=held_out,
                      out_dir=out, resume=resume)
     print(json.dumps({"policy": result.policy, "steps": result.step, "out": result.out_dir,

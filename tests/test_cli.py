@@ -106,6 +106,12 @@ def test_gpt2_private_generation(tmp_path):
     (["run", "--text=" + "word " * 40, "--seq_len=8"], "more than --seq_len=8"),
     (["run", "--ring_bits=32", "--frac_bits=16"], "frac"),
     (["fly"], "expected one command"),
+    (["run", "--model=minilm", "--prompt=hi"], "--prompt is for GPT-2 models"),
+    (["run", "--model=minilm", "--seq_len=1000"], "more than the 512 positions"),
+    (["run", "--report=/no/such/folder/r.json"], "does not exist"),
+    (["run", "--trace=."], "is a folder"),
+    (["run", "--trace=t.json", "--trace_network=moon"], "--trace_network=moon"),
+    (["run", "--data=x.txt"], "not a flag of `pcformer run`"),
 ])
 def test_bad_input_gives_one_clear_line(args, message):
     res = pcformer(*args, timeout=300)
@@ -114,10 +120,12 @@ def test_bad_input_gives_one_clear_line(args, message):
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, res.stderr
     assert message.lower() in lines[0].lower()
+    assert res.stdout == ""                     # refused before anything ran
 
 
 def test_policy_files_json_and_yaml(tmp_path):
-    from pcformer.inference import InputError, load_policy
+    from pcformer.compiler.policies import PolicyError
+    from pcformer.compiler.policies import load as load_policy
     (tmp_path / "p.yaml").write_text("base: mpcformer\ngelu: relu\n")
     (tmp_path / "q.json").write_text(json.dumps({"base": "puma", "softmax": "2quad", "name": "q"}))
     p = load_policy(str(tmp_path / "p.yaml"))
@@ -125,10 +133,20 @@ def test_policy_files_json_and_yaml(tmp_path):
     q = load_policy(str(tmp_path / "q.json"))
     assert (q.name, q.gelu, q.softmax) == ("q", "puma", "2quad")
     (tmp_path / "bad.yaml").write_text("- just\n- a list\n")
-    with pytest.raises(InputError, match="mapping"):
+    with pytest.raises(PolicyError, match="mapping"):
         load_policy(str(tmp_path / "bad.yaml"))
-    with pytest.raises(ValueError):
+    with pytest.raises(PolicyError, match="missing.yaml does not exist"):
         load_policy(str(tmp_path / "missing.yaml"))
+    (tmp_path / "broken.json").write_text('{"gelu": ')
+    with pytest.raises(PolicyError, match="broken.json is not valid JSON"):
+        load_policy(str(tmp_path / "broken.json"))
+    (tmp_path / "broken.yaml").write_text("gelu: [relu\n")
+    with pytest.raises(PolicyError, match="broken.yaml is not valid YAML"):
+        load_policy(str(tmp_path / "broken.yaml"))
+    # one loader for the API too: a YAML file reaches pcformer.compile's policy argument
+    from pcformer.compiler import policies
+    assert policies.get(str(tmp_path / "p.yaml")) == p
+    assert [x.name for x in policies.load_many(f"exact, {tmp_path / 'q.json'}")] == ["exact", "q"]
 
 
 def test_distilled_folder_is_compared_with_its_teacher(tmp_path):
