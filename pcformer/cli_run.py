@@ -216,9 +216,9 @@ def distill() -> int:
     """`pcformer distill`."""
     from . import distill as d
     from pcformer.compiler import policies
-    policies.load(FLAGS.policy)  # a bad policy (or file) is refused before the model loads
     if "," in FLAGS.policy:
         raise UsageError("distill takes one --policy")
+    policies.load(FLAGS.policy)  # a bad policy (or file) is refused before the model loads
     if FLAGS.out:
         out = Path(FLAGS.out)
         if out.exists() and not out.is_dir():

@@ -72,6 +72,7 @@ def plot_policies(runs: Sequence[tuple[str, object]], path: str, title: str | No
         raise ValueError("--plot needs matplotlib: pip install -e \".[plot]\"") from e
     import numpy as np
 
+    heading = title  # (the loop below names each panel's title)
     by_layer = {p: group_online(r.entries, lambda e: layer_of(e.scope)) for p, r in runs}
     by_class = {p: group_online(r.entries, lambda e: op_class(e.op, e.scope)) for p, r in runs}
     layers = sorted({k for g in by_layer.values() for k in g if k.startswith("layer ")},
@@ -95,8 +96,8 @@ def plot_policies(runs: Sequence[tuple[str, object]], path: str, title: str | No
             ax.set_ylabel(ylabel)
             ax.set_title(f"{ylabel} {title}")
             ax.legend()
-    if title:
-        fig.suptitle(title)
+    if heading:
+        fig.suptitle(heading)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -164,8 +165,6 @@ def plot_trace(trace: dict, path: str, scope: str | None = None, phase: str = "o
     ax.set_xlabel("time (ms) on the trace's network model")
     net = trace.get("otherData", {}).get("network", "")
     ax.set_title(f"{scope or 'whole run'}: {phase} steps, network {net}")
-    if title:
-        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
