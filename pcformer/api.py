@@ -31,7 +31,7 @@ def _rewrite(traced, policy):
     if policy is None:
         return traced, None
     from pcformer.compiler import policies, rewrite
-    pol = policies.get(policy)
+    pol = policies.load(policy)
     return rewrite.rewrite(traced, pol), pol
 
 
@@ -181,6 +181,7 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: use one of {EXECUTORS}")
+    _check_call(fn, example_args, config)
     from pcformer.compiler import trace as _trace
     example_args = jax.tree_util.tree_map(_example, example_args, is_leaf=_is_secret)
     traced = _trace.trace(fn, *example_args)
@@ -195,6 +196,21 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
         prog.ranges(*(example_args if isinstance(input_ranges, str) and input_ranges == "observed"
                       else input_ranges), warn=True, _stacklevel=4)
     return prog
+
+
+def _check_call(fn, example_args, config) -> None:
+    """Mistakes a first call makes, as TypeErrors that say what to pass instead."""
+    if not callable(fn):
+        raise TypeError(f"pcformer.compile(fn, *example_args, ...): fn must be a function, not "
+                        f"{type(fn).__name__} {fn!r:.40} (a model? pass its apply function, e.g. "
+                        f"pcformer.models.load(...).embed_fn)")
+    if not isinstance(config, MPCConfig):
+        hint = " (use pcformer.MPCConfig(**that_dict))" if isinstance(config, dict) else ""
+        raise TypeError(f"config must be a pcformer.MPCConfig, not {type(config).__name__}{hint}")
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(example_args, is_leaf=_is_secret)):
+        if isinstance(leaf, (str, bytes)):
+            raise TypeError(f"example argument {i} is a {type(leaf).__name__} ({leaf!r:.40}): "
+                            f"pass arrays (tokenize text first, e.g. with the model's tokenizer)")
 
 
 def _broadcast_prefix(prefix, out_tree) -> list:
