@@ -14,11 +14,16 @@ from . import _allocator
 
 _allocator.tune()  # before anything starts JAX's CPU threads; see pcformer/_allocator.py
 
+from . import compile_cache as _compile_cache
+
+_compile_cache.enable()  # before the first compile; see pcformer/compile_cache.py
+
 from .api import Program, Secret, compile  # noqa: A004
+from .costing import cost
 from .config import MPCConfig, Network
 from .report import Report
 
-__all__ = ["compile", "Program", "Secret", "MPCConfig", "Network", "Report", "policies", "models",
+__all__ = ["compile", "cost", "Program", "Secret", "MPCConfig", "Network", "Report", "policies", "models",
            "distill"]
 
 _LAZY = {"models": "pcformer.models", "distill": "pcformer.distill",

@@ -18,11 +18,12 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 
-COMMANDS = ("run", "distill")
+COMMANDS = ("run", "distill", "cost")
 _TIME_LABELS = {"compile_s": "front end (trace, rewrite, lower)", "xla_compile_s": "XLA compile",
                 "simulate_s": "simulate", "exact_s": "exact model"}
 
-flags.DEFINE_string("model", "minilm", "A named model ('minilm') or a Hugging Face checkpoint folder (BERT or GPT-2).")
+flags.DEFINE_string("model", "minilm", "A named model ('minilm') or a Hugging Face checkpoint folder (BERT or GPT-2); "
+                    "cost: also a preset (bert-base, gpt2-xl, ...) or a config.json.")
 flags.DEFINE_string("text", "Private inference keeps the prompt secret.", "BERT: the client's sentence.")
 flags.DEFINE_string("prompt", "Once upon a time", "GPT-2: the client's prompt.")
 flags.DEFINE_integer("max_new_tokens", 4, "GPT-2: tokens to generate privately (greedy).", lower_bound=1)
@@ -54,6 +55,11 @@ flags.DEFINE_integer("batch_size", None, "distill: examples a step (default: Dis
 flags.DEFINE_string("length_buckets", None, "distill: shorter padded lengths for batches of short examples, "
                     "comma-separated (empty: none; default: DistillConfig's).")
 flags.DEFINE_string("resume", None, "distill: a saved state file or output folder to continue from.")
+# cost (pcformer/cost_command.py holds the command)
+flags.DEFINE_integer("new_tokens", 1, "cost: decoders: tokens generated after a --seq_len prompt.", lower_bound=1)
+flags.DEFINE_enum("protocols", "beaver", ["beaver"], "cost: protocol family (dealer-assisted Beaver triples).")
+flags.DEFINE_boolean("compile_cache", True, "Keep compiled XLA programs in a per-user cache folder "
+                     "(also PCFORMER_COMPILE_CACHE=0 to turn off, or =<folder>).")
 
 
 class UsageError(ValueError):
@@ -205,6 +211,8 @@ def cmd_run() -> int:
         print("\n".join(_fidelity_lines(job.fidelity)))
         print("\nWall time: " + ", ".join(f"{_TIME_LABELS.get(k, k)} {v:.2f} s"
                                           for k, v in job.times.items()))
+        from . import compile_cache
+        print(compile_cache.describe())
         job_json = job_to_json(job, nets, same)
         if len(names) == 1:
             _write_outputs(job_json, job, nets)
@@ -235,6 +243,14 @@ def job_to_json(job, nets, static_equals_measured: bool) -> dict:
     return j
 
 
+def cmd_cost() -> int:
+    from . import cost_command
+    return cost_command.main(FLAGS.model, FLAGS.seq_len, FLAGS.new_tokens, policy=FLAGS.policy,
+                             config=_config(), nets=_networks(), report=FLAGS.report,
+                             scope_depth=FLAGS.scope_depth, max_rows=FLAGS.max_rows,
+                             protocols=FLAGS.protocols)
+
+
 def cmd_distill() -> int:
     from . import distill
     buckets = FLAGS.length_buckets
@@ -260,7 +276,10 @@ def main(argv):
               f"(see pcformer --helpshort)", file=sys.stderr)
         return 2
     try:
-        return cmd_run() if args[0] == "run" else cmd_distill()
+        if not FLAGS.compile_cache:
+            from . import compile_cache
+            compile_cache.disable()
+        return {"run": cmd_run, "distill": cmd_distill, "cost": cmd_cost}[args[0]]()
     except _known_errors() as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"pcformer: error: {msg}", file=sys.stderr)
