@@ -35,17 +35,34 @@ class Layout:
 
     kernel_transposed: bool = True
     prefix: str = ""
+    # Leaves Hugging Face stores as bare `nn.Parameter`s, without a `.weight` (ViT's
+    # `cls_token`, `position_embeddings`).
+    bare: tuple[str, ...] = ()
+    # Older spellings of the same tensors, as (regex, replacement) on our names: a lookup
+    # falls back to them (ViT checkpoints saved before transformers 5 renamed the layers).
+    aliases: tuple[tuple[str, Any], ...] = ()  # replacement: a string or a function of the match
 
 
 LAYOUTS: dict[str, Layout] = {
     "bert": Layout(kernel_transposed=True, prefix="bert"),
     "gpt2": Layout(kernel_transposed=False, prefix="transformer"),
+    "llama": Layout(kernel_transposed=True, prefix="model"),
+    "vit": Layout(
+        kernel_transposed=True, prefix="vit", bare=("cls_token", "position_embeddings"),
+        aliases=(
+            (r"(^|\.)layers\.", r"\1encoder.layer."),
+            (r"attention\.([qkv])_proj", lambda m: "attention.attention." + {"q": "query", "k": "key", "v": "value"}[m.group(1)]),
+            (r"attention\.o_proj", "attention.output.dense"),
+            (r"mlp\.fc1", "intermediate.dense"),
+            (r"mlp\.fc2", "output.dense"),
+        ),
+    ),
 }
 
 # Flax leaf name -> Hugging Face leaf name. Any other leaf (a raw table such as
 # `position_embeddings` or `wpe`) is a module of its own in Hugging Face, with a `.weight`.
 NAME_RULES: dict[str, str] = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
-_INDEXED = re.compile(r"^(layer|h)_(\d+)$")  # Flax `layer_3` <-> Hugging Face `layer.3`
+_INDEXED = re.compile(r"^(layer|layers|h)_(\d+)$")  # Flax `layer_3` <-> Hugging Face `layer.3`
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -59,7 +76,7 @@ def layout(kind: str) -> Layout:
         raise CheckpointError(f"unknown model_type {kind!r}; supported: {sorted(LAYOUTS)}") from None
 
 
-def hf_name(path: tuple[str, ...]) -> str:
+def hf_name(path: tuple[str, ...], lay: Layout = Layout()) -> str:
     """Flax parameter path -> Hugging Face tensor name."""
     parts = []
     for p in path[:-1]:
@@ -68,6 +85,8 @@ def hf_name(path: tuple[str, ...]) -> str:
     leaf = path[-1]
     if leaf in NAME_RULES:
         parts.append(NAME_RULES[leaf])
+    elif leaf in lay.bare:
+        parts.append(leaf)
     else:
         parts.extend([leaf, "weight"])
     return ".".join(parts)
@@ -100,12 +119,19 @@ def _hf_shape(path: tuple[str, ...], shape: tuple[int, ...], lay: Layout) -> tup
     return shape[::-1] if path[-1] == "kernel" and lay.kernel_transposed else shape
 
 
-def _candidates(name: str, prefix: str) -> list[str]:
+def _candidates(name: str, prefix: str, aliases=()) -> list[str]:
     if not prefix:
-        return [name]
-    if name.startswith(prefix + "."):
-        return [name, name[len(prefix) + 1 :]]
-    return [name, f"{prefix}.{name}"]
+        names = [name]
+    elif name.startswith(prefix + "."):
+        names = [name, name[len(prefix) + 1 :]]
+    else:
+        names = [name, f"{prefix}.{name}"]
+    if aliases:
+        old = names
+        for pattern, repl in aliases:
+            old = [re.sub(pattern, repl, n) for n in old]
+        names += [n for n in old if n not in names]
+    return names
 
 
 def params_from_state(state: Mapping[str, np.ndarray], expected: Mapping, kind: str, source: str = "checkpoint") -> dict:
@@ -115,9 +141,9 @@ def params_from_state(state: Mapping[str, np.ndarray], expected: Mapping, kind: 
     lay = layout(kind)
     out = {}
     for path, want in _flatten(expected).items():
-        name = hf_name(path)
+        name = hf_name(path, lay)
         want_hf = _hf_shape(path, tuple(want.shape), lay)
-        found = next((n for n in _candidates(name, lay.prefix) if n in state), None)
+        found = next((n for n in _candidates(name, lay.prefix, lay.aliases) if n in state), None)
         if found is None:
             raise CheckpointError(f"{source}: missing tensor {name!r} (expected shape {tuple(want_hf)})")
         value = np.asarray(state[found])
@@ -133,7 +159,7 @@ def state_from_params(params: Mapping, kind: str) -> dict[str, np.ndarray]:
     """Flax params tree -> Hugging Face state dict (names and layouts as Hugging Face saves)."""
     lay = layout(kind)
     return {
-        hf_name(path): np.ascontiguousarray(_to_hf(path, np.asarray(v), lay))
+        hf_name(path, lay): np.ascontiguousarray(_to_hf(path, np.asarray(v), lay))
         for path, v in _flatten(params).items()
     }
 

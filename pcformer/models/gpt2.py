@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import LayerNorm, activation, attention, fields_from_hf, merge_heads, split_heads
+from .layers import (
+    LayerNorm, activation, attention, causal_mask, fields_from_hf, merge_heads, split_heads,
+)
 
 # A cache is a tuple over layers of (key, value), each [batch, heads, max_len, head_dim].
 Cache = tuple[tuple[jax.Array, jax.Array], ...]
@@ -62,18 +64,7 @@ class GPT2Config:
         return fields_from_hf(cls, hf_config, **overrides)
 
 
-def _mask(attention_mask, q_len: int, k_len: int, position) -> jax.Array:
-    """Boolean [batch|1, 1, q_len, k_len]: causal (query at position+t sees keys <= it) and
-    padding (attention_mask [batch, k_len], 1 = real token). A query always sees its own key,
-    so a padded query (left padding) still has one key and no row of the softmax is empty;
-    real queries are unaffected (their own key is real)."""
-    q_pos = position + jnp.arange(q_len)
-    k_pos = jnp.arange(k_len)
-    causal = (k_pos[None, :] <= q_pos[:, None])[None, None]
-    if attention_mask is None:
-        return causal
-    own = (k_pos[None, :] == q_pos[:, None])[None, None]
-    return causal & ((attention_mask != 0)[:, None, None, :] | own)
+_mask = causal_mask  # shared with the LLaMA decoder
 
 
 class GPT2Attention(nn.Module):
@@ -224,18 +215,24 @@ def generate_ids(
     top_k: int | None = None,
     seed: int = 0,
     eos_token_id: int | None = None,
+    init_cache_fn=None,
+    max_positions: int | None = None,
 ) -> list[int]:
     """Greedy (temperature 0) or sampled continuation of one prompt, with the KV cache.
 
-    Returns only the new token ids; stops early at `eos_token_id` if given.
+    Returns only the new token ids; stops early at `eos_token_id` if given. Any module with
+    this file's call convention works (the LLaMA decoder passes its own `init_cache_fn` and
+    `max_positions`).
     """
     config = module.config
+    init_cache_fn = init_cache_fn or init_cache
+    n_positions = max_positions or config.n_positions
     prompt = jnp.asarray([list(prompt_ids)], dtype=jnp.int32)
     if prompt.shape[1] == 0:
         raise ValueError("generate needs a non-empty prompt")
-    max_len = min(prompt.shape[1] + max_new_tokens, config.n_positions)
+    max_len = min(prompt.shape[1] + max_new_tokens, n_positions)
     if prompt.shape[1] >= max_len and max_new_tokens > 0:
-        raise ValueError(f"prompt of {prompt.shape[1]} tokens leaves no room (n_positions {config.n_positions})")
+        raise ValueError(f"prompt of {prompt.shape[1]} tokens leaves no room (n_positions {n_positions})")
     step = _jitted_step(module)
 
     def pick(logits, key):
@@ -249,7 +246,7 @@ def generate_ids(
         return int(jax.random.categorical(key, logits))
 
     key = jax.random.PRNGKey(seed)
-    cache = init_cache(config, 1, max_len)
+    cache = init_cache_fn(config, 1, max_len)
     logits, cache = step(params, prompt, cache, jnp.int32(0))
     out: list[int] = []
     pos = prompt.shape[1]

