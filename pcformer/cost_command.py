@@ -46,12 +46,15 @@ def summary_rows(parts: list[tuple[str, object]], nets: dict) -> str:
 def format_cost(mc, nets: dict, scope_depth: int = 2, max_rows: int = 40) -> str:
     """The text `pcformer cost` prints for a ModelCost."""
     out = []
-    kind = "decoder" if mc.step is not None or mc.kind in ("gpt2", "llama") else "encoder"
+    from .presets import DECODERS
+    kind = "decoder" if mc.kind in DECODERS else "encoder"
     out.append(f"model     {mc.name} ({mc.kind}, {_human_count(mc.params)} parameters, shapes only)")
     out.append(f"policy    {mc.policy}, protocols beaver (dealer-assisted 2PC)")
     if kind == "decoder":
         out.append(f"job       prompt of {mc.seq_len} tokens, {mc.new_tokens} new token(s): "
                    f"prefill + {mc.steps} decoding step(s)")
+    elif mc.kind == "vit":
+        out.append(f"job       one image, {mc.tokens} tokens (patches + CLS; --seq_len does not apply)")
     else:
         out.append(f"job       one forward pass over {mc.seq_len} tokens")
     j = mc.total.to_json(scope_depth)

@@ -108,11 +108,13 @@ class ModelCost:
     total: Report
     params: int
     times: dict
+    tokens: int = 0  # the sequence the model sees (ViT: its patches + CLS, whatever seq_len)
 
     def to_json(self, scope_depth: int | None = None, networks: dict | None = None) -> dict:
         parts = {"prefill": self.prefill, "per_token": self.step, "total": self.total}
         out: dict[str, Any] = {"model": self.name, "kind": self.kind, "seq_len": self.seq_len,
-                               "new_tokens": self.new_tokens, "decoding_steps": self.steps,
+                               "tokens": self.tokens, "new_tokens": self.new_tokens,
+                               "decoding_steps": self.steps,
                                "policy": self.policy, "parameters": self.params,
                                "wall_time": dict(self.times)}
         for key, rep in parts.items():
@@ -137,7 +139,7 @@ def model_cost(spec, seq_len: int, new_tokens: int = 1, *, policy="mpcformer",
     """The static cost of the model `spec` names (preset, config.json or checkpoint folder).
 
     Encoders (BERT): the sentence embedding `pcformer run` computes, tokens and mask from the
-    client. Decoders (GPT-2): a prompt of `seq_len` tokens with a KV cache of seq_len + new_tokens
+    client. ViT: the class logits of the client's image. Decoders (GPT-2, LLaMA): a prompt of `seq_len` tokens with a KV cache of seq_len + new_tokens
     positions yields the first token; each further token is one decoding step over that cache
     (the cache has a fixed length, so every step costs the same: this is what `pcformer run`
     executes, not an approximation).
@@ -162,8 +164,9 @@ def model_cost(spec, seq_len: int, new_tokens: int = 1, *, policy="mpcformer",
     total = sequential([prefill] + (_once_setup(step, steps) if step is not None else []))
     params = sum(int(x.size) for x in jax.tree_util.tree_leaves(model.params))
     name = policy if isinstance(policy, str) else getattr(policy, "name", "custom")
+    tokens = (model.config.num_patches + 1) if model.kind == "vit" else seq_len
     return ModelCost(model.name, model.kind, seq_len, new_tokens, name, prefill, step, steps,
-                     total, params, times)
+                     total, params, times, tokens)
 
 
 def shape_of(x) -> jax.ShapeDtypeStruct:

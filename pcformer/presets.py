@@ -64,36 +64,20 @@ def _hf(raw: dict):
     return types.SimpleNamespace(**raw)
 
 
-def _abstract_params(module, dummy) -> Any:
-    return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy))["params"]
-
-
 def _build(kind: str, raw: dict):
-    """(module, config, params shapes) for a model type; new kinds register in _BUILDERS."""
-    try:
-        builder = _BUILDERS[kind]
-    except KeyError:
+    """(module, config, params shapes) for a model type, from pcformer.models' registry."""
+    from .models import registry
+    if kind not in registry.CONFIGS:
         raise ValueError(f"model_type {kind!r} has no model in pcformer.models yet; supported: "
-                         f"{sorted(_BUILDERS)}") from None
-    return builder(raw)
-
-
-def _bert(raw):
-    from .models import bert
-    # the sentence embedding `pcformer run` computes never uses the pooler
-    config = bert.BertConfig.from_hf(_hf(raw), add_pooling_layer=False)
-    module = bert.BertModel(config)
-    return module, config, _abstract_params(module, jnp.zeros((1, 2), jnp.int32))
-
-
-def _gpt2(raw):
-    from .models import gpt2
-    config = gpt2.GPT2Config.from_hf(_hf(raw))
-    module = gpt2.GPT2LMHeadModel(config)
-    return module, config, _abstract_params(module, jnp.zeros((1, 2), jnp.int32))
-
-
-_BUILDERS: dict[str, Callable] = {"bert": _bert, "gpt2": _gpt2}
+                         f"{sorted(registry.CONFIGS)}")
+    config = registry.CONFIGS[kind].from_hf(_hf(raw))
+    archs: tuple = ()
+    if kind == "bert":  # the sentence embedding `pcformer run` computes never uses the pooler
+        config = dataclasses.replace(config, add_pooling_layer=False)
+    elif kind == "vit":  # private classification when the config has a head, else the encoder
+        archs = tuple(raw.get("architectures") or ())
+    module = registry.build_module(kind, config, archs)
+    return module, config, registry.param_shapes(module)
 
 
 def abstract_model(spec) -> AbstractModel:
@@ -138,19 +122,20 @@ def _bert_programs(model: AbstractModel, seq_len: int, new_tokens: int, config) 
     return Programs(Call(embed, (model.params, ids, ids), (SERVER, CLIENT, CLIENT)))
 
 
-def _gpt2_programs(model: AbstractModel, seq_len: int, new_tokens: int, config) -> Programs:
-    from .models import gpt2
+def _decoder_programs(model: AbstractModel, seq_len: int, new_tokens: int, config) -> Programs:
+    from .models import gpt2, llama
+    lib = gpt2 if model.kind == "gpt2" else llama
     total = seq_len + new_tokens
-    if total > model.config.n_positions:
-        raise ValueError(f"seq_len + new_tokens = {total} exceeds the model's "
-                         f"{model.config.n_positions} positions")
+    limit = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    if total > limit:
+        raise ValueError(f"seq_len + new_tokens = {total} exceeds the model's {limit} positions")
     module = model.module
 
     def greedy(params, token_ids, cache, position):  # inference._greedy_step, on the module
-        logits, new_cache = gpt2.decode_step(module, params, token_ids, cache, position)
+        logits, new_cache = lib.decode_step(module, params, token_ids, cache, position)
         return jnp.argmax(logits[0, -1]).astype(jnp.int32), new_cache
 
-    cache = jax.eval_shape(lambda: gpt2.init_cache(model.config, 1, total))
+    cache = jax.eval_shape(lambda: lib.init_cache(model.config, 1, total))
     pos = _spec((), jnp.int32)
     prefill = Call(greedy, (model.params, _spec((1, seq_len), jnp.int32), cache, pos),
                    (SERVER, CLIENT, PUBLIC, PUBLIC), (True, False))
@@ -159,7 +144,19 @@ def _gpt2_programs(model: AbstractModel, seq_len: int, new_tokens: int, config) 
     return Programs(prefill, step)
 
 
-_PROGRAMS: dict[str, Callable] = {"bert": _bert_programs, "gpt2": _gpt2_programs}
+def _vit_programs(model: AbstractModel, seq_len: int, new_tokens: int, config) -> Programs:
+    """The client's image, the server's weights: the class logits (or the last hidden state of
+    a ViTModel). The sequence is the image's patches plus CLS: seq_len does not apply."""
+    from .models import registry, vit
+    module = model.module
+    pixels = registry.input_struct(model.config)
+    return Programs(Call(lambda p, x: vit.forward(module, p, x), (model.params, pixels),
+                         (SERVER, CLIENT)))
+
+
+_PROGRAMS: dict[str, Callable] = {"bert": _bert_programs, "gpt2": _decoder_programs,
+                                  "llama": _decoder_programs, "vit": _vit_programs}
+DECODERS = ("gpt2", "llama")
 
 
 def programs(model: AbstractModel, seq_len: int, new_tokens: int, config) -> Programs:
