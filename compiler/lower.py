@@ -101,6 +101,7 @@ class Lowerer:
     scaled: dict = dataclasses.field(default_factory=dict)     # id of c*s -> (s, public c)
     eqn: Any = None                                           # equation being lowered
     root: str | None = None                                   # root module name (scopes)
+    _loc: Any = dataclasses.field(default=None, repr=False)   # (eqn, scope, where) memo
 
     # ---------------------------------------------------------------- values and ops
     def new(self, shape, dtype, vis, scale=0, const=None) -> Value:
@@ -109,13 +110,20 @@ class Lowerer:
         self.next_id += 1
         return v
 
+    def _location(self, eqn) -> tuple[str, str]:
+        """(scope, where) of an equation, computed once per equation: one equation emits many
+        ops, and reading a source location walks its traceback (a hot spot on large models)."""
+        if eqn is None:
+            return "", ""
+        if self._loc is None or self._loc[0] is not eqn:
+            self._loc = (eqn, _scope(eqn, self.root), _where(eqn, self.root))
+        return self._loc[1], self._loc[2]
+
     def emit(self, name, operands, results, kind="protocol", party=None, **attrs) -> Op:
-        eqn = self.eqn
         if kind == "protocol" and party is not None:
             attrs["party"] = party        # the protocol's party argument
-        op = Op(name, tuple(operands), tuple(results), dict(attrs),
-                _scope(eqn, self.root) if eqn is not None else "",
-                _where(eqn, self.root) if eqn is not None else "", kind, party)
+        scope, where = self._location(self.eqn)
+        op = Op(name, tuple(operands), tuple(results), dict(attrs), scope, where, kind, party)
         self.ops.append(op)
         return op
 

@@ -15,6 +15,10 @@ from . import _allocator
 
 _allocator.tune()  # before anything starts JAX's CPU threads; see pcformer/_allocator.py
 
+from . import compile_cache as _compile_cache
+
+_compile_cache.enable()  # before the first compile (no JAX import); see pcformer/compile_cache.py
+
 
 def _version() -> str:
     from importlib import metadata
@@ -26,12 +30,12 @@ def _version() -> str:
 
 __version__ = _version()
 
-__all__ = ["compile", "Program", "Secret", "MPCConfig", "Network", "Report", "policies", "models",
+__all__ = ["compile", "cost", "Program", "Secret", "MPCConfig", "Network", "Report", "policies", "models",
            "distill", "__version__"]
 
 _LAZY = {"models": "pcformer.models", "distill": "pcformer.distill",
          "policies": "pcformer.compiler.policies"}
-_ATTRS = {"compile": "pcformer.api", "Program": "pcformer.api", "Secret": "pcformer.api",
+_ATTRS = {"compile": "pcformer.api", "cost": "pcformer.costing", "Program": "pcformer.api", "Secret": "pcformer.api",
           "MPCConfig": "pcformer.config", "Network": "pcformer.config", "Report": "pcformer.report"}
 
 

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from pcformer import compile_cache as _compile_cache
 from pcformer.compiler import cost as _cost
 from pcformer.compiler import execute as _execute
 from pcformer.compiler import ir as _ir
@@ -22,6 +23,8 @@ from pcformer.runtime.shares import AShare
 
 from . import _inputs
 from .report import Report
+
+_compile_cache.listen()  # count persistent-cache hits of this process's compiles
 
 __all__ = ["compile", "Program"]
 

@@ -29,7 +29,8 @@ FLAGS = flags.FLAGS
 
 # -- flags ----------------------------------------------------------------------------------
 # Model and input
-flags.DEFINE_string("model", "minilm", "A named model ('minilm') or a Hugging Face checkpoint folder (BERT or GPT-2).")
+flags.DEFINE_string("model", "minilm", "A named model ('minilm') or a Hugging Face checkpoint folder (BERT, GPT-2, "
+                    "LLaMA, ViT); cost: also a preset (bert-base, gpt2-xl, llama-7b, ...) or a config.json.")
 flags.DEFINE_string("text", "Private inference keeps the prompt secret.", "BERT: the client's sentence.")
 flags.DEFINE_string("prompt", "Once upon a time", "GPT-2: the client's prompt.")
 flags.DEFINE_integer("max_new_tokens", 4, "GPT-2: tokens to generate privately (greedy).", lower_bound=1)
@@ -68,12 +69,17 @@ flags.DEFINE_string("length_buckets", None, "Shorter padded lengths for batches 
 flags.DEFINE_string("resume", None, "A saved state file or output folder to continue from.")
 flags.DEFINE_integer("held_out", None, "Held-out examples split off --data (default: 64, or a fifth of a "
                      "small file).", lower_bound=1)
+# cost
+flags.DEFINE_integer("new_tokens", 1, "Decoders: tokens generated after a --seq_len prompt.", lower_bound=1)
+flags.DEFINE_enum("protocols", "beaver", ["beaver"], "Protocol family (dealer-assisted Beaver triples).")
 # every command
+flags.DEFINE_boolean("compile_cache", True, "Keep compiled XLA programs in a per-user cache folder "
+                     "(also PCFORMER_COMPILE_CACHE=0 to turn off, or =<folder>).")
 flags.DEFINE_boolean("debug", False, "Show the traceback of an internal error (or set PCFORMER_DEBUG=1).")
 
 DEBUG_ENV = "PCFORMER_DEBUG"
 _MPC = ("ring_bits", "frac_bits", "trunc_mode", "mode", "seed", "check_overflow")
-COMMON = ("debug",)
+COMMON = ("compile_cache", "debug")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +107,12 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
              "batch_size", "length_buckets", "out", "resume"),
             "pcformer distill --model=minilm --policy=mpcformer --steps=2000 --out=distilled/",
             "pcformer.cli_run:distill"),
+    Command("cost", "A model's static cost from its shapes alone (no weights, no simulation): bytes "
+            "per party, rounds, LAN/WAN, per module; decoders: prefill, per token and total.",
+            ("model", "seq_len", "new_tokens", "policy", "protocols", *_MPC, "bandwidth", "rtt",
+             "report", "scope_depth", "max_rows"),
+            "pcformer cost --model=llama-7b --seq_len=128 --new_tokens=1 --policy=mpcformer",
+            "pcformer.cli_run:cost"),
 )}
 
 _HELP = ("-h", "--help", "-help", "--helpshort", "-helpshort", "-?")
@@ -208,6 +220,9 @@ def main(argv) -> int:
     debug = FLAGS.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         _check_flags(cmd)
+        if not FLAGS.compile_cache:
+            from . import compile_cache
+            compile_cache.disable()
         from absl import logging
         logging.set_verbosity(logging.WARNING)  # keep JAX's backend INFO lines off the screen
         module, func = cmd.target.split(":")
@@ -229,7 +244,10 @@ def main(argv) -> int:
 
 def run_main():
     """Console-script entry point."""
-    status = _early(sys.argv)
+    try:
+        status = _early(sys.argv)
+    except BrokenPipeError:   # `pcformer --help | head`: the reader left, nothing to report
+        status = 0
     if status is not None:
         sys.exit(status)
     app.run(lambda argv: sys.exit(main(argv)))

@@ -199,6 +199,8 @@ def main() -> int:
         if note:
             print(note)
         print("\n" + wall_time_line(job.times, time.perf_counter() - _START))
+        from . import compile_cache
+        print(compile_cache.describe())
         _write_outputs(job_to_json(job, p.nets, same, FLAGS.model), job, p.outputs[name], p.nets)
         print(flush=True)
     if len(jobs) > 1:
@@ -234,6 +236,21 @@ def distill() -> int:
                      resume=FLAGS.resume, steps=FLAGS.steps, seq_len=FLAGS.seq_len,
                      seed=FLAGS.seed or 0, lr=FLAGS.lr, warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
                      length_buckets=buckets, held_out_size=FLAGS.held_out)
+
+
+def cost() -> int:
+    """`pcformer cost`."""
+    from . import cost_command
+    from pcformer.compiler import policies
+    if "," in FLAGS.policy:
+        raise UsageError("cost takes one --policy (run it once per policy)")
+    policies.load(FLAGS.policy)  # a bad policy (or file) is refused before any work
+    if FLAGS.report:
+        check_writable(FLAGS.report, "report")
+    return cost_command.main(FLAGS.model, FLAGS.seq_len, FLAGS.new_tokens, policy=FLAGS.policy,
+                             config=_config(), nets=_networks(), report=FLAGS.report,
+                             scope_depth=FLAGS.scope_depth, max_rows=FLAGS.max_rows,
+                             protocols=FLAGS.protocols)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""`pcformer cost` end to end (a subprocess): a tiny GPT-2 config, the JSON report, bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pcformer import costing
+from pcformer.models import tiny
+
+
+def pcformer(*args):
+    return subprocess.run([sys.executable, "-m", "pcformer", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tiny.make_tiny_gpt2(tmp_path_factory.mktemp("gpt2"), n_layer=1, n_embd=16, n_head=2,
+                               vocab_size=64, n_positions=16, tokenizer=False)
+
+
+def test_cost_command_prints_and_writes_the_model_cost(folder, tmp_path):
+    out = pcformer("cost", f"--model={folder}", "--seq_len=4", "--new_tokens=3",
+                   f"--report={tmp_path / 'cost.json'}")
+    assert out.returncode == 0, out.stderr
+    for text in ("Cost by module", "prefill", "per token (decode step)", "total (3 tokens)",
+                 "lan per run", "wan per run"):
+        assert text in out.stdout
+    rep = json.loads((tmp_path / "cost.json").read_text())
+    mc = costing.model_cost(folder, 4, 3)
+    assert rep["total"]["totals"] == mc.total.totals()
+    assert rep["prefill"]["totals"] == mc.prefill.totals()
+    assert rep["per_token"]["totals"] == mc.step.totals()
+    assert rep["decoding_steps"] == 2
+    assert rep["total"]["estimate"]["wan"]["online"] > rep["prefill"]["estimate"]["wan"]["online"]
+
+
+def test_cost_command_bad_model_is_one_line():
+    out = pcformer("cost", "--model=no-such-model", "--seq_len=8")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "not a preset" in out.stderr
