@@ -109,7 +109,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "pcformer.cli_run:distill"),
     Command("cost", "A model's static cost from its shapes alone (no weights, no simulation): bytes "
             "per party, rounds, LAN/WAN, per module; decoders: prefill, per token and total.",
-            ("model", "seq_len", "new_tokens", "policy", "protocols", *_MPC, "bandwidth", "rtt",
+            ("model", "seq_len", "new_tokens", "policy", "protocols", "ring_bits", "frac_bits",
+             "trunc_mode", "bandwidth", "rtt",
              "report", "scope_depth", "max_rows"),
             "pcformer cost --model=llama-7b --seq_len=128 --new_tokens=1 --policy=mpcformer",
             "pcformer.cli_run:cost"),
