@@ -285,3 +285,11 @@ def test_report_lists_every_revealed_value_and_to_whom():
     assert len(rev) == 1 and rev[0]["to"].startswith("client") and rev[0]["shape"] == [1, 4]
     _, rep = prog.run(XO * 0, WO)
     assert rep.to_json()["revealed"] == rev
+
+
+def test_seed_must_be_an_int_or_none():
+    assert MPCConfig().seed is None and not MPCConfig().reproducible
+    assert MPCConfig(seed=np.int64(3)).reproducible
+    for bad in (1.5, "0", True):
+        with pytest.raises(ValueError, match="seed"):
+            MPCConfig(seed=bad)
