@@ -81,8 +81,8 @@ def test_two_programs_use_fresh_masks():
     va, vb = _view(a, TABLE, IDS_A), _view(b, TABLE, IDS_B)
     assert_fresh(va, vb)
     traces = a.trace_count
-    a.run(TABLE, IDS_B)                 # keys are traced arguments: fresh keys never retrace
-    assert a.trace_count == traces
+    assert_fresh(va, _view(a, TABLE, IDS_B))      # and two runs of one Program
+    assert a.trace_count == traces      # keys are traced arguments: fresh keys never retrace
 
 
 _PROCESS = textwrap.dedent("""
