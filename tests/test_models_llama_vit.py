@@ -259,3 +259,14 @@ def test_tiny_llama_compiles_and_runs_under_exact_mpc(tmp_path):
     out, _ = program.run(m.params, ids)
     # fixed-point arithmetic: close to the float forward, not equal
     np.testing.assert_allclose(np.asarray(out), np.asarray(m.apply(ids)), atol=2e-2, rtol=0)
+
+
+def test_llama_and_vit_save_round_trip(tmp_path):
+    m = M.load(M.make_tiny_llama(tmp_path / "l", tie_word_embeddings=True, num_hidden_layers=1))
+    again = M.load(M.save(m, tmp_path / "l2"))
+    assert again.config == m.config and again.tokenizer("a b")["input_ids"] == m.tokenizer("a b")["input_ids"]
+    v = M.load(M.make_tiny_vit(tmp_path / "v", num_labels=3, num_hidden_layers=1))
+    v2 = M.load(M.save(v, tmp_path / "v2"))
+    for a, b in ((m, again), (v, v2)):
+        for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -79,6 +79,8 @@ class LlamaConfig:
         kind = rope.get("rope_type", rope.get("type", "default"))
         if kind != "default":
             raise ValueError(f"LLaMA rope_type {kind!r} is not supported (only 'default')")
+        if rope.get("partial_rotary_factor", getattr(hf_config, "partial_rotary_factor", 1.0)) != 1.0:
+            raise ValueError("LLaMA partial_rotary_factor != 1 is not supported")
         theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", None))
         extra = {} if theta is None else {"rope_theta": float(theta)}
         eos = getattr(hf_config, "eos_token_id", None)
