@@ -81,8 +81,8 @@ def test_two_programs_use_fresh_masks():
     va, vb = _view(a, TABLE, IDS_A), _view(b, TABLE, IDS_B)
     assert_fresh(va, vb)
     traces = a.trace_count
-    a.run(TABLE, IDS_B)                 # keys are traced arguments: fresh keys never retrace
-    assert a.trace_count == traces
+    assert_fresh(va, _view(a, TABLE, IDS_B))      # and two runs of one Program
+    assert a.trace_count == traces      # keys are traced arguments: fresh keys never retrace
 
 
 _PROCESS = textwrap.dedent("""
@@ -285,3 +285,11 @@ def test_report_lists_every_revealed_value_and_to_whom():
     assert len(rev) == 1 and rev[0]["to"].startswith("client") and rev[0]["shape"] == [1, 4]
     _, rep = prog.run(XO * 0, WO)
     assert rep.to_json()["revealed"] == rev
+
+
+def test_seed_must_be_an_int_or_none():
+    assert MPCConfig().seed is None and not MPCConfig().reproducible
+    assert MPCConfig(seed=np.int64(3)).reproducible
+    for bad in (1.5, "0", True):
+        with pytest.raises(ValueError, match="seed"):
+            MPCConfig(seed=bad)
