@@ -197,7 +197,8 @@ def _user_errors() -> tuple:
     """Exceptions that mean bad input, not a bug: one line, exit 2."""
     errs = [UsageError, OSError, UnicodeError]
     for mod, name in (("pcformer.inference", "InputError"), ("pcformer.models.checkpoint", "CheckpointError"),
-                      ("pcformer.compiler.policies", "PolicyError"), ("pcformer.distill", "DistillError")):
+                      ("pcformer.compiler.policies", "PolicyError"), ("pcformer.distill", "DistillError"),
+                      ("pcformer.presets", "PresetError")):
         m = sys.modules.get(mod)   # a module never imported cannot have raised its error
         if m is not None and hasattr(m, name):
             errs.append(getattr(m, name))
