@@ -227,10 +227,14 @@ def main(argv) -> int:
 
 def run_main():
     """Console-script entry point."""
-    status = _early(sys.argv)
-    if status is not None:
-        sys.exit(status)
-    app.run(lambda argv: sys.exit(main(argv)))
+    try:
+        status = _early(sys.argv)
+        if status is not None:
+            sys.exit(status)
+        app.run(lambda argv: sys.exit(main(argv)))
+    except BrokenPipeError:  # `pcformer --help | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -183,10 +183,11 @@ def main() -> int:
         with Progress(f"{name}") as bar:
             if model.kind == "bert":
                 job = private_embedding(model, FLAGS.text, policy=pol, config=p.config,
-                                        seq_len=FLAGS.seq_len, step=bar.stage)
+                                        seq_len=FLAGS.seq_len, step=bar.stage, detail=bar.detail)
             else:
                 job = private_generation(model, FLAGS.prompt, FLAGS.max_new_tokens, policy=pol,
-                                         config=p.config, seq_len=FLAGS.seq_len, step=bar.stage)
+                                         config=p.config, seq_len=FLAGS.seq_len, step=bar.stage,
+                                         detail=bar.detail)
             bar.done()
         job.policy = name
         jobs.append(job)
