@@ -184,6 +184,7 @@ class OpCachedExecutable:
         self._salts_of = None
         self._sigs: dict = {}   # (step, operand kinds) -> signature: hashed once, not every run
         self._plan = None
+        self.progress = None    # optional callback(steps done, steps, XLA programs compiled)
 
     @property
     def distinct_executables(self) -> int:
@@ -308,9 +309,13 @@ class OpCachedExecutable:
                 self._plan = plan_segments(self.prog)
             # the overflow oracle probes every secret result: that path runs op by op
             steps = range(len(self.prog.ops)) if cfg.check_overflow else self._plan
-            for step in steps:
+            compiled = 0
+            for done, step in enumerate(steps):
+                if self.progress is not None:
+                    self.progress(done, len(steps), compiled)
                 if isinstance(step, _Segment):
-                    compile_s += self._segment(step, env)
+                    c = self._segment(step, env)
+                    compile_s, compiled = compile_s + c, compiled + (c > 0)
                     continue
                 k, op = step, self.prog.ops[step]
                 args = [env[v.id] for v in op.operands]
@@ -321,7 +326,7 @@ class OpCachedExecutable:
                 else:
                     out, es, c = self._protocol(k, op, args, run_key, setup_key)
                     entries += es
-                    compile_s += c
+                    compile_s, compiled = compile_s + c, compiled + (c > 0)
                     if op.name == "reveal":
                         out = execute._decode(cfg, out, op.results[0])
                     outs = [out]

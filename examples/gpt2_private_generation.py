@@ -10,8 +10,10 @@ model) and prints the cost per generated token.
     python examples/gpt2_private_generation.py --checkpoint=path/to/gpt2 --max_new_tokens=4
 
 With no --checkpoint, a small random GPT-2 checkpoint folder (Hugging Face layout, tokenizer
-trained offline) is written to a temporary folder: no weights can be downloaded here. Its text is
-gibberish; the point is the cost and the agreement with plaintext decoding.
+trained offline) is written to a temporary folder, removed at the end: no weights can be
+downloaded here. Its text is gibberish; the point is the cost and the agreement with plaintext
+decoding. The generation's rounds are the prompt's program's plus each token's (they run one
+after another): the table shows both the per-token figures and the total.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ def run(checkpoint: str | None, prompt: str, max_new_tokens: int, policies: list
         seq_len: int, tiny: dict | None = None) -> dict:
     """Private generation for each policy; returns {policy: results} (also printed)."""
     if checkpoint is None:
-        checkpoint = tempfile.mkdtemp(prefix="pcformer-gpt2-")
-        models.make_tiny_gpt2(checkpoint, **(tiny or {}))
-        print(f"built a small GPT-2 checkpoint in {checkpoint}")
+        with tempfile.TemporaryDirectory(prefix="pcformer-gpt2-") as tmp:  # removed afterwards
+            models.make_tiny_gpt2(tmp, **(tiny or {}))
+            print(f"built a small GPT-2 checkpoint in {tmp} (removed at the end)")
+            return run(tmp, prompt, max_new_tokens, policies, seq_len)
     model = models.load(checkpoint)
     print(f"prompt: {prompt!r}")
     results, rows = {}, []
@@ -50,12 +53,13 @@ def run(checkpoint: str | None, prompt: str, max_new_tokens: int, policies: list
         rows.append([policy, " ".join(map(str, job.token_ids)), f"{job.agreement:.2f}",
                      f"{results[policy]['agreement_exact']:.2f}",
                      human_bytes(per["online_bytes"][0]), human_bytes(per["online_bytes"][1]),
-                     str(per["online_rounds"]), "yes" if static_ok else "NO"])
+                     str(per["online_rounds"]), str(job.report.totals()["online"]["rounds"]),
+                     "yes" if static_ok else "NO"])
         print(f"\n{policy}: private continuation {job.text!r}; plaintext (rewritten) "
               f"{job.plaintext_text!r}")
     print()
     print(render(["policy", "private token ids", "= rewritten", "= exact", "online P0/token",
-                  "online P1/token", "rounds/token", "static == measured"], rows))
+                  "online P1/token", "rounds/token", "rounds in all", "static == measured"], rows))
     return results
 
 

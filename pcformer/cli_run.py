@@ -94,6 +94,9 @@ def plan() -> Plan:
     if FLAGS.trace and FLAGS.trace_network not in nets:
         raise UsageError(f"--trace_network={FLAGS.trace_network}: use one of {sorted(nets)}")
     several = len(pols) > 1
+    for flag in ("report", "dump_ir", "trace"):
+        if getattr(FLAGS, flag) and Path(getattr(FLAGS, flag)).is_dir():
+            raise UsageError(f"--{flag}={getattr(FLAGS, flag)} is a folder; give a file name")
     outputs = {}
     for name in names:
         outs = {}
@@ -183,10 +186,11 @@ def main() -> int:
         with Progress(f"{name}") as bar:
             if model.kind == "bert":
                 job = private_embedding(model, FLAGS.text, policy=pol, config=p.config,
-                                        seq_len=FLAGS.seq_len, step=bar.stage)
+                                        seq_len=FLAGS.seq_len, step=bar.stage, detail=bar.detail)
             else:
                 job = private_generation(model, FLAGS.prompt, FLAGS.max_new_tokens, policy=pol,
-                                         config=p.config, seq_len=FLAGS.seq_len, step=bar.stage)
+                                         config=p.config, seq_len=FLAGS.seq_len, step=bar.stage,
+                                         detail=bar.detail)
             bar.done()
         job.policy = name
         jobs.append(job)

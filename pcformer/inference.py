@@ -113,9 +113,19 @@ class EmbeddingJob:
         return self.program.cost
 
 
+def _watch(prog, detail: Callable[[str], None], label: str = "") -> None:
+    """Report a simulation's progress (steps done, XLA programs compiled) through `detail`."""
+    if detail is _noop or not hasattr(prog._exe, "progress"):
+        return
+    prog._exe.progress = lambda done, steps, compiled: detail(
+        f"{label}{done}/{steps} steps, {compiled} programs compiled by XLA")
+
+
 def private_embedding(model, text: str, *, policy="mpcformer", config: MPCConfig = MPCConfig(),
-                      seq_len: int = 128, step: Callable[[str], None] = _noop) -> EmbeddingJob:
-    """The client's sentence embedding computed privately under `policy`."""
+                      seq_len: int = 128, step: Callable[[str], None] = _noop,
+                      detail: Callable[[str], None] = _noop) -> EmbeddingJob:
+    """The client's sentence embedding computed privately under `policy`; `step(label)` is told
+    each stage, `detail(text)` how far the simulation is."""
     if model.kind != "bert":
         raise InputError(f"sentence embeddings need a BERT model; this one is {model.kind}")
     pol = _policy(policy)
@@ -125,7 +135,8 @@ def private_embedding(model, text: str, *, policy="mpcformer", config: MPCConfig
     prog = api.compile(model.embed_fn, model.params, ids, mask, owners=(SERVER, CLIENT, CLIENT),
                        policy=pol, config=config)
     compile_s = time.perf_counter() - t0
-    step("simulate both parties")
+    step(f"simulate both parties ({len(prog.ir.ops)} IR ops)")
+    _watch(prog, detail)
     t0 = time.perf_counter()
     private, report = prog.run(model.params, ids, mask)
     simulate_s = time.perf_counter() - t0
@@ -229,7 +240,8 @@ def _greedy_step(model):
 
 def private_generation(model, prompt: str, max_new_tokens: int, *, policy="mpcformer",
                        config: MPCConfig = MPCConfig(), seq_len: int = 128,
-                       step: Callable[[str], None] = _noop) -> GenerationJob:
+                       step: Callable[[str], None] = _noop,
+                       detail: Callable[[str], None] = _noop) -> GenerationJob:
     """Greedy decoding where the server holds GPT-2's weights and the client its prompt.
 
     One program runs the prompt (prefill), one program runs each later token; the KV cache
@@ -256,12 +268,14 @@ def private_generation(model, prompt: str, max_new_tokens: int, *, policy="mpcfo
                       owners=(SERVER, CLIENT, "secret", PUBLIC), reveal=(True, False),
                       policy=pol, config=config)
     compile_s = time.perf_counter() - t0
-    step("simulate both parties")
+    step(f"simulate both parties (prompt, then {max_new_tokens - 1} decoding programs)")
+    _watch(pre, detail, "prompt: ")
     t0 = time.perf_counter()
     (tok, cache), pre_report = pre.run(model.params, prompt_ids, cache0, jnp.int32(0))
     tokens, reports = [int(tok)], []
     pos = len(ids)
     while len(tokens) < max_new_tokens:
+        _watch(dec, detail, f"token {len(tokens) + 1}/{max_new_tokens}: ")
         (tok, cache), r = dec.run(model.params, jnp.asarray([[tokens[-1]]], jnp.int32), cache,
                                   jnp.int32(pos))
         tokens.append(int(tok))

@@ -18,7 +18,7 @@ class Progress:
         self.name, self.delay = name, delay
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._label, self._t0, self._live = None, 0.0, False
+        self._label, self._t0, self._live, self._detail = None, 0.0, False, ""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
@@ -33,7 +33,8 @@ class Progress:
         while not self._stop.wait(0.5):
             with self._lock:
                 if self._label is not None and time.perf_counter() - self._t0 > self.delay:
-                    s = f"\r{self.name}: {self._label} ... {time.perf_counter() - self._t0:.0f} s"
+                    s = (f"\r{self.name}: {self._label} ... {time.perf_counter() - self._t0:.0f} s"
+                         f"{self._detail}\033[K")
                     self.stream.write(s)
                     self.stream.flush()
                     self._live = True
@@ -44,12 +45,16 @@ class Progress:
             return
         dt = time.perf_counter() - self._t0
         if dt > self.delay:
-            line = f"{self.name}: {self._label}  {dt:.1f} s"
+            line = f"{self.name}: {self._label}  {dt:.1f} s{self._detail}"
             if self.tty:
                 line = ("\r" if self._live else "") + line + "\033[K"
             self.stream.write(line + "\n")
             self.stream.flush()
-        self._live, self._label = False, None
+        self._live, self._label, self._detail = False, None, ""
+
+    def detail(self, text: str) -> None:
+        """What the current stage has done so far (e.g. "812/2051 steps, 40 XLA programs")."""
+        self._detail = f" ({text})" if text else ""
 
     def stage(self, label: str) -> None:
         """Start a stage (ending the one before)."""
