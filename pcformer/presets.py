@@ -60,7 +60,11 @@ class AbstractModel:
 
 
 def _hf(raw: dict):
-    """The config dict as attributes, the way the models' `from_hf` read a transformers config."""
+    """The config dict as attributes, the way the models' `from_hf` read a transformers config.
+    A saved transformers config spells its class count as `id2label` only."""
+    raw = dict(raw)
+    if "num_labels" not in raw and isinstance(raw.get("id2label"), dict):
+        raw["num_labels"] = len(raw["id2label"])
     return types.SimpleNamespace(**raw)
 
 
