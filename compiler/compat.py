@@ -96,6 +96,14 @@ _SKIP_PARTS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.
                os.path.dirname(os.path.abspath(__file__)) + os.sep)
 
 
+def has_user_frame(tb) -> bool:
+    """Whether a traceback holds a frame of the user's own code (not JAX, Flax, stdlib or us)."""
+    if tb is None:
+        return False
+    return any(not any(part in f.file_name for part in _SKIP_PARTS)
+               for f in _siu_private.user_frames(tb))
+
+
 def user_frame(eqn) -> tuple[str, int] | None:
     """(file, line) of the innermost frame of the user's code (not JAX, Flax, stdlib or us)."""
     tb = traceback_of(eqn)

@@ -11,7 +11,9 @@ touch each party's row only and never write the ledger.
 
 The overflow check (``config.check_overflow``) is a SIMULATOR-ONLY ORACLE: it reconstructs every
 secret intermediate (x0 + x1, no channel, nothing in the ledger) to find the first value whose
-magnitude exceeds the safe fixed-point bound 2^(l-2-scale). A real party could not do this.
+magnitude exceeds the safe fixed-point bound 2^(l-2-scale); for a product it checks the exact
+result computed from the operands (a wrapped product reconstructs to a small wrong value). A
+real party could not do this. Both report the op, its source line and module path.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ from jax import lax
 
 from pcformer.runtime import protocols as P
 from pcformer.runtime import ring
-from pcformer.runtime.shares import AShare, Context
+from pcformer.runtime.shares import AShare, Context, run_key
 
 from . import ir
+from .deployment import Deployment
 
 __all__ = ["build", "Executable", "LOCAL_FNS", "SHARE_LOCAL", "PROTOCOL_CALLS", "protocol_call"]
 
@@ -294,7 +297,7 @@ def interpret(prog: ir.Program, ctx: Context, flat_inputs, check: bool = False):
         for r, o in zip(op.results, outs):
             env[r.id] = o
             if check and r.vis.is_secret:
-                probes.append((k, r, _oracle_max(cfg, o, r.scale)))
+                probes.append((k, r, _probe(cfg, op, args, o, r)))
     return [env[v.id] for v in prog.outputs], probes
 
 
@@ -309,6 +312,45 @@ def _oracle_max(cfg, s: AShare, scale):
     """SIMULATOR-ONLY ORACLE: max |x| of a secret, reconstructed outside the ledger."""
     x = ring.to_signed(s.data[0] + s.data[1]).astype(jnp.float64)
     return jnp.max(jnp.abs(x)) / float(2 ** scale) if x.size else jnp.float64(0)
+
+
+def _real(v, x):
+    """SIMULATOR-ONLY: an operand's real value in float64 (a secret reconstructed)."""
+    if isinstance(x, AShare):
+        return ring.to_signed(x.data[0] + x.data[1]).astype(jnp.float64) / float(2 ** v.scale)
+    return jnp.asarray(x).astype(jnp.float64)
+
+
+def _dot(op, a, b):
+    dn = op.attrs.get("dimension_numbers") or (((a.ndim - 1,), (0,)), ((), ()))
+    return lax.dot_general(a, b, dn, preferred_element_type=jnp.float64)
+
+
+# the exact result of the ops whose ring result can wrap although their operands did not (every
+# product, and a scale lift): computed from the operands, so the oracle sees the value the ring
+# should have held, not what is left after the wrap
+_EXACT = {
+    "mul": lambda op, a: a[0] * a[1],
+    "square": lambda op, a: a[0] * a[0],
+    "mul_private": lambda op, a: a[0] * a[1],
+    "mul_public": lambda op, a: a[0] * a[1],
+    "lift": lambda op, a: a[0],
+    "dot_general": lambda op, a: _dot(op, a[0], a[1]),
+    "dot_general_private": lambda op, a: _dot(op, a[0], a[1]),
+    "dot_general_public": lambda op, a: _dot(op, a[0], a[1]),
+}
+
+
+def _probe(cfg, op: ir.Op, args, out, r: ir.Value):
+    """SIMULATOR-ONLY ORACLE: max |x| of a secret result; for a product (or lift), of the exact
+    result computed from its operands, which catches a wrap where it happens (a product that
+    wraps reconstructs to a small, wrong value that a check after the fact would pass)."""
+    got = _oracle_max(cfg, out, r.scale)
+    exact = _EXACT.get(op.name)
+    if exact is None or len(op.results) != 1 or np.prod(r.shape, dtype=np.int64) == 0:
+        return got
+    want = exact(op, [_real(v, x) for v, x in zip(op.operands, args)])
+    return jnp.maximum(got, jnp.max(jnp.abs(want)))
 
 
 @dataclasses.dataclass
@@ -337,27 +379,38 @@ class Executable:
         # large protocol graph, for tests and one-off runs (slower execution)
         self.compiler_options = dict(compiler_options or {})
         self.trace_count = 0
+        self.runs = 0
+        self.deployment = Deployment(prog, config)
+        # SIMULATOR-ONLY (tests of what a party sees): with audit=True each run keeps every
+        # message in `audit_log` as (phase, kind, sender, [arrays]), see audit_entries
+        self.audit = False
+        self.audit_log: list = []
         self._cache: dict = {}
 
-    def _fn(self, flat_inputs):
+    def _fn(self, flat_inputs, run_key, setup_key):
+        # both keys are traced arguments: a fresh key every run reuses the compiled program
         self.trace_count += 1
-        ctx = Context(self.config)
+        ctx = Context(self.config, run_key, setup_key=setup_key, audit=self.audit)
         outs, probes = interpret(self.prog, ctx, flat_inputs, self.config.check_overflow)
         self._last_entries = list(ctx.ledger.entries)
         self._last_probes = [(k, r) for k, r, _ in probes]
-        return outs, [p for _, _, p in probes]
+        self._last_audit, payloads = audit_entries(ctx)
+        return outs, [p for _, _, p in probes], payloads
 
     def compile(self, flat_inputs):
         """(compiled, entries, probe meta, compile seconds) for these input shapes, cached."""
         sig = tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in flat_inputs)
+        sig = sig + (("audit",) if self.audit else ())
         if sig not in self._cache:
             t0 = time.perf_counter()
             with ring.x64():
-                lowered = jax.jit(self._fn).lower(list(flat_inputs))
+                lowered = jax.jit(self._fn).lower(list(flat_inputs), jax.random.PRNGKey(0),
+                                                  np.uint64(0))
                 compiled = (lowered.compile(compiler_options=self.compiler_options)
                             if self.compiler_options else lowered.compile())
             self._cache[sig] = (compiled, self._last_entries, self._last_probes,
                                 time.perf_counter() - t0)
+            self._cache[("audit_meta",) + sig] = self._last_audit
         return self._cache[sig]
 
     def __call__(self, flat_inputs):
@@ -366,15 +419,47 @@ class Executable:
         compiled, entries, meta, compile_s = self.compile(flat_inputs)
         fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
         self._cache["_timed"] = compiled
+        setup_key = self.deployment.key(flat_inputs)
+        key = run_key(self.config, self.runs)
+        self.runs += 1
         t0 = time.perf_counter()
         with ring.x64():
-            outs, probes = compiled(list(flat_inputs))
+            outs, probes, payloads = compiled(list(flat_inputs), key, setup_key)
             outs = jax.block_until_ready(outs)
+        if self.audit:
+            sig = tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in flat_inputs)
+            meta = self._cache[("audit_meta",) + sig + ("audit",)]
+            self.audit_log = [m + ([np.asarray(a) for a in p],) for m, p in zip(meta, payloads)]
         run_s = time.perf_counter() - t0
         overflow = None
         if meta:
             overflow = first_overflow(self.prog, self.config, meta, [float(p) for p in probes])
         return outs, entries, {"compile_s": fresh, "run_s": run_s}, overflow
+
+
+def audit_entries(ctx):
+    """(meta, payloads) of an audited context: meta[i] = (phase, kind, sender) of message i,
+    payloads[i] its arrays (each channel call writes one ledger entry and one audit item)."""
+    if not ctx.audit:
+        return [], []
+    es = ctx.ledger.entries
+    assert len(es) == len(ctx.audit_log), "audit log and ledger disagree (ideal mode?)"
+    meta = [(e.phase, kind, sender) for e, (kind, sender, _) in zip(es, ctx.audit_log)]
+    return meta, [jax.tree_util.tree_leaves(p) for _, _, p in ctx.audit_log]
+
+
+def received(audit_log, party: int, phases=("online", "setup")) -> list:
+    """SIMULATOR-ONLY: the arrays `party` received from the other party, in order (its view,
+    besides its own inputs and dealer material)."""
+    out = []
+    for phase, kind, sender, arrays in audit_log:
+        if phase not in phases:
+            continue
+        if kind == "exchange":
+            out += [a[1 - party] for a in arrays]
+        elif kind == "send" and sender == 1 - party:
+            out += list(arrays)
+    return out
 
 
 def first_overflow(prog, config, meta, maxima):

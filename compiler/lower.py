@@ -537,7 +537,7 @@ def _dot_general(L, eqn, a, b):
 # ------------------------------------------------------------------ structural: free per share
 _STRUCTURAL = ("reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice",
                "rev", "reduce_sum", "cumsum", "copy", "copy_p", "reduce_precision",
-               "convert_element_type", "split", "real")
+               "convert_element_type", "split", "real", "stop_gradient")
 
 
 def _structural(L, eqn, *vals):
@@ -545,13 +545,16 @@ def _structural(L, eqn, *vals):
     if name == "convert_element_type":
         x = vals[0]
         new = np.dtype(eqn.params["new_dtype"])
+        if np.issubdtype(new, np.complexfloating):
+            L.fail(f"complex numbers ({new}) are not supported on secrets (fixed-point reals "
+                   f"only; e.g. jnp.fft converts its input to complex)")
         if not np.issubdtype(new, np.floating) and np.issubdtype(np.dtype(x.dtype), np.floating) \
                 and x.scale > 0:
             L.fail("converting a secret real to an integer (floor/round of a secret) is not "
                    "supported")
     if name in ("cumsum",) and eqn.params.get("reverse", False) not in (False, True):
         pass  # pragma: no cover
-    if name == "reduce_precision":
+    if name in ("reduce_precision", "stop_gradient"):  # identities on the values we compute
         return [vals[0]]
     results = []
     for i, _ in enumerate(eqn.outvars):

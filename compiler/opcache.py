@@ -23,8 +23,9 @@ depth is the max over the segment inputs it depends on, found once per program f
 
 What must differ between uses is a runtime argument, not a constant: each op's dealer key
 (fresh every run, folded in from the run key and the op's index inside the program) and the
-salt of its setup masks (fixed across runs: a weight's mask B is opened once, at setup, and must
-never be shared with another weight).
+setup key of its masks (the deployment's key mixed with the op index, see deployment.py: fixed
+across the runs of one deployment, so a weight's mask B is opened once, at setup, and never
+shared with another weight or deployment). Fresh keys never recompile anything.
 """
 from __future__ import annotations
 
@@ -42,13 +43,9 @@ from pcformer.runtime import shares as _shares
 from pcformer.runtime.shares import AShare, Context
 
 from . import execute, ir
+from .deployment import Deployment, op_setup_key
 
 _SCOPE_MARK = "\x00op"
-
-
-def mask_salt(seed: int, op_index: int) -> np.uint64:
-    """The setup-mask salt of the op at `op_index`: fixed for a seed, distinct per op."""
-    return np.uint64(_shares._mix64_int(_shares._mix64_int(seed) ^ ((op_index + 1) << 17)))
 
 
 def _canonical(op: ir.Op) -> ir.Op:
@@ -114,6 +111,7 @@ class _Template:
     out_depth: int | None  # None: the op returns a plaintext array (reveal)
     compile_s: float
     shared: tuple = ()     # segments: which outputs are shares
+    audit: tuple = ()      # audited ops: (phase, kind, sender) of each message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +177,11 @@ class OpCachedExecutable:
         self.trace_count = 0
         self.runs = 0
         self._used: set = set()
-        self._salts: dict = {}
+        self.audit = False          # SIMULATOR-ONLY: keep each run's messages (execute.received)
+        self.audit_log: list = []
+        self.deployment = Deployment(prog, config)
+        self._salts: dict = {}      # op index -> its setup key, for the current deployment key
+        self._salts_of = None
         self._sigs: dict = {}   # (step, operand kinds) -> signature: hashed once, not every run
         self._plan = None
 
@@ -197,6 +199,9 @@ class OpCachedExecutable:
 
     def _template(self, k: int, op: ir.Op, args) -> tuple[_Template, bool]:
         sig = self._cached_signature(k, args, lambda: _signature(op, args))
+        audit = self.audit
+        if audit:       # an audited template also returns its messages
+            sig = sig + ("audit",)
         self._used.add(sig)
         t = _TEMPLATES.get(sig)
         if t is not None:
@@ -208,19 +213,23 @@ class OpCachedExecutable:
 
         def fn(arrays, run_key, index, salt):
             self.trace_count += 1
-            ctx = Context(config, jax.random.fold_in(run_key, index), weight_salt=salt)
+            ctx = Context(config, jax.random.fold_in(run_key, index), setup_key=salt,
+                          audit=audit)
             vals = [a if d is None else AShare(a, d) for a, d in zip(arrays, depths)]
             with ctx.scope(_SCOPE_MARK), ctx.op(canon.name):
                 out = execute._run_protocol(ctx, canon, vals)
             record["entries"] = list(ctx.ledger.entries)
             record["depth"] = out.depth if isinstance(out, AShare) else None
-            return out.data if isinstance(out, AShare) else out
+            record["audit"], payloads = execute.audit_entries(ctx)
+            data = out.data if isinstance(out, AShare) else out
+            return (data, payloads) if audit else data
 
         arrays = _arrays(args)
         t0 = time.perf_counter()
         compiled = jax.jit(fn).lower(arrays, jax.random.PRNGKey(0), np.uint32(0),
                                      np.uint64(0)).compile()
-        t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0)
+        t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0,
+                      audit=tuple(record["audit"]))
         _TEMPLATES[sig] = t
         return t, True
 
@@ -263,14 +272,19 @@ class OpCachedExecutable:
             env[v] = o
         return t.compile_s if fresh else 0.0
 
-    def _protocol(self, k: int, op: ir.Op, args, run_key):
+    def _protocol(self, k: int, op: ir.Op, args, run_key, setup_key):
         t, fresh = self._template(k, op, args)
         shift = max((a.depth for a in args if isinstance(a, AShare)), default=0)
         arrays = _arrays(args)
+        if self._salts_of != setup_key:
+            self._salts, self._salts_of = {}, setup_key
         salt = self._salts.get(k)
         if salt is None:
-            salt = self._salts[k] = mask_salt(self.config.seed, k)
+            salt = self._salts[k] = op_setup_key(setup_key, k)
         data = t.compiled(arrays, run_key, np.uint32(k), salt)
+        if self.audit:
+            data, payloads = data
+            self.audit_log += [m + ([np.asarray(a) for a in p],) for m, p in zip(t.audit, payloads)]
         entries = [dataclasses.replace(
             e, scope=op.scope + e.scope[len(_SCOPE_MARK):] if e.scope.startswith(_SCOPE_MARK) else e.scope,
             depth=e.depth + shift if e.phase == "online" else e.depth) for e in t.entries]
@@ -280,7 +294,9 @@ class OpCachedExecutable:
     def __call__(self, flat_inputs):
         """Returns (flat outputs, ledger entries, time dict, overflow or None)."""
         cfg = self.config
-        run_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), self.runs)
+        setup_key = self.deployment.key(flat_inputs)
+        run_key = _shares.run_key(cfg, self.runs)
+        self.audit_log = []
         self.runs += 1
         entries, probes = [], []
         compile_s = 0.0
@@ -303,7 +319,7 @@ class OpCachedExecutable:
                 elif op.kind == "share_local":
                     outs = execute._run_share_local(cfg, op, args)
                 else:
-                    out, es, c = self._protocol(k, op, args, run_key)
+                    out, es, c = self._protocol(k, op, args, run_key, setup_key)
                     entries += es
                     compile_s += c
                     if op.name == "reveal":
@@ -312,7 +328,7 @@ class OpCachedExecutable:
                 for r, o in zip(op.results, outs):
                     env[r.id] = o
                     if cfg.check_overflow and r.vis.is_secret:
-                        probes.append(((k, r), float(execute._oracle_max(cfg, o, r.scale))))
+                        probes.append(((k, r), float(execute._probe(cfg, op, args, o, r))))
             outs = jax.block_until_ready([env[v.id] for v in self.prog.outputs])
         total = time.perf_counter() - t_start
         overflow = None

@@ -166,8 +166,50 @@ def from_dict(d: Mapping[str, Any]) -> Policy:
     return Policy(**start)
 
 
-def get(spec: str | Policy | Mapping | os.PathLike) -> Policy:
-    """Policy from a name (exact | mpcformer | puma | paper), a Policy, a dict or a .json path."""
+class PolicyError(ValueError):
+    """A policy spec that cannot be read (unknown name, missing or malformed file): one line."""
+
+
+POLICY_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def _read_file(path: str) -> Policy:
+    """A policy file: a JSON or YAML mapping of Policy fields, optionally `base: <name>`; its
+    name defaults to the file's stem. Every error names the file."""
+    if not os.path.isfile(path):
+        raise PolicyError(f"policy file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PolicyError(f"policy file {path} cannot be read: {e}") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml  # PyYAML, installed with transformers' hub client
+            data = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - json / yaml parse errors of any kind
+        mark = getattr(e, "problem_mark", None)   # YAML: the problem and where, not its dump
+        detail = (f"{e.problem} at line {mark.line + 1}" if mark is not None and getattr(e, "problem", None)
+                  else " ".join(str(e).split()))
+        raise PolicyError(f"policy file {path} is not valid "
+                          f"{'JSON' if path.endswith('.json') else 'YAML'}: {detail}") from None
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"policy file {path} must hold a mapping of Policy fields, "
+                          f"not a {type(data).__name__}")
+    data = dict(data)
+    data.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    try:
+        return from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise PolicyError(f"policy file {path}: {e}") from None
+
+
+def load(spec: str | Policy | Mapping | os.PathLike) -> Policy:
+    """THE way to a Policy, used by `pcformer.compile`, `pcformer run` and `pcformer distill`:
+    a name (exact | mpcformer | puma | paper), a Policy, a dict of Policy fields, or the path of a
+    .json / .yaml / .yml policy file (format: docs/compiler.md, "Policy files")."""
     if isinstance(spec, Policy):
         return spec
     if isinstance(spec, Mapping):
@@ -176,13 +218,24 @@ def get(spec: str | Policy | Mapping | os.PathLike) -> Policy:
         s = os.fspath(spec)
         if s in NAMED:
             return NAMED[s]
-        if s.endswith(".json") and os.path.exists(s):
-            with open(s) as fh:
-                return from_dict(json.load(fh))
-        raise ValueError(f"unknown policy {s!r}: valid names are {sorted(NAMED)}, or a Policy, "
-                         f"a dict of Policy fields, or the path of an existing .json file")
-    raise TypeError(f"policy must be a name, Policy, dict or .json path, not {type(spec)}")
+        if s.endswith(POLICY_FILE_SUFFIXES):
+            return _read_file(s)
+        raise PolicyError(f"unknown policy {s!r}: valid names are {sorted(NAMED)}, or a Policy, "
+                          f"a dict of Policy fields, or a .json/.yaml policy file")
+    raise TypeError(f"policy must be a name, Policy, dict or policy file path, not "
+                    f"{type(spec).__name__}")
 
 
-__all__ = ["Policy", "get", "to_dict", "from_dict", "NAMED", "EXACT", "MPCFORMER", "PUMA",
+def load_many(spec: str) -> list[Policy]:
+    """Comma-separated policy specs (names or files), each through `load`."""
+    items = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not items:
+        raise PolicyError("no policy given")
+    return [load(p) for p in items]
+
+
+get = load  # the older name
+
+
+__all__ = ["Policy", "PolicyError", "load", "load_many", "get", "to_dict", "from_dict", "NAMED", "EXACT", "MPCFORMER", "PUMA",
            "PAPER"]

@@ -68,8 +68,12 @@ def _root_name(fn: Callable) -> str | None:
     return type(owner).__name__ if isinstance(owner, nn.Module) else None
 
 
-def eval_inlined(jaxpr, consts: Sequence, args: Sequence, prefix=None) -> list:
-    """Evaluate `jaxpr`, inlining call primitives, keeping sources and (prefixed) name stacks."""
+def eval_inlined(jaxpr, consts: Sequence, args: Sequence, prefix=None, call_tb=None) -> list:
+    """Evaluate `jaxpr`, inlining call primitives, keeping sources and (prefixed) name stacks.
+
+    call_tb: the traceback of the call being inlined. The body of a library function jitted on
+    its own (`jnp.fft.fft`, `jnp.linalg.inv`) was traced once, with no frame of the user's code;
+    its equations take the call's traceback instead, so errors point at the user's line."""
     prefix = compat.empty_name_stack() if prefix is None else prefix
     env: dict = {}
 
@@ -83,11 +87,15 @@ def eval_inlined(jaxpr, consts: Sequence, args: Sequence, prefix=None) -> list:
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
         stack = compat.join_name_stacks(prefix, compat.name_stack_of(eqn))
+        tb = compat.traceback_of(eqn)
+        if call_tb is not None and not compat.has_user_frame(tb):
+            tb = call_tb
         if eqn.primitive.name in compat.CALL_PRIMITIVES:
             sub, sub_consts = compat.sub_jaxpr(eqn)
-            outs = eval_inlined(sub, sub_consts, invals, stack)
+            outs = eval_inlined(sub, sub_consts, invals, stack,
+                                tb if compat.has_user_frame(tb) else call_tb)
         else:
-            with compat.user_context(compat.traceback_of(eqn), stack):
+            with compat.user_context(tb, stack):
                 outs = compat.bind_folding(eqn, invals)
         for v, o in zip(eqn.outvars, outs):
             if compat.is_var(v):

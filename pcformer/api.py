@@ -11,6 +11,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from pcformer import compile_cache as _compile_cache
 from pcformer.compiler import cost as _cost
 from pcformer.compiler import execute as _execute
 from pcformer.compiler import ir as _ir
@@ -20,7 +21,10 @@ from pcformer.runtime.config import MPCConfig
 
 from pcformer.runtime.shares import AShare
 
+from . import _inputs
 from .report import Report
+
+_compile_cache.listen()  # count persistent-cache hits of this process's compiles
 
 __all__ = ["compile", "Program"]
 
@@ -30,7 +34,7 @@ def _rewrite(traced, policy):
     if policy is None:
         return traced, None
     from pcformer.compiler import policies, rewrite
-    pol = policies.get(policy)
+    pol = policies.load(policy)
     return rewrite.rewrite(traced, pol), pol
 
 
@@ -75,18 +79,36 @@ class Program:
     keep_secret: tuple = ()
     _exe: _execute.Executable = dataclasses.field(repr=False, default=None)
     _cost: Report | None = dataclasses.field(repr=False, default=None)
+    _checked: list = dataclasses.field(repr=False, default_factory=list)
 
     @property
     def cost(self) -> Report:
         if self._cost is None:
-            self._cost = Report(_cost.static_cost(self.ir, self.config), static=True)
+            self._cost = Report(_cost.static_cost(self.ir, self.config), static=True,
+                                reproducible_seed=self.config.seed,
+                                revealed=_inputs.revealed(self.ir))
         return self._cost
 
+    def ranges(self, *bounds, warn: bool = False, _stacklevel: int = 3):
+        """Static range analysis (compiler/ranges.py): where a secret can exceed the ring's safe
+        bound for any inputs in the given ranges, one per argument: a number m (|x| <= m), a
+        (lo, hi) pair, None (unknown), or example arrays (their observed range). Returns an
+        Analysis (iterate it for the findings: op, source line, module path); warn=True also
+        issues a RuntimeWarning per finding."""
+        from pcformer.compiler import ranges as _ranges
+        found = _ranges.analyze(self.ir, self.config,
+                                _ranges.flat_bounds(bounds, self.traced.in_tree))
+        if warn:
+            _ranges.warn(found, stacklevel=_stacklevel)
+        return found
+
     def _flat(self, args):
-        flat, tree = jax.tree_util.tree_flatten(tuple(args), is_leaf=_is_secret)
+        leaves, tree = jax.tree_util.tree_flatten_with_path(tuple(args), is_leaf=_is_secret)
         if tree != self.traced.in_tree:
             raise TypeError(f"arguments {tree} do not match the compiled structure "
                             f"{self.traced.in_tree}")
+        flat = [x for _, x in leaves]
+        self._checked = _inputs.check_inputs(leaves, self.config, self._checked)
         out = []
         for x, aval, owner in zip(flat, self.traced.in_avals, self.owners):
             shape = x.shape if _is_secret(x) else tuple(jnp.shape(x))
@@ -100,9 +122,14 @@ class Program:
         return out
 
     def run(self, *args):
-        """Simulate both parties inside one jit; returns (outputs, Report)."""
+        """Simulate both parties inside one jit; returns (outputs, Report).
+
+        Refuses, before any simulation, NaN / inf inputs and inputs beyond the encodable range
+        (ValueError naming the argument). Every run draws fresh keys unless config.seed is set
+        (then the report's `reproducible_seed` says the run is not secure)."""
         outs, entries, times, overflow = self._exe(self._flat(args))
-        report = Report(entries, time=times)
+        report = Report(entries, time=times, reproducible_seed=self.config.seed,
+                        revealed=_inputs.revealed(self.ir))
         report.overflow = overflow
         if overflow is not None:
             warnings.warn(str(overflow), RuntimeWarning, stacklevel=2)
@@ -134,7 +161,8 @@ def _example(x):
 
 def compile(fn: Callable, *example_args, owners, policy="mpcformer",
             config: MPCConfig = MPCConfig(), executor: str = "op", reveal=True,
-            compiler_options: dict | None = None) -> Program:  # noqa: A001 - the public name
+            compiler_options: dict | None = None,
+            input_ranges: tuple | None = None) -> Program:  # noqa: A001 - the public name
     """Compile ``fn`` into a two-party program.
 
     owners: a pytree prefix of the arguments tuple: 0 (server), 1 (client), None (public), or
@@ -150,9 +178,13 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
         Both write the same ledger and give the same outputs for the same dealer randomness.
     compiler_options: XLA options for the one jit of the "program" executor, e.g.
         {"xla_backend_optimization_level": 0} to compile large programs faster.
+    input_ranges: one range per argument (see `Program.ranges`), or "observed" for the example
+        arguments' own ranges: runs the static range analysis and warns, with the source line and
+        module path, where a secret can exceed the ring's safe bound.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: use one of {EXECUTORS}")
+    _check_call(fn, example_args, config)
     from pcformer.compiler import trace as _trace
     example_args = jax.tree_util.tree_map(_example, example_args, is_leaf=_is_secret)
     traced = _trace.trace(fn, *example_args)
@@ -162,7 +194,26 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
     program = _lower.lower(rewritten, owners_flat, config, keep_secret)
     exe = (_opcache.OpCachedExecutable(program, config) if executor == "op"
            else _execute.build(program, config, compiler_options))
-    return Program(program, rewritten, pol, config, tuple(owners_flat), tuple(keep_secret), exe)
+    prog = Program(program, rewritten, pol, config, tuple(owners_flat), tuple(keep_secret), exe)
+    if input_ranges is not None:
+        prog.ranges(*(example_args if isinstance(input_ranges, str) and input_ranges == "observed"
+                      else input_ranges), warn=True, _stacklevel=4)
+    return prog
+
+
+def _check_call(fn, example_args, config) -> None:
+    """Mistakes a first call makes, as TypeErrors that say what to pass instead."""
+    if not callable(fn):
+        raise TypeError(f"pcformer.compile(fn, *example_args, ...): fn must be a function, not "
+                        f"{type(fn).__name__} {fn!r:.40} (a model? pass its apply function, e.g. "
+                        f"pcformer.models.load(...).embed_fn)")
+    if not isinstance(config, MPCConfig):
+        hint = " (use pcformer.MPCConfig(**that_dict))" if isinstance(config, dict) else ""
+        raise TypeError(f"config must be a pcformer.MPCConfig, not {type(config).__name__}{hint}")
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(example_args, is_leaf=_is_secret)):
+        if isinstance(leaf, (str, bytes)):
+            raise TypeError(f"example argument {i} is a {type(leaf).__name__} ({leaf!r:.40}): "
+                            f"pass arrays (tokenize text first, e.g. with the model's tokenizer)")
 
 
 def _broadcast_prefix(prefix, out_tree) -> list:

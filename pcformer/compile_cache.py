@@ -9,7 +9,9 @@ Where: $PCFORMER_COMPILE_CACHE if it names a folder, else $XDG_CACHE_HOME/pcform
 Thresholds are zero so that every program is kept, however small or quick to compile (JAX's
 default keeps only programs that took over a second to compile: none of ours). `enable()` runs
 at `import pcformer`, before anything compiles; a folder that cannot be written (read-only HOME)
-leaves the cache off with a one-line note on stderr, never an error.
+leaves the cache off with a one-line note on stderr, never an error. It does not import JAX
+(`pcformer --help` stays fast): when JAX is not imported yet it sets the JAX_* environment
+variables JAX reads at import (a user's own settings win), else it updates `jax.config`.
 """
 from __future__ import annotations
 
@@ -18,8 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import jax
-
 ENV = "PCFORMER_COMPILE_CACHE"
 _OFF = {"0", "false", "no", "off"}
 
@@ -27,7 +27,10 @@ _OFF = {"0", "false", "no", "off"}
 _COUNTS = {"hits": 0, "misses": 0}
 _HIT_EVENT = "/jax/compilation_cache/cache_hits"
 _MISS_EVENT = "/jax/compilation_cache/cache_misses"
-_state: dict = {"dir": None, "listening": False}
+_state: dict = {"dir": None, "listening": False, "env": {}}
+_JAX_ENV = {"JAX_COMPILATION_CACHE_DIR": None,   # the folder, filled in by enable()
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def default_folder(environ=os.environ) -> Path | None:
@@ -69,19 +72,37 @@ def enable(folder: Path | None = None, note=None) -> Path | None:
     if why is not None:
         (note or _stderr)(f"pcformer: compile cache off ({folder} is not writable: {why})")
         return None
-    jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    if "jax" in sys.modules:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        listen()
+    else:
+        for name, value in {**_JAX_ENV, "JAX_COMPILATION_CACHE_DIR": str(folder)}.items():
+            if name not in os.environ:
+                os.environ[name] = _state["env"][name] = value
     _state["dir"] = folder
+    return folder
+
+
+def listen() -> None:
+    """Count this process's persistent-cache hits and misses (JAX's monitoring events); called
+    by the modules that compile, once JAX is imported."""
     if not _state["listening"]:
+        import jax
         jax.monitoring.register_event_listener(_on_event)
         _state["listening"] = True
-    return folder
 
 
 def disable() -> None:
     """Turn the persistent cache off for this process (before the first compile)."""
-    jax.config.update("jax_compilation_cache_dir", None)
+    for name in _state["env"]:
+        os.environ.pop(name, None)
+    _state["env"] = {}
+    if "jax" in sys.modules:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", None)
     _state["dir"] = None
 
 

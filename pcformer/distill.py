@@ -44,6 +44,11 @@ STATE_FILE = "distill_state.msgpack"
 POLICY_FILE = "pcformer_policy.json"
 
 
+class DistillError(ValueError):
+    """Distillation input that cannot be used as given (settings, data, model): the CLI prints
+    it as one line."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
     """Everything that decides a distillation run; two runs with equal configs and data agree."""
@@ -78,16 +83,16 @@ class DistillConfig:
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1 or self.seq_len < 2:
-            raise ValueError("steps >= 0, batch_size >= 1 and seq_len >= 2 are required")
+            raise DistillError("steps >= 0, batch_size >= 1 and seq_len >= 2 are required")
         if self.output_loss not in ("auto", "cosine", "mse", "kl"):
-            raise ValueError(f"output_loss must be auto, cosine, mse or kl, not {self.output_loss!r}")
+            raise DistillError(f"output_loss must be auto, cosine, mse or kl, not {self.output_loss!r}")
         if not self.lr > 0:
-            raise ValueError("lr must be positive")
+            raise DistillError("lr must be positive")
         if self.init not in ("auto", "fit", "copy"):
-            raise ValueError(f"init must be auto, fit or copy, not {self.init!r}")
+            raise DistillError(f"init must be auto, fit or copy, not {self.init!r}")
         object.__setattr__(self, "length_buckets", tuple(self.length_buckets))  # lists from JSON
         if not all(isinstance(b, int) and b >= 1 for b in self.length_buckets):
-            raise ValueError(f"length_buckets must be positive ints, not {self.length_buckets!r}")
+            raise DistillError(f"length_buckets must be positive ints, not {self.length_buckets!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -482,12 +487,22 @@ def cut_features(features: dict, length: int) -> dict:
             "out": out[:, :length] if out.ndim == 3 else out}
 
 
+def fitting_held_out(n_examples: int, wanted: int) -> int:
+    """Held-out examples for a data set of `n_examples` distinct ones: `wanted` when at least as
+    many remain for training, else a fifth (at least one) - a user's small file just works."""
+    if n_examples < 2:
+        raise DistillError(f"{n_examples} distinct example(s): distillation needs at least 2 "
+                        f"(one to train on, one held out)")
+    return wanted if n_examples >= 2 * wanted else max(1, n_examples // 5)
+
+
 def _split_data(data, held_out, cfg: DistillConfig):
     texts = corpus.read_texts(data)
     if held_out is not None:
         return texts, corpus.read_texts(held_out)
-    if len(texts) <= cfg.held_out:
-        raise ValueError(f"{len(texts)} examples cannot give {cfg.held_out} held-out ones")
+    if len(set(texts)) <= cfg.held_out:
+        raise DistillError(f"{len(set(texts))} distinct examples cannot give {cfg.held_out} held-out "
+                        f"ones (--held_out={fitting_held_out(len(set(texts)), cfg.held_out)} would fit)")
     return corpus.split(texts, len(set(texts)) - cfg.held_out, cfg.held_out, cfg.seed)
 
 
@@ -753,7 +768,7 @@ def distill(model, policy="mpcformer", data="stdlib", config: DistillConfig | No
     """
     cfg = dataclasses.replace(config or DistillConfig(), **overrides)
     if getattr(model, "tokenizer", None) is None:
-        raise ValueError(f"{getattr(model, 'folder', None) or 'the model'} has no tokenizer "
+        raise DistillError(f"{getattr(model, 'folder', None) or 'the model'} has no tokenizer "
                          "files; distillation reads text, so it needs one")
     train_texts, held_texts = _split_data(data, held_out, cfg)
     train_ids, train_mask = tokenize(model.tokenizer, train_texts, cfg.seq_len)
@@ -875,7 +890,16 @@ def run_cli(*, model: str = "minilm", policy: str = "mpcformer", data: str | Non
     """The `pcformer distill` command (pcformer/cli.py): keyword flags -> distil, save, print JSON.
     `config` takes DistillConfig fields (steps, seq_len, seed, ...); None values keep defaults."""
     from pcformer import models
+    held_out_size = config.pop("held_out_size", None)
     cfg = DistillConfig(**{k: v for k, v in config.items() if v is not None})
+    if held_out_size is not None:
+        cfg = dataclasses.replace(cfg, held_out=held_out_size)
+    elif held_out is None and data:   # the default share adapts to a small file
+        try:
+            n = len(set(corpus.read_texts(data)))
+        except (ValueError, UnicodeError) as e:
+            raise DistillError(f"--data={data}: {e}") from None
+        cfg = dataclasses.replace(cfg, held_out=fitting_held_out(n, cfg.held_out))
     result = distill(models.load(model), policy, data or "stdlib", cfg, held_out=held_out,
                      out_dir=out, resume=resume)
     print(json.dumps({"policy": result.policy, "steps": result.step, "out": result.out_dir,

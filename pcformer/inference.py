@@ -20,7 +20,7 @@ from pcformer.compiler import policies as _policies
 
 from . import api
 from .config import MPCConfig
-from .report import Report
+from .report import Report, sequential
 
 SERVER, CLIENT, PUBLIC = 0, 1, None
 
@@ -44,7 +44,36 @@ def tokenize_padded(model, texts: list[str], seq_len: int) -> tuple[np.ndarray, 
                              f"raise --seq_len or shorten the text")
     enc = model.tokenizer(list(texts), padding="max_length", max_length=seq_len,
                           truncation=False, return_tensors="np")
-    return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
+    ids = enc["input_ids"].astype(np.int32)
+    check_vocab(model, ids)
+    return ids, enc["attention_mask"].astype(np.int32)
+
+
+def check_vocab(model, ids) -> None:
+    """Token ids the model's embedding table does not have (a tokenizer from another model)
+    would silently read a clamped row: refuse them."""
+    vocab = getattr(model.config, "vocab_size", None)
+    ids = np.asarray(ids)
+    if vocab is not None and ids.size and (ids.max() >= vocab or ids.min() < 0):
+        raise InputError(f"token id {int(ids.max())} is outside the model's vocabulary of {vocab} "
+                         f"(the tokenizer does not match the checkpoint {model.folder})")
+
+
+def check_prompt(model, prompt: str, max_new_tokens: int, seq_len: int) -> list[int]:
+    """GPT-2: the prompt's token ids, refused when empty, too long or outside the vocabulary."""
+    if model.tokenizer is None:
+        raise InputError(f"checkpoint {model.folder} has no tokenizer files")
+    ids = model.tokenizer(prompt)["input_ids"]
+    if not ids:
+        raise InputError("the prompt is empty")
+    total = len(ids) + max_new_tokens
+    if total > seq_len:
+        raise InputError(f"the prompt has {len(ids)} tokens; with --max_new_tokens={max_new_tokens} "
+                         f"that is more than --seq_len={seq_len}")
+    if total > model.config.n_positions:
+        raise InputError(f"{total} tokens exceed the model's {model.config.n_positions} positions")
+    check_vocab(model, ids)
+    return ids
 
 
 def cosine(a, b) -> np.ndarray:
@@ -76,7 +105,7 @@ class EmbeddingJob:
     plaintext: np.ndarray        # the rewritten program in float JAX
     exact: np.ndarray            # the exact model
     fidelity: dict               # {"vs_plaintext": errors, "vs_exact": errors}
-    times: dict                  # compile_s (front end), xla_compile_s, simulate_s (run), exact_s
+    times: dict                  # frontend_s (trace, rewrite, lower), xla_compile_s, simulate_s, exact_s
 
     @property
     def static_report(self) -> Report:
@@ -112,7 +141,7 @@ def private_embedding(model, text: str, *, policy="mpcformer", config: MPCConfig
                 "vs_exact": {**errors(private, exact), "reference": reference_name}}
     return EmbeddingJob(_policy_name(policy, pol), config, seq_len, prog, report, private,
                         plaintext, exact, fidelity,
-                        {"compile_s": compile_s, **_split_xla(simulate_s, report),
+                        {"frontend_s": compile_s, **_split_xla(simulate_s, report),
                          "exact_s": exact_s})
 
 
@@ -123,27 +152,12 @@ def _split_xla(simulate_s: float, report) -> dict:
     return {"xla_compile_s": xla, "simulate_s": max(simulate_s - xla, 0.0)}
 
 
-def load_policy(spec: str):
-    """A named policy, or a policy file: JSON (`policies.get` reads it) or YAML (a mapping of
-    Policy fields, optionally with `base: <named policy>`)."""
-    from pcformer.compiler import policies
-    if spec.endswith((".yaml", ".yml")):
-        import yaml  # PyYAML, already installed with transformers' hub client
-        if not Path(spec).is_file():
-            raise InputError(f"policy file {spec} does not exist")
-        data = yaml.safe_load(Path(spec).read_text())
-        if not isinstance(data, dict):
-            raise InputError(f"policy file {spec} must hold a mapping of Policy fields")
-        data.setdefault("name", Path(spec).stem)
-        return policies.get(data)
-    return policies.get(spec)
+def load_policy(spec):
+    """A Policy from a name, a Policy, a dict, or a JSON/YAML policy file: `policies.load`."""
+    return _policies.load(spec)
 
 
-def _policy(policy):
-    """A Policy from a name, a Policy, a dict, or a JSON/YAML file (the CLI's --policy)."""
-    if isinstance(policy, str):
-        return load_policy(policy)
-    return _policies.get(policy)
+_policy = load_policy
 
 
 def exact_reference(model):
@@ -175,7 +189,8 @@ class GenerationJob:
     seq_len: int
     program: Any                 # the decoding-step program (one new token per run)
     prefill_program: Any         # the prompt's program
-    report: Report               # the whole generation: prefill + every decoding step
+    report: Report               # the whole generation: prefill, then every decoding step, in
+                                 # sequence (rounds and latency estimates add up)
     step_reports: list           # one measured Report per decoding step
     token_ids: list              # generated privately (revealed to the client only)
     plaintext_ids: list          # greedy decoding of the rewritten program in float JAX
@@ -183,7 +198,8 @@ class GenerationJob:
     text: str
     plaintext_text: str
     agreement: float             # fraction of positions equal to the plaintext tokens
-    per_token: dict              # mean online bytes per party and rounds per decoding step
+    per_token: dict              # mean bytes per party and rounds per decoding step
+    prefill: dict                # the same figures for the prompt's program
     fidelity: dict
     times: dict
 
@@ -191,13 +207,17 @@ class GenerationJob:
     def static_report(self) -> Report:
         """The static cost of the same generation, assembled like `report`: the prompt's program,
         the decoding program's setup once, and its per-run phases once per decoding step."""
-        steps = len(self.step_reports)
         dec = self.program.cost.entries
-        entries = list(self.prefill_program.cost.entries)
-        if steps:
-            entries += [e for e in dec if e.phase == "setup"]
-            entries += [e for e in dec if e.phase != "setup"] * steps
-        return Report(entries, static=True)
+        return sequential(_generation_parts(self.prefill_program.cost.entries,
+                                            [dec] * len(self.step_reports)), static=True)
+
+    def phases(self) -> dict:
+        """Prefill, mean per generated token, and total: bytes per party and rounds per phase,
+        and the latency estimate on each preset network (sequential programs add)."""
+        from .config import NETWORKS
+        total = {**self.report.totals(),
+                 "estimate": {n: self.report.estimate(net) for n, net in NETWORKS.items()}}
+        return {"prefill": self.prefill, "per_token": self.per_token, "total": total}
 
 
 def _greedy_step(model):
@@ -218,18 +238,9 @@ def private_generation(model, prompt: str, max_new_tokens: int, *, policy="mpcfo
     """
     if model.kind != "gpt2":
         raise InputError(f"private generation needs a GPT-2 model; this one is {model.kind}")
-    if model.tokenizer is None:
-        raise InputError(f"checkpoint {model.folder} has no tokenizer files")
     pol = _policy(policy)
-    ids = model.tokenizer(prompt)["input_ids"]
-    if not ids:
-        raise InputError("the prompt is empty")
+    ids = check_prompt(model, prompt, max_new_tokens, seq_len)
     total = len(ids) + max_new_tokens
-    if total > seq_len:
-        raise InputError(f"the prompt has {len(ids)} tokens; with --max_new_tokens={max_new_tokens} "
-                         f"that is more than --seq_len={seq_len}")
-    if total > model.config.n_positions:
-        raise InputError(f"{total} tokens exceed the model's {model.config.n_positions} positions")
     fn = _greedy_step(model)
     prompt_ids = jnp.asarray([ids], jnp.int32)
     cache0 = model.init_cache(1, total)
@@ -263,12 +274,12 @@ def private_generation(model, prompt: str, max_new_tokens: int, *, policy="mpcfo
                                               prompt_ids, cache0, len(ids), max_new_tokens)
     exact_tokens, exact_cache = _plain_greedy(jax.jit(fn), jax.jit(fn), model.params, prompt_ids, cache0,
                                     len(ids), max_new_tokens)
-    # Setup (opening the weights' masks) is paid once per program, not per token.
-    once = [e for e in reports[0].entries if e.phase == "setup"] if reports else []
-    report = Report(list(pre_report.entries) + once
-                    + [e for r in reports for e in r.entries if e.phase != "setup"],
-                    time={k: sum(r.time[k] for r in [pre_report, *reports])
-                          for k in ("compile_s", "run_s")})
+    report = sequential(_generation_parts(pre_report.entries, [r.entries for r in reports]),
+                        time={k: sum(r.time[k] for r in [pre_report, *reports])
+                              for k in ("compile_s", "run_s")})
+    # the decoding steps share the prefill's keys and reveal one token each: carry both facts
+    report.reproducible_seed = pre_report.reproducible_seed
+    report.revealed = [v for r in [pre_report, *reports] for v in (r.revealed or [])]
     per = _per_token(reports or [pre_report])
     # Numeric fidelity: the secret KV cache (reconstructed by the simulator's oracle) against the
     # rewritten program's float cache after the same tokens (only where the tokens agree).
@@ -284,8 +295,8 @@ def private_generation(model, prompt: str, max_new_tokens: int, *, policy="mpcfo
     return GenerationJob(_policy_name(policy, pol), config, seq_len, dec, pre, report, reports,
                          tokens, plain_tokens, exact_tokens, dec_text,
                          model.tokenizer.decode(plain_tokens, skip_special_tokens=True),
-                         _agreement(tokens, plain_tokens), per, fidelity,
-                         {"compile_s": compile_s, **_split_xla(simulate_s, report)})
+                         _agreement(tokens, plain_tokens), per, _per_token([pre_report]), fidelity,
+                         {"frontend_s": compile_s, **_split_xla(simulate_s, report)})
 
 
 def _placeholder(c, config):
@@ -309,9 +320,26 @@ def _agreement(a: list, b: list) -> float:
     return float(np.mean([x == y for x, y in zip(a, b)])) if a else 1.0
 
 
+def _generation_parts(prefill: list, steps: list[list]) -> list[list]:
+    """The programs of a generation in the order they run: the prompt's, then one per decoding
+    step. The decoding program's setup (opening the weights' masks) is paid once, with its first
+    step, not per token."""
+    parts = [list(prefill)]
+    for k, entries in enumerate(steps):
+        parts.append([e for e in entries if k == 0 or e.phase != "setup"])
+    return parts
+
+
 def _per_token(reports: list) -> dict:
-    online = [r.totals()["online"] for r in reports]
-    return {"online_bytes": [int(np.mean([o["bytes"][p] for o in online])) for p in (0, 1)],
-            "online_rounds": int(np.mean([o["rounds"] for o in online])),
-            "offline_bytes": [int(np.mean([r.totals()["offline"]["bytes"][p] for r in reports]))
-                              for p in (0, 1)]}
+    """Mean bytes per party and rounds of the per-run phases over `reports` (one per program run;
+    the mean over decoding steps is the cost of one generated token)."""
+    from .config import NETWORKS
+    tot = [r.totals() for r in reports]
+    out = {}
+    for ph in ("online", "offline"):
+        out[f"{ph}_bytes"] = [int(np.mean([t[ph]["bytes"][p] for t in tot])) for p in (0, 1)]
+        out[f"{ph}_rounds"] = int(np.mean([t[ph]["rounds"] for t in tot]))
+    out["estimate_s"] = {n: float(np.mean([Report([e for e in r.entries if e.phase != "setup"])
+                                           .estimate(net)["per_run"] for r in reports]))
+                         for n, net in NETWORKS.items()}
+    return out

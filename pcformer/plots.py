@@ -57,10 +57,12 @@ def _layer_sort(name: str):
     return (1, int(m.group(1)), "") if m else (0 if name.startswith("emb") else 2, 0, name)
 
 
-def plot_policies(runs: Sequence[tuple[str, object]], path: str) -> None:
+def plot_policies(runs: Sequence[tuple[str, object]], path: str, title: str | None = None) -> None:
     """Write a PNG: online bytes and rounds by layer and by operator class, a bar per policy.
 
-    `runs` is a list of (policy name, Report).
+    `runs` is a list of (policy name, Report); `title` (e.g. model, seq_len, protocol) heads the
+    figure. The by-layer axis holds the transformer layers only (embeddings, pooler and other
+    top-level scopes still count in the by-class panels).
     """
     try:
         import matplotlib
@@ -70,9 +72,11 @@ def plot_policies(runs: Sequence[tuple[str, object]], path: str) -> None:
         raise ValueError("--plot needs matplotlib: pip install -e \".[plot]\"") from e
     import numpy as np
 
+    heading = title  # (the loop below names each panel's title)
     by_layer = {p: group_online(r.entries, lambda e: layer_of(e.scope)) for p, r in runs}
     by_class = {p: group_online(r.entries, lambda e: op_class(e.op, e.scope)) for p, r in runs}
-    layers = sorted({k for g in by_layer.values() for k in g}, key=_layer_sort)
+    layers = sorted({k for g in by_layer.values() for k in g if k.startswith("layer ")},
+                    key=_layer_sort)
     classes = [c for c in OP_CLASSES if any(c in g for g in by_class.values())]
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     width = 0.8 / max(len(runs), 1)
@@ -92,6 +96,8 @@ def plot_policies(runs: Sequence[tuple[str, object]], path: str) -> None:
             ax.set_ylabel(ylabel)
             ax.set_title(f"{ylabel} {title}")
             ax.legend()
+    if heading:
+        fig.suptitle(heading)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -20,7 +20,7 @@ from pcformer.runtime.ledger import PHASES, Entry
 
 from .config import Network, network as _network
 
-__all__ = ["Report", "phase_summary"]
+__all__ = ["Report", "phase_summary", "sequential"]
 
 
 def phase_summary(entries: Iterable[Entry], phase: str, rounds: str = "max") -> dict:
@@ -44,16 +44,76 @@ def _prefix(scope: str, depth: int | None) -> str:
     return "/".join(scope.split("/")[:depth]) if scope else ""
 
 
+def chain(parts: Iterable[Iterable[Entry]]) -> tuple[list[Entry], tuple[int, ...]]:
+    """Entries of programs that run one after another (a prefill, then one program per token).
+
+    Each part's depths start, per phase, where the previous part's ended, so the rounds of
+    sequential programs ADD (a plain concatenation would count only the deepest one: its rounds
+    are a max). Returns the entries and the length of each part.
+    """
+    out, sizes, offset = [], [], dict.fromkeys(PHASES, 0)
+    for part in parts:
+        part = list(part)
+        out += [dataclasses.replace(e, depth=e.depth + offset[e.phase]) for e in part]
+        sizes.append(len(part))
+        for ph in PHASES:
+            offset[ph] += max((e.depth for e in part if e.phase == ph), default=0)
+    return out, tuple(sizes)
+
+
+def sequential(parts: Iterable[Iterable[Entry]], time: dict | None = None,
+               static: bool = False) -> "Report":
+    """One Report over programs run one after another: rounds add (see `chain`), and so do the
+    latency estimates (each program waits for the one before it)."""
+    entries, sizes = chain(parts)
+    return Report(entries, time=time, static=static, segments=sizes)
+
+
 @dataclasses.dataclass
 class Report:
-    """A communication report over ledger entries (static or measured)."""
+    """A communication report over ledger entries (static or measured).
+
+    segments: for a report over sequential programs (`sequential`), the number of entries of
+    each program, in order; `estimate` then adds the programs' latencies.
+    """
 
     entries: list
     time: dict | None = None
     static: bool = False
+    # security: the seed of the reproducible (insecure) mode, None when keys were fresh; and every
+    # value opened in plaintext, to whom (docs/security.md)
+    reproducible_seed: int | None = None
+    revealed: list | None = None
+
+    segments: tuple | None = None
+
+    @property
+    def security_warning(self) -> str | None:
+        """One line for the CLI / logs when the run used the reproducible mode, else None."""
+        if self.reproducible_seed is None:
+            return None
+        return (f"reproducible mode (seed={self.reproducible_seed}): masks repeat across runs, "
+                f"processes and Programs; this run is NOT secure (testing and debugging only)")
 
     def __post_init__(self):
         self.entries = list(self.entries)
+        if self.segments is not None and sum(self.segments) != len(self.entries):
+            raise ValueError(f"segments {self.segments} do not cover {len(self.entries)} entries")
+
+    def parts(self) -> list["Report"]:
+        """One Report per sequential program, depths as that program counted them (just this
+        one when not sequential)."""
+        if not self.segments:
+            return [self]
+        out, start, offset = [], 0, dict.fromkeys(PHASES, 0)
+        for n in self.segments:
+            part = self.entries[start:start + n]
+            out.append(Report([dataclasses.replace(e, depth=e.depth - offset[e.phase])
+                               for e in part], static=self.static))
+            for ph in PHASES:  # chain() started the next part after this one's deepest entry
+                offset[ph] = max([offset[ph]] + [e.depth for e in part if e.phase == ph])
+            start += n
+        return out
 
     # ------------------------------------------------------------------ aggregates
     def totals(self) -> dict:
@@ -93,6 +153,11 @@ class Report:
         }
         if self.time is not None:
             out["time"] = dict(self.time)
+        out["reproducible_seed"] = self.reproducible_seed
+        if self.security_warning:
+            out["warnings"] = [self.security_warning]
+        if self.revealed is not None:
+            out["revealed"] = list(self.revealed)
         return out
 
     def dumps(self, **kw) -> str:
@@ -103,6 +168,9 @@ class Report:
         (full duplex: the busier direction bounds transfer time), plus "per_run" =
         offline + online (setup is paid once per deployment)."""
         net = _network(network)
+        if self.segments:  # sequential programs: each waits for the one before it
+            ests = [p.estimate(net) for p in self.parts()]
+            return {k: sum(e[k] for e in ests) for k in ests[0]}
         out = {}
         for ph, p in self.totals().items():
             out[ph] = p["rounds"] * net.rtt + max(p["bytes"]) * 8.0 / net.bandwidth
@@ -126,4 +194,6 @@ class Report:
                          f"rounds={p['rounds']} steps={p['steps']}")
         if self.time:
             lines.append("  time " + ", ".join(f"{k}={v:.3f}s" for k, v in self.time.items()))
+        if self.security_warning:
+            lines.append("  WARNING: " + self.security_warning)
         return "\n".join(lines)

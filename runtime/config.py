@@ -6,6 +6,7 @@ here with the reason, rather than producing silently wrong numbers deep inside a
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 RING_BITS = (32, 64)
 TRUNC_MODES = ("dealer", "local")
@@ -21,8 +22,11 @@ class MPCConfig:
     frac_bits: f, fixed-point fractional bits; need 0 < f and 2f < l - 2 so that a product of
         two encoded values (scale 2^2f) still has headroom for the dealer truncation's offset.
     trunc_mode: "dealer" (1 round, error <= 1 LSB) or "local" (SecureML, free, rare large errors).
-    seed: dealer / PRG seed (per-weight masks of `dot_general_private` derive from it).
-    check_overflow: reserved for the compiler's opt-in overflow check (the runtime ignores it).
+    seed: None (default): every run draws fresh dealer / PRG keys from the operating system's
+        entropy, and every deployment a fresh setup key. An int: the REPRODUCIBLE, INSECURE mode
+        for tests and debugging: keys derive from the seed (and the run counter), so masks
+        repeat across processes and Programs; reports carry `reproducible_seed` and a warning.
+    check_overflow: the simulator's overflow oracle (compiler executors; the runtime ignores it).
     mode: "protocol" (every message computed) or "ideal" (functionality, same ledger).
     matmul_kernel: "auto" | "limb" | "native", see `ring.ring_matmul`.
     reveal_to: the party that learns the program outputs (1 = the client).
@@ -31,13 +35,21 @@ class MPCConfig:
     ring_bits: int = 64
     frac_bits: int = 16
     trunc_mode: str = "dealer"
-    seed: int = 0
+    seed: int | None = None
     check_overflow: bool = False
     mode: str = "protocol"
     matmul_kernel: str = "auto"
     reveal_to: int = 1
 
+    @property
+    def reproducible(self) -> bool:
+        """True when keys derive from `seed`: masks repeat across runs, the run is not secure."""
+        return self.seed is not None
+
     def __post_init__(self):
+        if self.seed is not None and (isinstance(self.seed, bool)
+                                      or not isinstance(self.seed, numbers.Integral)):
+            raise ValueError(f"seed must be None (fresh OS entropy) or an int, got {self.seed!r}")
         if self.ring_bits not in RING_BITS:
             raise ValueError(f"ring_bits must be one of {RING_BITS}, got {self.ring_bits}")
         if not (0 < self.frac_bits and 2 * self.frac_bits < self.ring_bits - 2):

@@ -106,8 +106,10 @@ def dot_general(x_shape, y_shape, config: MPCConfig = MPCConfig(), dimension_num
 def _private(out_n, x_n, w_n, party, l, name):
     from_p = lambda b: (b, 0) if party == 0 else (0, b)
     from_q = lambda b: (0, b) if party == 0 else (b, 0)
+    # the server's W is opened once per deployment (setup); a client's W every run, online, in
+    # the same round as E (runtime.dealer.amortised)
     return [_offline(out_n * l, name),
-            Msg("setup", from_p(w_n * l), 1, name),
+            Msg("setup" if party == 0 else "online", from_p(w_n * l), 1, name),
             Msg("online", from_q(x_n * l), 1, name)]
 
 

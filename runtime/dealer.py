@@ -50,15 +50,38 @@ def matrix_triple(ctx, x_shape, y_shape, dn):
     return a, b, jnp.stack([c0, c1])
 
 
+SETUP_PARTY = 0
+
+
+def amortised(party: int) -> bool:
+    """Whether a plaintext operand held by `party` is opened once per deployment (setup phase).
+
+    Only the server's (party 0, the weight owner): its values are fixed for a deployment (the
+    compiler re-keys the deployment when they change). A client's plaintext operand (a one-hot of
+    its token ids, any per-run input) is opened every run with a fresh mask, online: a mask
+    reused across runs would let the server subtract two openings and read the difference of
+    the client's inputs.
+    """
+    return party == SETUP_PARTY
+
+
+def setup_mask(ctx, shape, party: int, weight_id: str):
+    """B for a plaintext operand held by `party`: per deployment if `amortised`, else per run."""
+    if amortised(party):
+        return ctx.uniform(shape, weight_id=weight_id)
+    return ctx.uniform(shape)
+
+
 def private_triple(ctx, x_shape, w_shape, dn, party: int, weight_id: str, w_on_left: bool):
     """Material for a product with a weight W held in plaintext by `party` (p).
 
-    A (shape of the other operand) goes to party 1-p, B (shape of W) to party p, both PRG output;
-    B derives from a per-weight key so it is the same every run (F = W - B is opened once, at
-    setup). C = A.B (or B.A when W is the left operand) is shared: |C|*l bits to party 1.
+    A (shape of the other operand) goes to party 1-p, B (shape of W) to party p, both PRG output.
+    `setup_mask(...)` decides B: for the server's weights a per-deployment mask (F = W - B is
+    opened once, at setup), for anything else fresh every run. C = A.B (or B.A when W is the
+    left operand) is shared: |C|*l bits to party 1.
     """
     (a,) = _block(ctx, 1, x_shape)
-    b = ctx.uniform(tuple(w_shape), weight_id=weight_id)
+    b = setup_mask(ctx, tuple(w_shape), party, weight_id)
     c = _matmul(ctx, b, a, dn) if w_on_left else _matmul(ctx, a, b, dn)
     (c0,) = _block(ctx, 1, c.shape)
     c1 = channel.deal(ctx, 1, c - c0, ctx.ring_bits)
@@ -68,7 +91,7 @@ def private_triple(ctx, x_shape, w_shape, dn, party: int, weight_id: str, w_on_l
 def elementwise_private_triple(ctx, shape, party: int, weight_id: str):
     """As `private_triple` for an elementwise product: C = A*B, n*l bits to party 1."""
     (a, c0) = _block(ctx, 2, shape)
-    b = ctx.uniform(tuple(shape), weight_id=weight_id)
+    b = setup_mask(ctx, tuple(shape), party, weight_id)
     c1 = channel.deal(ctx, 1, a * b - c0, ctx.ring_bits)
     return a, b, jnp.stack([c0, c1])
 

@@ -78,9 +78,23 @@ def encode_traced(x, frac_bits: int = 16, ring_bits: int = 64):
     return u.astype(ring_dtype(ring_bits))
 
 
+def _x64_enabled() -> bool:
+    """Whether 64-bit types are live here (inside `x64()` or with the global flag set)."""
+    return jax.dtypes.canonicalize_dtype(jnp.uint64) == np.dtype(np.uint64)
+
+
 def decode(u, frac_bits: int = 16, ring_bits: int = 64):
-    """Signed view of ring elements divided by 2^f, as float64 (numpy in, numpy out; jax in, jax out)."""
-    if isinstance(u, jax.Array) or isinstance(u, jax.core.Tracer):
+    """Signed view of ring elements divided by 2^f, as float64.
+
+    Right wherever it is called: numpy in, numpy out; a concrete jax array is decoded on the
+    device inside the x64 context and on the host (numpy, no truncation) outside it, because
+    outside x64 JAX silently narrows uint64 to uint32 and float64 to float32 (300 * 200 would
+    decode as -5536). A traced value must be inside x64 for 64-bit rings (the runtime's jit is).
+    """
+    if isinstance(u, jax.core.Tracer) or (isinstance(u, jax.Array) and _x64_enabled()):
+        if ring_bits == 64 and not _x64_enabled():
+            raise ValueError("decode of a traced 64-bit ring value needs JAX's x64 mode: call it "
+                             "inside `pcformer.runtime.x64()`")
         return to_signed(u.astype(ring_dtype(ring_bits))).astype(jnp.float64) / float(2 ** frac_bits)
     u = np.asarray(u).astype({64: np.uint64, 32: np.uint32}[ring_bits])
     s = u.view({64: np.int64, 32: np.int32}[ring_bits])

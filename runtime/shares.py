@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import secrets
 import zlib
 
 import jax
@@ -68,6 +69,33 @@ def _mix64_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
+def fresh_key():
+    """A dealer/PRG key (legacy uint32[2] key data) from the operating system's entropy."""
+    return jnp.asarray(np.frombuffer(secrets.token_bytes(8), np.uint32))
+
+
+def run_key(config: MPCConfig, run_index: int = 0):
+    """The dealer/PRG key of one run: fresh OS entropy, or (reproducible mode, `config.seed` set)
+    fold_in(PRNGKey(seed), run_index), the same in every process."""
+    if config.seed is None:
+        return fresh_key()
+    return jax.random.fold_in(jax.random.PRNGKey(config.seed), run_index)
+
+
+def fresh_setup_key() -> np.uint64:
+    """A deployment key (the seed of every setup mask) from the operating system's entropy."""
+    return np.uint64(secrets.randbits(64))
+
+
+def key_words(key):
+    """A key's data as uint64 (the PRG's seed material); works on traced keys."""
+    kd = key
+    if jax.dtypes.issubdtype(getattr(kd, "dtype", None), jax.dtypes.prng_key):
+        kd = jax.random.key_data(kd)
+    kd = jnp.ravel(kd)[:2].astype(jnp.uint64)
+    return _mix64((kd[0] << jnp.uint64(32)) | kd[1])
+
+
 def _materialize(z, seed):
     """`z`, computed once into its own buffer: XLA may not fuse the PRG into its consumers.
 
@@ -97,17 +125,18 @@ class Context:
     """
 
     def __init__(self, config: MPCConfig | None = None, key=None, audit: bool = False,
-                 weight_salt=None):
-        """weight_salt: an optional uint64 (may be traced) mixed into every setup-mask seed, so
-        one compiled program can serve several weights with masks of their own (the compiler's
-        op-cached executor passes one per op)."""
+                 setup_key=None):
+        """key: the run's dealer/PRG key (None: `run_key(config)`, fresh OS entropy unless
+        config.seed is set). setup_key: the deployment key (uint64, may be traced) every setup
+        mask B derives from, with the weight's id; the compiler draws one per deployment (per
+        compiled program and set of private weights) and keeps it across runs, which is what lets
+        a weight's opening F = W - B be paid once. None: derived from the run key, i.e. fresh
+        every run (secure, no amortisation)."""
         self.config = config or MPCConfig()
-        self.weight_salt = weight_salt
-        self.key = jax.random.PRNGKey(self.config.seed) if key is None else key
-        kd = self.key
-        if jax.dtypes.issubdtype(getattr(kd, "dtype", None), jax.dtypes.prng_key):
-            kd = jax.random.key_data(kd)
-        self._key_data = jnp.ravel(kd)[:2].astype(jnp.uint32)
+        self.key = run_key(self.config) if key is None else key
+        self._seed_word = key_words(self.key)
+        self.setup_key = (self._seed_word ^ jnp.uint64(0x5E7D9C1A0B3F2E47)
+                          if setup_key is None else setup_key)
         self.ledger = Ledger()
         self.audit = audit
         self.audit_log: list = []
@@ -133,18 +162,17 @@ class Context:
         mix64(seed_c + (i + 1) * gamma), seed_c = mix64(key words, c) with c a Python counter
         (deterministic at trace time). Pure elementwise integer ops: compiles and runs fast.
         A simulator PRG, not a cryptographic one (a deployment would use AES-CTR from the seed).
-        Weight masks (`weight_id`) use a seed from config.seed and the id alone (same every run).
+        Setup masks (`weight_id`) derive from the deployment's `setup_key` and the weight's id:
+        the same across the runs of one deployment, never shared by two deployments or weights.
         """
         if weight_id is None:
             c = self._counter
             self._counter += 1
-            kd = self._key_data.astype(jnp.uint64)
-            seed = _mix64((kd[0] << jnp.uint64(32)) | kd[1]) ^ jnp.uint64(_mix64_int(c + 1))
+            seed = self._seed_word ^ jnp.uint64(_mix64_int(c + 1))
         else:
             c = zlib.crc32(weight_id.encode())
-            seed = jnp.uint64(_mix64_int(_mix64_int(self.config.seed) ^ (c << 1) ^ 1))
-            if self.weight_salt is not None:
-                seed = _mix64(seed ^ jnp.asarray(self.weight_salt, jnp.uint64))
+            seed = _mix64(jnp.asarray(self.setup_key, jnp.uint64)
+                          ^ jnp.uint64(_mix64_int((c << 1) ^ 1)))
         n = int(np.prod(shape, dtype=np.int64))
         ctr = jax.lax.iota(jnp.uint64, n) + jnp.uint64(1)
         # the stream's scalar start, materialized: fused into the loop, XLA recomputed it for

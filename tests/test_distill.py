@@ -422,3 +422,12 @@ def test_cached_teacher_trains_like_the_live_teacher(tiny_bert, texts):
     np.testing.assert_allclose(cached.train_losses, live.train_losses, rtol=1e-3)
     (_, held_cache), = D._TEACHER_CACHE.values()
     assert {a.dtype for a in leaves(held_cache)} == {np.dtype(np.float16)}  # half the memory
+
+
+def test_held_out_share_fits_a_small_file():
+    from pcformer.distill import DistillError, fitting_held_out
+    assert fitting_held_out(1000, 64) == 64           # enough data: the configured share
+    assert fitting_held_out(40, 64) == 8              # a small file: a fifth
+    assert fitting_held_out(3, 64) == 1
+    with pytest.raises(DistillError, match="at least 2"):
+        fitting_held_out(1, 64)

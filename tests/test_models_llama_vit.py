@@ -215,3 +215,47 @@ def test_llama_config_refuses_what_it_lacks():
     with pytest.raises(ValueError, match="multiple"):
         llama.LlamaConfig(num_attention_heads=4, num_key_value_heads=3, hidden_size=32)
     assert registry.kind_of(vit.ViTConfig()) == "vit"
+
+
+def _primitives(jaxpr) -> set[str]:
+    found = set()
+    for eqn in jaxpr.eqns:
+        found.add(eqn.primitive.name)
+        for v in eqn.params.values():  # the bodies of pjit / custom_jvp calls
+            inner = getattr(v, "jaxpr", None)
+            if inner is not None:
+                found |= _primitives(getattr(inner, "jaxpr", inner))
+    return found
+
+
+def test_llama_traces_to_ordinary_primitives_with_public_rotary_tables():
+    cfg = llama.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    am = M.abstract(cfg, seq_len=5)
+    full = _primitives(jax.make_jaxpr(am.fn)(am.params, *am.inputs).jaxpr)
+    dec = M.abstract(cfg, seq_len=8, decode=True)
+    step = _primitives(jax.make_jaxpr(dec.fn)(dec.params, *dec.inputs).jaxpr)
+    for prims in (full, step):
+        assert {"rsqrt", "logistic", "dot_general"} <= prims  # RMSNorm, SiLU, products
+        assert not prims & {"sin", "cos", "exp2", "pow", "erf_inv", "conv_general_dilated"}
+    assert "dynamic_slice" in step  # the tables are sliced at the public position
+
+
+def test_vit_traces_without_convolution():
+    am = M.abstract(vit.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, image_size=8, patch_size=4), seq_len=0)
+    prims = _primitives(jax.make_jaxpr(am.fn)(am.params, *am.inputs).jaxpr)
+    assert "conv_general_dilated" not in prims and {"dot_general", "erfc", "rsqrt"} <= prims  # exact GeLU is erfc here
+
+
+@pytest.mark.slow  # ~100 s on a loaded 2-core machine: one exact MPC simulation
+def test_tiny_llama_compiles_and_runs_under_exact_mpc(tmp_path):
+    import pcformer
+
+    m = M.load(M.make_tiny_llama(tmp_path, num_hidden_layers=1, hidden_size=16, intermediate_size=32,
+                                 vocab_size=40, tokenizer=False))
+    ids = jnp.asarray([[1, 5, 7]], jnp.int32)
+    program = pcformer.compile(m.forward, m.params, ids, owners=(0, 1), policy="exact")
+    out, _ = program.run(m.params, ids)
+    # fixed-point arithmetic: close to the float forward, not equal
+    np.testing.assert_allclose(np.asarray(out), np.asarray(m.apply(ids)), atol=2e-2, rtol=0)

@@ -172,9 +172,11 @@ def read_config_dict(folder: Path) -> dict:
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint folder {str(folder)!r} has no {CONFIG_FILE}")
-    with open(path) as f:
-        cfg = json.load(f)
-    if "model_type" not in cfg:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # name the file, not just the offset
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
         raise CheckpointError(f"{path}: no model_type; supported: {sorted(LAYOUTS)}")
     layout(cfg["model_type"])
     return cfg

@@ -205,8 +205,11 @@ class LlamaModel(nn.Module):
         seq = input_ids.shape[-1]
         x = nn.Embed(c.vocab_size, c.hidden_size, name="embed_tokens")(input_ids)
         # Tables as long as the keys can be: the cache's length when decoding, else the input's.
+        static = isinstance(position, (int, np.integer))
+        if cache is None and not static:
+            raise ValueError("a traced position needs a cache (its length bounds the rotary tables)")
         length = seq if cache is None else cache[0][0].shape[2]
-        if isinstance(position, (int, np.integer)):
+        if static:
             length = max(length, position + seq)
         cos_t, sin_t = rope_tables(c, length)
         cos, sin = _positions(cos_t, position, seq), _positions(sin_t, position, seq)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -113,16 +114,16 @@ def _as_config(config, architectures):
         with open(path) as f:
             config = json.load(f)
     if isinstance(config, dict):
-        import transformers
-
-        raw = dict(config)
-        kind = raw.pop("model_type", None)
+        kind = config.get("model_type")
         if kind is None:
             raise checkpoint.CheckpointError(f"config has no model_type; supported: {sorted(CONFIGS)}")
-        checkpoint.layout(kind)
-        archs = tuple(raw.get("architectures") or ())
-        config = transformers.AutoConfig.for_model(kind, **raw)
-        return kind, config_from_hf(kind, config), architectures or archs
+        # Read the fields straight from the dict (absent ones take our defaults, which are
+        # Hugging Face's): importing transformers alone costs ~10 s, more than the whole tracing.
+        archs = tuple(config.get("architectures") or ())
+        fields = dict(config)
+        if "num_labels" not in fields and fields.get("id2label"):  # transformers derives it so
+            fields["num_labels"] = len(fields["id2label"])
+        return kind, config_from_hf(kind, types.SimpleNamespace(**fields)), architectures or archs
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return kind_of(config), config, architectures or ()
     kind = getattr(config, "model_type", None)  # a transformers config object

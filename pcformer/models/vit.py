@@ -194,5 +194,9 @@ class ViTForImageClassification(nn.Module):
 def forward(module, params, pixel_values) -> jax.Array:
     """ViTModel: the last hidden state [b, 1 + patches, hidden]; ViTForImageClassification:
     the logits [b, num_labels]."""
-    out = module.apply({"params": params}, pixel_values)
-    return out["last_hidden_state"] if isinstance(module, ViTModel) else out
+    if isinstance(module, ViTModel):
+        # The pooler's output is not returned: leave it out of the traced program (its tanh
+        # would otherwise reach the compiler as dead code). Flax ignores the unused params.
+        no_pool = ViTModel(dataclasses.replace(module.config, add_pooling_layer=False))
+        return no_pool.apply({"params": params}, pixel_values)["last_hidden_state"]
+    return module.apply({"params": params}, pixel_values)

@@ -176,9 +176,14 @@ def _private_product(ctx, x, w, party, dn, weight_id, w_on_left, w_bits, element
             return _mm(ctx, wv, u, dn, a_bits=small)
         return _mm(ctx, u, wv, dn, b_bits=small)
 
-    # setup (once per deployment): party p opens F = W - B to party 1-p
-    with ctx.phase("setup"):
-        f, _ = channel.send(ctx, p, w - b, 0, ctx.ring_bits)
+    if dealer.amortised(p):
+        # setup (once per deployment): the server opens F = W - B to the client
+        with ctx.phase("setup"):
+            f, _ = channel.send(ctx, p, w - b, 0, ctx.ring_bits)
+    else:
+        # a client's plaintext operand changes per run: fresh B, opened online in the same
+        # round as E (both depend only on what the senders hold when x is ready)
+        f, _ = channel.send(ctx, p, w - b, x.depth, ctx.ring_bits)
     # online: party 1-p opens E = x_{1-p} - A to party p
     e, d = channel.send(ctx, 1 - p, x.data[1 - p] - a, x.depth, ctx.ring_bits)
     z_p = mm(x.data[p] + e, w, w_bits) + c[p]
@@ -190,7 +195,9 @@ def _private_product(ctx, x, w, party, dn, weight_id, w_on_left, w_bits, element
 def mul_private(ctx, x, w, party: int, weight_id: str = "w") -> AShare:
     """Elementwise x * W, W held in plaintext by `party` (p); x secret or private to party 1-p.
 
-    Setup: p sends F = W - B (|W|*l bits, once). Online: 1-p sends E = x_{1-p} - A (n*l bits);
+    Setup: p sends F = W - B (|W|*l bits, once per deployment; only the server's weights, p = 0:
+    a client's W is opened online every run with a fresh B, see `dealer.amortised`).
+    Online: 1-p sends E = x_{1-p} - A (n*l bits);
     p computes (x_p + E)*W + c_p, 1-p computes A*F + c_{1-p}. Offline: n*l bits to party 1.
     """
     return _private_product(ctx, x, w, party, None, weight_id, False, None, True)
