@@ -39,7 +39,8 @@ PROTOCOLS = ("beaver",)
 
 def _check_protocols(protocols: str) -> None:
     if protocols not in PROTOCOLS:
-        raise ValueError(f"unknown protocols {protocols!r}: use one of {PROTOCOLS}")
+        from .presets import CostError
+        raise CostError(f"unknown protocols {protocols!r}: use one of {PROTOCOLS}")
 
 
 def _timed(times: dict | None, key: str, t0: float) -> float:
@@ -166,7 +167,7 @@ def model_cost(spec, seq_len: int, new_tokens: int = 1, *, policy="mpcformer",
     from . import presets
     _check_protocols(protocols)
     if seq_len < 1 or new_tokens < 1:
-        raise ValueError("seq_len and new_tokens must be at least 1")
+        raise presets.CostError("seq_len and new_tokens must be at least 1")
     t0 = time.perf_counter()
     model = presets.abstract_model(spec)
     times = {"shapes_s": time.perf_counter() - t0}

@@ -22,6 +22,11 @@ PRESET_DIR = Path(__file__).parent / "models" / "presets"
 SERVER, CLIENT, PUBLIC = 0, 1, None
 
 
+class CostError(ValueError):
+    """Bad input to a model's cost (unknown preset, lengths the model cannot take, a policy that
+    leaves an operator unapproximated): the CLI prints it as one line."""
+
+
 def names() -> list[str]:
     """The preset names shipped with the package."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
@@ -40,11 +45,11 @@ def read_config(spec) -> tuple[str, dict]:
     elif (PRESET_DIR / f"{spec}.json").is_file():
         path, name = PRESET_DIR / f"{spec}.json", str(spec)
     else:
-        raise ValueError(f"--model={spec}: not a preset ({', '.join(names())}), "
+        raise CostError(f"--model={spec}: not a preset ({', '.join(names())}), "
                          f"a config.json or a checkpoint folder")
     raw = json.loads(path.read_text())
     if "model_type" not in raw:
-        raise ValueError(f"{path.name} of {name}: no model_type")
+        raise CostError(f"{path.name} of {name}: no model_type")
     return name, raw
 
 
@@ -72,7 +77,7 @@ def _build(kind: str, raw: dict):
     """(module, config, params shapes) for a model type, from pcformer.models' registry."""
     from .models import registry
     if kind not in registry.CONFIGS:
-        raise ValueError(f"model_type {kind!r} has no model in pcformer.models yet; supported: "
+        raise CostError(f"model_type {kind!r} has no model in pcformer.models yet; supported: "
                          f"{sorted(registry.CONFIGS)}")
     config = registry.CONFIGS[kind].from_hf(_hf(raw))
     archs: tuple = ()
@@ -115,7 +120,7 @@ def _spec(shape, dtype) -> jax.ShapeDtypeStruct:
 def _bert_programs(model: AbstractModel, seq_len: int, new_tokens: int, config) -> Programs:
     from .models import bert
     if seq_len > model.config.max_position_embeddings:
-        raise ValueError(f"seq_len {seq_len} exceeds the model's "
+        raise CostError(f"seq_len {seq_len} exceeds the model's "
                          f"{model.config.max_position_embeddings} positions")
     module = model.module
 
@@ -132,7 +137,7 @@ def _decoder_programs(model: AbstractModel, seq_len: int, new_tokens: int, confi
     total = seq_len + new_tokens
     limit = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     if total > limit:
-        raise ValueError(f"seq_len + new_tokens = {total} exceeds the model's {limit} positions")
+        raise CostError(f"seq_len + new_tokens = {total} exceeds the model's {limit} positions")
     module = model.module
 
     def greedy(params, token_ids, cache, position):  # inference._greedy_step, on the module
