@@ -54,6 +54,21 @@ def test_llama_causal_lm_matches_transformers(tmp_path, tied):
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0},
+    # a short original context so that every band of llama3's blend is exercised at 24 tokens
+    {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 16, "rope_theta": 500.0},
+], ids=["linear", "llama3"])
+def test_llama_rope_scaling_matches_transformers(tmp_path, rope):
+    ref = _perturbed(transformers.LlamaForCausalLM(_llama_config(rope_parameters=rope, head_dim=16)), seed=8)
+    m = _saved(ref, tmp_path)
+    assert m.config.rope_type == rope["rope_type"] and m.config.rope_factor == rope["factor"]
+    ids = np.random.default_rng(6).integers(0, 96, (1, 24))
+    want = ref(torch.tensor(ids)).logits.detach().numpy()
+    np.testing.assert_allclose(np.asarray(m.apply(ids)), want, atol=TOL, rtol=0)
+
+
 def test_llama_base_model_and_padding_match_transformers(tmp_path):
     ref = _perturbed(transformers.LlamaModel(_llama_config(num_key_value_heads=1)), seed=2)
     m = _saved(ref, tmp_path)
@@ -210,7 +225,7 @@ def test_abstract_llama_7b_counts_its_parameters_without_allocating():
 
 def test_llama_config_refuses_what_it_lacks():
     with pytest.raises(ValueError, match="rope_type"):
-        llama.LlamaConfig.from_hf(_llama_config(rope_parameters={"rope_type": "linear", "factor": 2.0,
+        llama.LlamaConfig.from_hf(_llama_config(rope_parameters={"rope_type": "dynamic", "factor": 2.0,
                                                                  "rope_theta": 10000.0}))
     with pytest.raises(ValueError, match="multiple"):
         llama.LlamaConfig(num_attention_heads=4, num_key_value_heads=3, hidden_size=32)
@@ -259,3 +274,14 @@ def test_tiny_llama_compiles_and_runs_under_exact_mpc(tmp_path):
     out, _ = program.run(m.params, ids)
     # fixed-point arithmetic: close to the float forward, not equal
     np.testing.assert_allclose(np.asarray(out), np.asarray(m.apply(ids)), atol=2e-2, rtol=0)
+
+
+def test_llama_and_vit_save_round_trip(tmp_path):
+    m = M.load(M.make_tiny_llama(tmp_path / "l", tie_word_embeddings=True, num_hidden_layers=1))
+    again = M.load(M.save(m, tmp_path / "l2"))
+    assert again.config == m.config and again.tokenizer("a b")["input_ids"] == m.tokenizer("a b")["input_ids"]
+    v = M.load(M.make_tiny_vit(tmp_path / "v", num_labels=3, num_hidden_layers=1))
+    v2 = M.load(M.save(v, tmp_path / "v2"))
+    for a, b in ((m, again), (v, v2)):
+        for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -22,6 +22,8 @@ import numpy as np
 
 from .layers import RMSNorm, activation, causal_mask, fields_from_hf, masked_softmax
 
+ROPE_TYPES = ("default", "linear", "llama3")
+
 # A cache is a tuple over layers of (key, value), each [batch, kv_heads, max_len, head_dim],
 # keys stored after the rotary embedding (as Hugging Face's cache does).
 Cache = tuple[tuple[jax.Array, jax.Array], ...]
@@ -42,6 +44,14 @@ class LlamaConfig:
     max_position_embeddings: int = 2048
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
+    # Rotary scaling (Hugging Face `rope_parameters`): "default", "linear" (positions divided
+    # by rope_factor) or "llama3" (Llama 3.1+: low frequencies divided by rope_factor, a smooth
+    # blend between rope_low_freq_factor and rope_high_freq_factor).
+    rope_type: str = "default"
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_position_embeddings: int = 8192
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
@@ -57,6 +67,8 @@ class LlamaConfig:
         if self.dim % 2:
             raise ValueError(f"head_dim {self.dim} must be even for the rotary embedding")
         activation(self.hidden_act)
+        if self.rope_type not in ROPE_TYPES:
+            raise ValueError(f"rope_type {self.rope_type!r} is not supported (only {ROPE_TYPES})")
 
     @property
     def kv_heads(self) -> int:
@@ -77,14 +89,42 @@ class LlamaConfig:
         """Take the fields we use from a `transformers.LlamaConfig`; refuse variants we lack."""
         rope = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {}
         kind = rope.get("rope_type", rope.get("type", "default"))
-        if kind != "default":
-            raise ValueError(f"LLaMA rope_type {kind!r} is not supported (only 'default')")
+        if kind not in ROPE_TYPES:
+            raise ValueError(f"LLaMA rope_type {kind!r} is not supported (only {ROPE_TYPES})")
+        if rope.get("partial_rotary_factor", getattr(hf_config, "partial_rotary_factor", 1.0)) != 1.0:
+            raise ValueError("LLaMA partial_rotary_factor != 1 is not supported")
         theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", None))
         extra = {} if theta is None else {"rope_theta": float(theta)}
+        extra["rope_type"] = kind
+        for ours, theirs in (("rope_factor", "factor"), ("rope_low_freq_factor", "low_freq_factor"),
+                             ("rope_high_freq_factor", "high_freq_factor"),
+                             ("rope_original_max_position_embeddings", "original_max_position_embeddings")):
+            if theirs in rope:
+                extra[ours] = type(getattr(cls, ours))(rope[theirs])
         eos = getattr(hf_config, "eos_token_id", None)
         if isinstance(eos, list):  # Llama 3 lists several; a tuple keeps the config hashable
             extra["eos_token_id"] = tuple(eos)
         return fields_from_hf(cls, hf_config, **{**extra, **overrides})
+
+
+def inverse_frequencies(config: LlamaConfig) -> np.ndarray:
+    """The rotary inverse frequencies [head_dim / 2], float32, with the config's scaling."""
+    d, c = config.dim, config
+    f32 = np.float32
+    inv = (1.0 / (c.rope_theta ** (np.arange(0, d, 2, dtype=f32) / d))).astype(f32)
+    if c.rope_type == "linear":
+        return (inv / f32(c.rope_factor)).astype(f32)
+    if c.rope_type == "llama3":
+        old = f32(c.rope_original_max_position_embeddings)
+        wavelen = (f32(2 * np.pi) / inv).astype(f32)
+        low_wavelen, high_wavelen = old / f32(c.rope_low_freq_factor), old / f32(c.rope_high_freq_factor)
+        scaled = np.where(wavelen > low_wavelen, inv / f32(c.rope_factor), inv).astype(f32)
+        smooth = ((old / wavelen - f32(c.rope_low_freq_factor))
+                  / f32(c.rope_high_freq_factor - c.rope_low_freq_factor)).astype(f32)
+        blended = ((1 - smooth) * scaled / f32(c.rope_factor) + smooth * scaled).astype(f32)
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return np.where(medium, blended, scaled).astype(f32)
+    return inv
 
 
 def rope_tables(config: LlamaConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,8 +133,7 @@ def rope_tables(config: LlamaConfig, length: int) -> tuple[np.ndarray, np.ndarra
     Computed in float32 the way Hugging Face does (inverse frequencies, then position times
     frequency) so the tables agree with its to the last bits that matter.
     """
-    d = config.dim
-    inv_freq = (1.0 / (config.rope_theta ** (np.arange(0, d, 2, dtype=np.float32) / d))).astype(np.float32)
+    inv_freq = inverse_frequencies(config)
     freqs = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :]
     emb = np.concatenate([freqs, freqs], axis=-1)
     return np.cos(emb).astype(np.float32), np.sin(emb).astype(np.float32)

@@ -155,6 +155,12 @@ class LoadedModel:
         )
         return self.tokenizer.decode(new, skip_special_tokens=True)
 
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence a decoder takes (GPT-2's n_positions, LLaMA's
+        max_position_embeddings); None for encoders."""
+        return getattr(self.config, "n_positions", None) or getattr(self.config, "max_position_embeddings", None)
+
     # ---- helpers ----
     def _need(self, kind: str, what: str):
         if self.kind != kind:

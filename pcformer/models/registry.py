@@ -87,7 +87,8 @@ def param_shapes(module) -> Any:
 class AbstractModel:
     """A model as shapes: call `fn(params, *inputs)`.
 
-    fn: pure forward. BERT: (params, input_ids, attention_mask) -> last hidden state. GPT-2 /
+    fn: pure forward. BERT: (params, input_ids, attention_mask) -> last hidden state (class
+        logits for BertForSequenceClassification). GPT-2 /
         LLaMA: (params, input_ids) -> logits, or with `decode` (params, token_ids [b, 1], cache,
         position) -> (logits, new cache). ViT: (params, pixel_values) -> last hidden state
         (ViTModel) or class logits (ViTForImageClassification).
