@@ -112,7 +112,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             ("model", "seq_len", "new_tokens", "policy", "protocols", "ring_bits", "frac_bits",
              "trunc_mode", "bandwidth", "rtt",
              "report", "scope_depth", "max_rows"),
-            "pcformer cost --model=llama-7b --seq_len=128 --new_tokens=1 --policy=mpcformer",
+            "pcformer cost --model=llama-7b --seq_len=128 --new_tokens=1 --policy=exact",
             "pcformer.cli_run:cost"),
 )}
 
@@ -198,7 +198,7 @@ def _user_errors() -> tuple:
     errs = [UsageError, OSError, UnicodeError]
     for mod, name in (("pcformer.inference", "InputError"), ("pcformer.models.checkpoint", "CheckpointError"),
                       ("pcformer.compiler.policies", "PolicyError"), ("pcformer.distill", "DistillError"),
-                      ("pcformer.presets", "PresetError")):
+                      ("pcformer.presets", "CostError")):
         m = sys.modules.get(mod)   # a module never imported cannot have raised its error
         if m is not None and hasattr(m, name):
             errs.append(getattr(m, name))

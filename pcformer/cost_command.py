@@ -84,8 +84,14 @@ def main(model: str, seq_len: int, new_tokens: int = 1, policy: str = "mpcformer
     from .inference import load_policy
     nets = dict(NETWORKS) if nets is None else nets
     pol = load_policy(policy)  # a name or a JSON/YAML policy file, as `pcformer run`
-    mc = costing.model_cost(model, seq_len, new_tokens, policy=pol,
-                            config=config or MPCConfig(), protocols=protocols)
+    from pcformer.compiler.lower import LoweringError
+    from .presets import CostError
+    try:
+        mc = costing.model_cost(model, seq_len, new_tokens, policy=pol,
+                                config=config or MPCConfig(), protocols=protocols)
+    except LoweringError as e:  # the policy leaves an operator of this model on secrets
+        raise CostError(f"--policy={policy} cannot cost {model}: {e} (--policy=exact "
+                        f"approximates every operator)") from None
     mc.policy = policy
     out(format_cost(mc, nets, scope_depth, max_rows))
     if report:

@@ -16,6 +16,7 @@ compile for it, plus, for decoders, the decoding steps after the prompt.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable
 
 import jax
@@ -38,32 +39,51 @@ PROTOCOLS = ("beaver",)
 
 def _check_protocols(protocols: str) -> None:
     if protocols not in PROTOCOLS:
-        raise ValueError(f"unknown protocols {protocols!r}: use one of {PROTOCOLS}")
+        from .presets import CostError
+        raise CostError(f"unknown protocols {protocols!r}: use one of {PROTOCOLS}")
+
+
+def _timed(times: dict | None, key: str, t0: float) -> float:
+    now = time.perf_counter()
+    if times is not None:
+        times[key] = times.get(key, 0.0) + now - t0
+    return now
 
 
 def lower_only(fn: Callable, *args, owners, policy="mpcformer", config: MPCConfig = MPCConfig(),
-               reveal=True):
-    """Trace -> rewrite -> lower, as `pcformer.compile` does, without building an executor."""
+               reveal=True, times: dict | None = None):
+    """Trace -> rewrite -> lower, as `pcformer.compile` does, without building an executor.
+    `times`, if given, accumulates trace_s, rewrite_s and lower_s."""
     from pcformer.compiler import trace as _trace
+    t = time.perf_counter()
     args = jax.tree_util.tree_map(api._example, args, is_leaf=api._is_secret)
     traced = _trace.trace(fn, *args)
+    t = _timed(times, "trace_s", t)
     rewritten, _ = api._rewrite(traced, policy)
+    t = _timed(times, "rewrite_s", t)
     owners_flat = _lower.flatten_owners(owners, args)
     keep_secret = [not r for r in api._broadcast_prefix(reveal, traced.out_tree)]
-    return _lower.lower(rewritten, owners_flat, config, keep_secret)
+    program = _lower.lower(rewritten, owners_flat, config, keep_secret)
+    _timed(times, "lower_s", t)
+    return program
 
 
 def cost(fn: Callable, *args, owners, policy="mpcformer", config: MPCConfig = MPCConfig(),
-         protocols: str = "beaver", reveal=True) -> Report:
+         protocols: str = "beaver", reveal=True, times: dict | None = None) -> Report:
     """The static cost `pcformer.compile(fn, *args, ...).cost` would report, from shapes alone.
 
     args: arrays or `jax.ShapeDtypeStruct` pytrees (only shapes and dtypes are read); an argument
     with owner "secret" may be a `pcformer.Secret` or a ShapeDtypeStruct of the value's shape.
     owners, policy, config, reveal: as `pcformer.compile`. protocols: "beaver" (the only family).
+    times: a dict to accumulate the passes' seconds in (trace_s, rewrite_s, lower_s, cost_s).
     """
     _check_protocols(protocols)
-    program = lower_only(fn, *args, owners=owners, policy=policy, config=config, reveal=reveal)
-    return Report(_cost.static_cost(program, config), static=True)
+    program = lower_only(fn, *args, owners=owners, policy=policy, config=config, reveal=reveal,
+                         times=times)
+    t = time.perf_counter()
+    entries = _cost.static_cost(program, config)
+    _timed(times, "cost_s", t)
+    return Report(entries, static=True)
 
 
 def sequential(reports: list[Report]) -> Report:
@@ -144,23 +164,20 @@ def model_cost(spec, seq_len: int, new_tokens: int = 1, *, policy="mpcformer",
     (the cache has a fixed length, so every step costs the same: this is what `pcformer run`
     executes, not an approximation).
     """
-    import time
     from . import presets
     _check_protocols(protocols)
     if seq_len < 1 or new_tokens < 1:
-        raise ValueError("seq_len and new_tokens must be at least 1")
+        raise presets.CostError("seq_len and new_tokens must be at least 1")
     t0 = time.perf_counter()
     model = presets.abstract_model(spec)
     times = {"shapes_s": time.perf_counter() - t0}
-    t0 = time.perf_counter()
     progs = presets.programs(model, seq_len, new_tokens, config)
     prefill = cost(progs.prefill.fn, *progs.prefill.args, owners=progs.prefill.owners,
-                   policy=policy, config=config, reveal=progs.prefill.reveal)
+                   policy=policy, config=config, reveal=progs.prefill.reveal, times=times)
     step, steps = None, new_tokens - 1
     if progs.step is not None and steps:
         step = cost(progs.step.fn, *progs.step.args, owners=progs.step.owners, policy=policy,
-                    config=config, reveal=progs.step.reveal)
-    times["cost_s"] = time.perf_counter() - t0
+                    config=config, reveal=progs.step.reveal, times=times)
     total = sequential([prefill] + (_once_setup(step, steps) if step is not None else []))
     params = sum(int(x.size) for x in jax.tree_util.tree_leaves(model.params))
     name = policy if isinstance(policy, str) else getattr(policy, "name", "custom")

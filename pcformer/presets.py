@@ -22,9 +22,9 @@ PRESET_DIR = Path(__file__).parent / "models" / "presets"
 SERVER, CLIENT, PUBLIC = 0, 1, None
 
 
-class PresetError(ValueError):
-    """A model spec `pcformer cost` cannot use (unknown preset, missing config, too long a
-    sequence): a user's mistake, reported in one line."""
+class CostError(ValueError):
+    """Bad input to a model's cost (unknown preset, lengths the model cannot take, a policy that
+    leaves an operator unapproximated): the CLI prints it as one line."""
 
 
 def names() -> list[str]:
@@ -38,18 +38,18 @@ def read_config(spec) -> tuple[str, dict]:
     if path.is_dir():
         path = path / "config.json"
         if not path.is_file():
-            raise PresetError(f"checkpoint folder {spec!r} has no config.json")
+            raise FileNotFoundError(f"checkpoint folder {spec!r} has no config.json")
         name = path.parent.name
     elif path.is_file():
         name = path.stem if path.name != "config.json" else path.parent.name
     elif (PRESET_DIR / f"{spec}.json").is_file():
         path, name = PRESET_DIR / f"{spec}.json", str(spec)
     else:
-        raise PresetError(f"--model={spec}: not a preset ({', '.join(names())}), "
+        raise CostError(f"--model={spec}: not a preset ({', '.join(names())}), "
                          f"a config.json or a checkpoint folder")
     raw = json.loads(path.read_text())
     if "model_type" not in raw:
-        raise PresetError(f"{path.name} of {name}: no model_type")
+        raise CostError(f"{path.name} of {name}: no model_type")
     return name, raw
 
 
@@ -65,7 +65,11 @@ class AbstractModel:
 
 
 def _hf(raw: dict):
-    """The config dict as attributes, the way the models' `from_hf` read a transformers config."""
+    """The config dict as attributes, the way the models' `from_hf` read a transformers config.
+    A saved transformers config spells its class count as `id2label` only."""
+    raw = dict(raw)
+    if "num_labels" not in raw and isinstance(raw.get("id2label"), dict):
+        raw["num_labels"] = len(raw["id2label"])
     return types.SimpleNamespace(**raw)
 
 
@@ -73,7 +77,7 @@ def _build(kind: str, raw: dict):
     """(module, config, params shapes) for a model type, from pcformer.models' registry."""
     from .models import registry
     if kind not in registry.CONFIGS:
-        raise PresetError(f"model_type {kind!r} has no model in pcformer.models yet; supported: "
+        raise CostError(f"model_type {kind!r} has no model in pcformer.models yet; supported: "
                          f"{sorted(registry.CONFIGS)}")
     config = registry.CONFIGS[kind].from_hf(_hf(raw))
     archs: tuple = ()
@@ -116,7 +120,7 @@ def _spec(shape, dtype) -> jax.ShapeDtypeStruct:
 def _bert_programs(model: AbstractModel, seq_len: int, new_tokens: int, config) -> Programs:
     from .models import bert
     if seq_len > model.config.max_position_embeddings:
-        raise PresetError(f"seq_len {seq_len} exceeds the model's "
+        raise CostError(f"seq_len {seq_len} exceeds the model's "
                          f"{model.config.max_position_embeddings} positions")
     module = model.module
 
@@ -133,7 +137,7 @@ def _decoder_programs(model: AbstractModel, seq_len: int, new_tokens: int, confi
     total = seq_len + new_tokens
     limit = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     if total > limit:
-        raise PresetError(f"seq_len + new_tokens = {total} exceeds the model's {limit} positions")
+        raise CostError(f"seq_len + new_tokens = {total} exceeds the model's {limit} positions")
     module = model.module
 
     def greedy(params, token_ids, cache, position):  # inference._greedy_step, on the module
