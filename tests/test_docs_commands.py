@@ -37,7 +37,7 @@ def commands(text: str, head: str):
         if not re.match(rf"{head}\s+\S", line):   # a bare `pcformer` is the package name
             continue
         line = re.split(r"\s+#\s", line)[0].strip()
-        for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", line):   # pipes and chains
+        for part in re.split(r"\s+(?:&&|\|\||\|)\s+", line):   # pipes and chains
             if re.match(rf"{head}(\s|$)", part):
                 out.append(part)
     return out
