@@ -225,13 +225,22 @@ def main(argv) -> int:
         return 3
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with a bad flag (unknown name, a value that does not parse) as one line."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"pcformer: error: {_one_line(e)} (see pcformer --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_main():
     """Console-script entry point."""
     try:
         status = _early(sys.argv)
         if status is not None:
             sys.exit(status)
-        app.run(lambda argv: sys.exit(main(argv)))
+        app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)
     except BrokenPipeError:  # `pcformer --help | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

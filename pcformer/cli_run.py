@@ -94,6 +94,9 @@ def plan() -> Plan:
     if FLAGS.trace and FLAGS.trace_network not in nets:
         raise UsageError(f"--trace_network={FLAGS.trace_network}: use one of {sorted(nets)}")
     several = len(pols) > 1
+    for flag in ("report", "dump_ir", "trace"):
+        if getattr(FLAGS, flag) and Path(getattr(FLAGS, flag)).is_dir():
+            raise UsageError(f"--{flag}={getattr(FLAGS, flag)} is a folder; give a file name")
     outputs = {}
     for name in names:
         outs = {}

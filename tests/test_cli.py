@@ -57,6 +57,8 @@ def test_minilm_run_prints_the_tables_and_writes_a_consistent_report(minilm_run)
                     "Fidelity of the private output", "Wall time"):
         assert heading in out
     assert "static cost == measured ledger: yes" in out
+    # MiniLM is not distilled for mpcformer: the output says why its cosine to the exact model is low
+    assert "not distilled for mpcformer" in out and "pcformer distill" in out
     rep = json.loads((d / "r.json").read_text())
     check_report(rep)
     assert rep["policy"] == "mpcformer" and rep["config"]["ring_bits"] == 64
@@ -205,5 +207,6 @@ def test_distill_command_trains_saves_resumes_and_runs(tmp_path):
     assert json.loads(again.stdout)["steps"] == 4
     run = pcformer("run", f"--model={out}", "--text=Return the number.", "--seq_len=8")
     assert run.returncode == 0, run.stderr
+    assert "not distilled" not in run.stdout          # it was distilled for this policy
     bad = pcformer("distill", f"--model={teacher}", "--length_buckets=six")
     assert bad.returncode == 2 and "error" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -99,3 +99,14 @@ def test_a_user_error_is_one_line_with_status_2(monkeypatch, capsys):
     _fake_command(monkeypatch, FileNotFoundError(2, "No such file or directory", "data.txt"))
     assert cli.main(["pcformer", "fake"]) == 2
     assert capsys.readouterr().err.strip() == "pcformer: error: data.txt: No such file or directory"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--seq_len=abc"], "flag --seq_len=abc: invalid literal"),
+    (["run", "--nosuch=1"], "Unknown command line flag 'nosuch'"),
+    (["run", "--seq_len=0"], "--seq_len=0: 0 is not a positive integer"),
+])
+def test_a_bad_flag_is_one_line_before_any_import(args, needle):
+    res, seconds = pcformer(*args)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and needle in res.stderr and "Traceback" not in res.stderr
