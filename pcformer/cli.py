@@ -32,8 +32,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "minilm", "A named model ('minilm') or a Hugging Face checkpoint folder (BERT, GPT-2, "
                     "LLaMA, ViT); cost: also a preset (bert-base, gpt2-xl, llama-7b, ...) or a config.json.")
 flags.DEFINE_string("text", "Private inference keeps the prompt secret.", "BERT: the client's sentence.")
-flags.DEFINE_string("prompt", "Once upon a time", "GPT-2: the client's prompt.")
-flags.DEFINE_integer("max_new_tokens", 4, "GPT-2: tokens to generate privately (greedy).", lower_bound=1)
+flags.DEFINE_string("prompt", "Once upon a time", "Decoders (GPT-2, LLaMA): the client's prompt.")
+flags.DEFINE_integer("max_new_tokens", 4, "Decoders: tokens to generate privately (greedy).", lower_bound=1)
 flags.DEFINE_string("policy", "mpcformer", "A named policy (exact, mpcformer, puma, paper) or a JSON/YAML policy "
                     "file; run: several comma-separated to compare them.")
 flags.DEFINE_integer("seq_len", 32, "Sequence length the client pads its tokens to.", lower_bound=1)

@@ -120,11 +120,16 @@ _GPT2_ONLY, _BERT_ONLY = ("prompt", "max_new_tokens"), ("text",)
 
 def check_model(model) -> None:
     """Flags that do not fit the loaded model: refused before compiling anything."""
+    from .inference import DECODERS
+    if model.kind not in ("bert", *DECODERS):
+        raise UsageError(f"{FLAGS.model} is a {model.kind} model: `pcformer run` takes text models "
+                         f"(bert, {', '.join(DECODERS)}); use `pcformer cost --model={FLAGS.model}` "
+                         f"or the Python API (pcformer.compile) for it")
     wrong = _GPT2_ONLY if model.kind == "bert" else _BERT_ONLY
     given = [f for f in wrong if FLAGS[f].present]
     if given:
         right = "--text" if model.kind == "bert" else "--prompt and --max_new_tokens"
-        raise UsageError(f"--{given[0]} is for {'GPT-2' if model.kind == 'bert' else 'BERT'} models; "
+        raise UsageError(f"--{given[0]} is for {'GPT-2 models (and other decoders)' if model.kind == 'bert' else 'BERT models'}; "
                          f"{FLAGS.model} is a {model.kind} model (use {right})")
     c = model.config
     limit = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
@@ -195,7 +200,7 @@ def main() -> int:
         job.policy = name
         jobs.append(job)
         same = print_report(job.report, job.static_report, p.nets, FLAGS.scope_depth, FLAGS.max_rows)
-        if model.kind == "gpt2":
+        if model.kind != "bert":
             print_generation(job, p.nets)
         print("\nFidelity of the private output")
         print("\n".join(fidelity_lines(job.fidelity)))

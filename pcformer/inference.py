@@ -59,8 +59,11 @@ def check_vocab(model, ids) -> None:
                          f"(the tokenizer does not match the checkpoint {model.folder})")
 
 
+DECODERS = ("gpt2", "llama")   # model kinds `private_generation` decodes
+
+
 def check_prompt(model, prompt: str, max_new_tokens: int, seq_len: int) -> list[int]:
-    """GPT-2: the prompt's token ids, refused when empty, too long or outside the vocabulary."""
+    """A decoder: the prompt's token ids, refused when empty, too long or outside the vocabulary."""
     if model.tokenizer is None:
         raise InputError(f"checkpoint {model.folder} has no tokenizer files")
     ids = model.tokenizer(prompt)["input_ids"]
@@ -70,8 +73,8 @@ def check_prompt(model, prompt: str, max_new_tokens: int, seq_len: int) -> list[
     if total > seq_len:
         raise InputError(f"the prompt has {len(ids)} tokens; with --max_new_tokens={max_new_tokens} "
                          f"that is more than --seq_len={seq_len}")
-    if total > model.config.n_positions:
-        raise InputError(f"{total} tokens exceed the model's {model.config.n_positions} positions")
+    if total > model.max_positions:
+        raise InputError(f"{total} tokens exceed the model's {model.max_positions} positions")
     check_vocab(model, ids)
     return ids
 
@@ -242,14 +245,16 @@ def private_generation(model, prompt: str, max_new_tokens: int, *, policy="mpcfo
                        config: MPCConfig = MPCConfig(), seq_len: int = 128,
                        step: Callable[[str], None] = _noop,
                        detail: Callable[[str], None] = _noop) -> GenerationJob:
-    """Greedy decoding where the server holds GPT-2's weights and the client its prompt.
+    """Greedy decoding where the server holds a decoder's weights (GPT-2 or LLaMA-style) and the
+    client its prompt.
 
     One program runs the prompt (prefill), one program runs each later token; the KV cache
     between them stays secret-shared (`reveal=False`, passed back with owner "secret"). Each new
     token is revealed to the client only, who feeds it back as its private input.
     """
-    if model.kind != "gpt2":
-        raise InputError(f"private generation needs a GPT-2 model; this one is {model.kind}")
+    if model.kind not in DECODERS:
+        raise InputError(f"private generation needs a decoder ({', '.join(DECODERS)}); "
+                         f"this one is {model.kind}")
     pol = _policy(policy)
     ids = check_prompt(model, prompt, max_new_tokens, seq_len)
     total = len(ids) + max_new_tokens

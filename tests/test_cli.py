@@ -117,6 +117,30 @@ def test_gpt2_private_generation(tmp_path):
     assert_documented(rep)
 
 
+@pytest.mark.slow
+def test_llama_private_generation(tmp_path):
+    """A LLaMA-style decoder (GQA, rotary, SwiGLU) generates privately through the same command."""
+    ckpt = tmp_path / "llama"
+    models.make_tiny_llama(ckpt, num_hidden_layers=1, hidden_size=32, num_attention_heads=4,
+                           num_key_value_heads=2, intermediate_size=64, vocab_size=300,
+                           max_position_embeddings=32)
+    res = pcformer("run", f"--model={ckpt}", "--prompt=Once upon a time", "--max_new_tokens=2",
+                   "--seq_len=16", "--policy=exact", f"--report={tmp_path}/l.json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rep = json.loads((tmp_path / "l.json").read_text())
+    gen = rep["generated"]
+    assert len(gen["token_ids"]) == 2
+    assert gen["token_ids"] == gen["plaintext_token_ids"]   # under exact: the plaintext is the model
+    assert rep["totals"]["online"]["rounds"] == gen["prefill"]["online_rounds"] + gen["per_token"]["online_rounds"]
+
+
+def test_run_refuses_a_vision_model(tmp_path):
+    ckpt = tmp_path / "vit"
+    models.make_tiny_vit(ckpt)
+    res = pcformer("run", f"--model={ckpt}")
+    assert res.returncode == 2 and "pcformer cost" in res.stderr and "Traceback" not in res.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--policy=nosuch"], "unknown policy"),
     (["run", "--model=/no/such/folder"], "does not exist"),
