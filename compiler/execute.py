@@ -156,7 +156,8 @@ def _structural(cfg, op, args):
     prim = op.attrs["primitive"]
     params = dict(op.attrs["params"])
     if name == "gather" and "fill_value" in params:
-        params["fill_value"] = None
+        # shares of out-of-range rows read 0 (a concrete fill: binding with None fails)
+        params["fill_value"] = 0
     n_data = op.attrs.get("n_data", len(args))
     data, rest = args[:n_data], args[n_data:]
     if name == "pad":

@@ -1019,3 +1019,7 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
     flush()
     return out, L.next_id
 
+
+
+# rules of further operators live in their own modules (issue 16); importing them registers them
+from . import lower_cmp, lower_ops  # noqa: E402,F401  (after LOWER_RULES is complete)
