@@ -156,6 +156,15 @@ class Lowerer:
         s = f + k - 1 - int(np.floor(np.log2(top)))
         return int(np.clip(s, plain.scale, max(plain.scale, l - 2 - f)))
 
+    def finite(self, plain: Value):
+        """A public constant meeting a secret must be encodable: inf/nan has no fixed-point
+        code (it would silently become garbage)."""
+        if plain.const is not None and np.issubdtype(np.asarray(plain.const).dtype,
+                                                     np.floating) \
+                and not np.all(np.isfinite(plain.const)):
+            self.fail("a public constant that is not finite (inf or nan) meets a secret: it "
+                      "has no fixed-point encoding")
+
     def const(self, value, dtype=None) -> Value:
         arr = np.asarray(value, dtype=dtype)
         v = self.new(arr.shape, arr.dtype, PUBLIC, self.plain_scale(arr.dtype, arr), const=arr)
@@ -235,6 +244,7 @@ class Lowerer:
             (a, b), s = self.common([a, b])
             return self.per_share("sub" if sub else "add", [a, b], shape, dtype, s)
         plain_index = 0 if not a.vis.is_secret else 1
+        self.finite((a, b)[plain_index])
         a, b = self.cap_scales([a, b])
         target = max(a.scale, b.scale)
         a, b = (a, self.lift(b, target)) if plain_index == 0 else (self.lift(a, target), b)
@@ -271,6 +281,7 @@ class Lowerer:
             self.emit("mul", [a, b], [r])
             return r
         sec, plain = (a, b) if a.vis.is_secret else (b, a)
+        self.finite(plain)
         if plain.vis.is_private and not self.reusable(plain):
             return self.mul(self.to_secret(a), self.to_secret(b), shape=shape, dtype=dtype)
         if plain.scale > 0:

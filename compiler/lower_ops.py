@@ -206,3 +206,38 @@ def _scan(L, eqn, *args):
             continue
         results.append(_concat(L, parts, 0))
     return results
+
+
+# ------------------------------------------------------------------ max/min with infinite bounds
+def _infinite(v: Value, sign: float) -> bool:
+    return v.const is not None and np.issubdtype(np.asarray(v.const).dtype, np.floating) and \
+        bool(np.all(np.asarray(v.const) == sign * np.inf))
+
+
+def _with_infinite_bounds(base, identity_sign: float):
+    """max(x, -inf) = x and min(x, +inf) = x (jnp.max's `initial=-inf`, as in log_softmax);
+    max(x, +inf) = +inf and min(x, -inf) = -inf, public. Everything else: `base`."""
+    def lower_rule(L, eqn, a, b):
+        shape, dtype = _out(eqn)
+        for x, c in ((a, b), (b, a)):
+            if _infinite(c, identity_sign):
+                return [_broadcast(L, x, shape)]
+            if _infinite(c, -identity_sign):
+                return [L.const(np.full(shape, -identity_sign * np.inf, dtype))]
+        return base(L, eqn, a, b)
+    return lower_rule
+
+
+def _broadcast(L, x: Value, shape) -> Value:
+    if tuple(x.shape) == tuple(shape):
+        return x
+    x = x if x.vis.is_secret else L.to_secret(x)
+    dims = tuple(range(len(shape) - len(x.shape), len(shape)))
+    return L.per_share("broadcast_in_dim", [x], tuple(shape), x.dtype, x.scale,
+                       primitive=jax.lax.broadcast_in_dim_p,
+                       params=dict(shape=tuple(shape), broadcast_dimensions=dims,
+                                   sharding=None))
+
+
+LOWER_RULES["max"] = _with_infinite_bounds(LOWER_RULES["max"], -1.0)
+LOWER_RULES["min"] = _with_infinite_bounds(LOWER_RULES["min"], 1.0)
