@@ -168,6 +168,9 @@ def _convert(L, eqn, x):
     everything else as before (free)."""
     shape, dtype = _out(eqn)
     new, old = np.dtype(eqn.params["new_dtype"]), np.dtype(x.dtype)
+    if np.issubdtype(new, np.complexfloating):
+        L.fail("complex values of a secret are not supported (fft and complex arithmetic have "
+               "no fixed-point protocol here; a DFT by a public matrix is a real matmul)")
     if new == np.bool_ and old != np.bool_:
         return [L.one_minus(is_zero(L, x, shape))]
     if np.issubdtype(new, np.integer) and np.issubdtype(old, np.floating) and x.scale > 0:

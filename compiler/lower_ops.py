@@ -241,3 +241,49 @@ def _broadcast(L, x: Value, shape) -> Value:
 
 LOWER_RULES["max"] = _with_infinite_bounds(LOWER_RULES["max"], -1.0)
 LOWER_RULES["min"] = _with_infinite_bounds(LOWER_RULES["min"], 1.0)
+
+
+# ------------------------------------------------------------------ refusals, with the reason
+REFUSED = {
+    "nextafter": "the next float is a property of the float encoding; shares are fixed point",
+    "bitcast_convert_type": "a secret's IEEE bit pattern does not exist (shares are fixed "
+                            "point); use comparisons (e.g. x < 0 for signbit)",
+    "fft": "no secure FFT protocol here (it is linear: a public DFT matrix product works; "
+           "write it as a matmul)",
+    "shift_left": "bit shifts of secret integers need a bit decomposition",
+    "shift_right_logical": "bit shifts of secret integers need a bit decomposition",
+    "shift_right_arithmetic": "bit shifts of secret integers need a bit decomposition",
+    "population_count": "needs a bit decomposition of the secret",
+    "clz": "needs a bit decomposition of the secret",
+    "xor": "xor of secret integers needs a bit decomposition (bools: use !=)",
+    "random_bits": "randomness inside a private program must come from the runtime",
+    "lgamma": "no MPC approximation of lgamma here",
+    "digamma": "no MPC approximation of digamma here",
+    "igamma": "no MPC approximation of the incomplete gamma function here",
+    "erf_inv": "no MPC approximation of erf_inv here",
+    "lu": "matrix decompositions of secrets are not supported (no pivoting on secrets)",
+    "cholesky": "matrix decompositions of secrets are not supported",
+    "qr": "matrix decompositions of secrets are not supported",
+    "svd": "matrix decompositions of secrets are not supported",
+    "eig": "matrix decompositions of secrets are not supported",
+    "eigh": "matrix decompositions of secrets are not supported",
+    "triangular_solve": "solving with a secret matrix needs secret divisions per row; not "
+                        "supported",
+    "cumprod": "write the running product as a scan (unrolled) or reduce_prod",
+    "cummax": "write the running maximum with jnp.maximum in a scan (unrolled)",
+    "cummin": "write the running minimum with jnp.minimum in a scan (unrolled)",
+    "cumlogsumexp": "not supported on secrets",
+    "while": "secret-dependent control flow: a loop cannot branch on a secret; give it a public "
+             "trip count (lax.scan / fori_loop with constant bounds is unrolled)",
+}
+
+
+def _refuse(reason: str):
+    def lower_rule(L, eqn, *vals):
+        L.fail(f"'{eqn.primitive.name}' on a secret is not supported: {reason}")
+    lower_rule.__doc__ = f"Refused: {reason}."
+    return lower_rule
+
+
+for _name, _reason in REFUSED.items():
+    LOWER_RULES.setdefault(_name, _refuse(_reason))
