@@ -109,7 +109,7 @@ def test_errors_name_primitive_line_and_scope():
 
     model = Block()
     params = model.init(jax.random.PRNGKey(0), X)
-    msg = _raises(model.apply, params, X, owners=(0, 1), match="unsupported primitive 'nextafter'")
+    msg = _raises(model.apply, params, X, owners=(0, 1), match="primitive 'nextafter' at ")
     assert "test_lower.py:" in msg
 
 
