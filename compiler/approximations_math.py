@@ -56,7 +56,7 @@ def log_poly(x, degree: int = 10, lo: int = LOG_RANGE[0], hi: int = LOG_RANGE[1]
     """log(x) = log(c) + k ln 2 with x = c 2^k, c in [1, 2): the octave k from parallel
     comparisons [x >= 2^j] (k and 2^-k are public linear combinations of the bits), log(c) by
     a degree-10 Chebyshev polynomial. Range: x in [2^lo, 2^hi) (below: log(2^lo); x <= 0 has no
-    log). Max abs error 3e-4 at f = 16 (fit error 1e-8). Source: SPU's log by normalisation
+    log). Max abs error: float 8e-10; in MPC at f = 16 <= 2e-3. Source: SPU's log by normalisation
     (here with comparisons instead of a bit decomposition)."""
     bits = A._octave_bits(x, lo, hi, 2.0)
     s = A._octave_combination(bits, lo, hi, lambda k: 2.0 ** (-k))
@@ -87,14 +87,14 @@ def expm1_via(x, exp: Callable):
 
 def pow_via(x, y, exp: Callable, log: Callable = log_poly):
     """x ** y = exp(y log x) for x > 0 (the only domain of a non-integer power). Range: x in
-    [2^-16, 2^24), y log x <= ~16; relative error about |y log x| * 3e-4 + exp's."""
+    [2^-16, 2^24), y log x <= ~16; relative error: float 1.1e-7 (y = 1.7); in MPC about |y| * 2e-3 + exp's."""
     return exp(y * log(x))
 
 
 def cbrt_via(x, exp: Callable, log: Callable = log_poly):
     """sign(x) exp(log(|x|) / 3); 0 for |x| < 1.5 2^-16 (below the
     fixed-point resolution).
-    Range: |x| < 2^24; relative error ~1e-4."""
+    Range: |x| < 2^24; max abs error: float 2.2e-9; in MPC <= 2e-3."""
     neg = x < 0
     a = jnp.where(neg, -x, x)
     r = exp(log(a) * (1.0 / 3.0))
@@ -110,7 +110,8 @@ def sin_poly(x, degree: int = 13, shift: float = 0.0):
     """sin(x + shift * 2 pi): range reduction r = t - round(t), t = x / (2 pi) + shift (one
     truncation and comparison), then sin(2 pi r) = p(2 r) with an odd degree-13 Chebyshev
     polynomial of sin(pi u) on [-1, 1]. Range: |x| < 2^20 (the reduction is exact; the
-    product x / (2 pi) carries the constant's 2^-20 relative error). Max abs error 1e-4."""
+    product x / (2 pi) carries the constant's 2^-20 relative error). Max abs error: float
+    1.2e-9 on [-100, 100]; in MPC <= 1e-3."""
     t = x * (1.0 / (2.0 * math.pi)) + shift
     r = t - jnp.floor(t + 0.5)
     return _poly("sin_pi", 2.0 * r, degree, odd=True)
@@ -138,8 +139,8 @@ def atan2_via(y, x, recip: Callable, degree: int = 15):
     """atan2(y, x): q = min(|x|, |y|) / max(|x|, |y|) in [0, 1] (the policy's reciprocal of
     the max), atan(q) by an odd degree-15 Chebyshev polynomial, then the octant corrections
     pi/2 - a (|y| > |x|), pi - a (x < 0), -a (y < 0): four comparisons. Range: max(|x|, |y|)
-    within the reciprocal's range ([2^-12, 2^20) by default); (0, 0) gives 0. Max abs error
-    2e-4."""
+    within the reciprocal's range ([2^-12, 2^20) by default); (0, 0) gives 0. Max abs error:
+    float 4.3e-8; in MPC <= 1e-3."""
     ax, ay = jnp.where(x < 0, -x, x), jnp.where(y < 0, -y, y)
     steep = ay > ax
     mn, mx = jnp.where(steep, ax, ay), jnp.where(steep, ay, ax)
@@ -150,13 +151,14 @@ def atan2_via(y, x, recip: Callable, degree: int = 15):
 
 
 def atan_via(x, recip: Callable, degree: int = 15):
-    """atan(x) = atan2(x, 1). Range: |x| < 2^20; max abs error 2e-4."""
+    """atan(x) = atan2(x, 1). Range: |x| < 2^20; max abs error as atan2_via."""
     return atan2_via(x, jnp.ones_like(x), recip, degree)
 
 
 def asin_via(x, rsqrt: Callable, recip: Callable):
     """asin(x) = atan2(x, sqrt(1 - x^2)), sqrt(v) = v rsqrt(v) with the policy's rsqrt.
-    Range: |x| <= 1; max abs error 2e-3 (near |x| = 1, where sqrt(1 - x^2) is steep)."""
+    Range: |x| <= 1; max abs error: float 6.4e-7; in MPC <= 5e-3 (near |x| = 1, where
+    sqrt(1 - x^2) is steep)."""
     v = jnp.maximum(1.0 - x * x, 0.0)
     return atan2_via(x, v * rsqrt(v), recip)
 
@@ -182,7 +184,7 @@ def cosh_via(x, exp: Callable):
 
 
 def asinh_via(x, rsqrt: Callable):
-    """sign(x) log(|x| + sqrt(x^2 + 1)). Range: |x| < 2^12; max abs error ~5e-4."""
+    """sign(x) log(|x| + sqrt(x^2 + 1)). Range: |x| < 2^12; max abs error: float 1.6e-6; in MPC <= 2e-3."""
     neg = x < 0
     a = jnp.where(neg, -x, x)
     v = a * a + 1.0
@@ -191,11 +193,11 @@ def asinh_via(x, rsqrt: Callable):
 
 
 def acosh_via(x, rsqrt: Callable):
-    """log(x + sqrt(x^2 - 1)). Range: 1 <= x < 2^12; max abs error ~5e-3 near x = 1."""
+    """log(x + sqrt(x^2 - 1)). Range: 1 <= x < 2^12; max abs error: float 7.8e-7; in MPC <= 1e-2 (near x = 1)."""
     v = jnp.maximum(x * x - 1.0, 0.0)
     return log_poly(x + v * rsqrt(v))
 
 
 def atanh_via(x):
-    """(log(1 + x) - log(1 - x)) / 2. Range: |x| <= 1 - 2^-16; max abs error ~3e-4."""
+    """(log(1 + x) - log(1 - x)) / 2. Range: |x| <= 1 - 2^-16; max abs error: float 7.1e-10; in MPC <= 2e-3."""
     return 0.5 * (log_poly(1.0 + x) - log_poly(1.0 - x))
