@@ -1033,4 +1033,4 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
 
 
 # rules of further operators live in their own modules (issue 16); importing them registers them
-from . import lower_cmp, lower_ops  # noqa: E402,F401  (after LOWER_RULES is complete)
+from . import lower_cmp, lower_ops, lower_order  # noqa: E402,F401  (after LOWER_RULES is complete)
