@@ -350,7 +350,7 @@ class Executable:
 
     def compile(self, flat_inputs):
         """(compiled, entries, probe meta, compile seconds) for these input shapes, cached."""
-        sig = tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in flat_inputs)
+        sig = tuple(_input_sig(x) for x in flat_inputs)
         if sig not in self._cache:
             t0 = time.perf_counter()
             with ring.x64():
@@ -363,7 +363,8 @@ class Executable:
 
     def __call__(self, flat_inputs):
         """Returns (flat outputs, ledger entries, time dict, overflow or None)."""
-        flat_inputs = [jnp.asarray(x) for x in flat_inputs]
+        # a pcformer.Secret input arrives as an AShare (a pytree: its data is traced)
+        flat_inputs = [x if isinstance(x, AShare) else jnp.asarray(x) for x in flat_inputs]
         compiled, entries, meta, compile_s = self.compile(flat_inputs)
         fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
         self._cache["_timed"] = compiled
@@ -376,6 +377,13 @@ class Executable:
         if meta:
             overflow = first_overflow(self.prog, self.config, meta, [float(p) for p in probes])
         return outs, entries, {"compile_s": fresh, "run_s": run_s}, overflow
+
+
+def _input_sig(x):
+    """Shape and dtype of an input (an AShare by its share array and depth)."""
+    if isinstance(x, AShare):
+        return ("share", tuple(x.data.shape), str(x.data.dtype), x.depth)
+    return (tuple(np.shape(x)), str(jnp.asarray(x).dtype))
 
 
 def first_overflow(prog, config, meta, maxima):

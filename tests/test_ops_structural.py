@@ -45,3 +45,21 @@ def test_prod_uses_a_tree_of_products():
     """log2 rounds, not k - 1: the product over 8 entries is 3 levels of Beaver products."""
     _, rep = check_op(lambda a: jnp.prod(a), Y[:2], atol=1e-3, rtol=0, kinds=("client",))
     assert sum(1 for e in rep.entries if e.op.endswith("mul") and e.phase == "offline") == 3
+
+
+@pytest.mark.parametrize("reveal", [True, False])
+def test_program_executor_accepts_secret_inputs(reveal):
+    import pcformer
+    from ops_util import ledger_key, make_secret
+    s = make_secret(X)
+    fn = lambda a, w: jnp.maximum(a @ w, 0.0) * 0.5  # noqa: E731
+    got = {}
+    for executor in ("program", "op"):
+        prog = pcformer.compile(fn, s, Y.T, owners=("secret", 0), policy=None,
+                                executor=executor, reveal=reveal)
+        out, rep = prog.run(s, Y.T)
+        out = np.asarray(out if reveal else out.peek(), np.float64)
+        np.testing.assert_allclose(out, np.maximum(X @ Y.T, 0) * 0.5, atol=1e-3)
+        assert ledger_key(prog.cost.entries) == ledger_key(rep.entries)
+        got[executor] = ledger_key(rep.entries)
+    assert got["program"] == got["op"]
