@@ -21,7 +21,9 @@ import numpy as np
 from . import approximations as A
 
 LN2 = math.log(2.0)
-LOG_RANGE = (-16, 24)     # log is valid on [2^-16, 2^24): the fixed-point range at f = 16
+# log is valid on [2^-16, 2^24): the fixed-point range at l = 64, f = 16. Its octave thresholds
+# must be encodable: on the 32-bit ring (f = 12, |x| < 2^18) log is NOT usable as is.
+LOG_RANGE = (-16, 24)
 
 
 @functools.lru_cache(maxsize=None)

@@ -71,3 +71,16 @@ def test_conv_with_the_servers_kernel_uses_the_server_weight_protocol():
     out, rep = prog.run(IMG, KER)
     np.testing.assert_allclose(np.asarray(out), np.asarray(fn(IMG, KER)), atol=1e-3)
     assert ledger_key(prog.cost.entries) == ledger_key(rep.entries)
+
+
+@pytest.mark.parametrize("config", [pcformer.MPCConfig(mode="ideal"),
+                                    pcformer.MPCConfig(ring_bits=32, frac_bits=12)],
+                         ids=["ideal", "ring32"])
+def test_new_ops_in_ideal_mode_and_on_the_32_bit_ring(config):
+    """They are built from existing protocols: ideal mode has their rules, same ledger.
+    (log's octave thresholds reach 2^24: the 64-bit ring's range, not the 32-bit one's.)"""
+    x = rng.permutation(np.linspace(-3, 3, 8)).astype(np.float32)
+    log = (lambda a: jnp.log(jnp.abs(a) + 0.5)) if config.ring_bits == 64 else jnp.abs  # noqa
+    check_op(lambda a: (jnp.sort(a), jnp.floor(a), log(a), jnp.sin(a),
+                        a == jnp.round(a), jnp.mean(a * 0.3)),
+             x, config=config, kinds=("client",), atol=2e-2, rtol=0)
