@@ -427,6 +427,24 @@ def _build_int_pow(policy, vals, attrs):
     return r if y == -1 else jax.lax.integer_pow(r, -y)
 
 
+def match_signbit(g: Graph, i: int):
+    """shift_right_arithmetic(bitcast_convert_type(x float -> int), bits - 1): jnp.signbit's
+    (and copysign's) read of the IEEE sign bit, which a fixed-point secret lacks; replaced by
+    -[x < 0] (one comparison)."""
+    eqn = g.eqns[i]
+    if eqn.primitive.name != "shift_right_arithmetic":
+        return None
+    p = g.prod(eqn.invars[0], "bitcast_convert_type")
+    if not p or not g.single_use(eqn.invars[0]):
+        return None
+    x = p[1].invars[0]
+    bits = np.dtype(eqn.outvars[0].aval.dtype).itemsize * 8
+    if not (hasattr(x, "aval") and jnp.issubdtype(x.aval.dtype, jnp.floating)
+            and np.dtype(x.aval.dtype).itemsize * 8 == bits and g.const(eqn.invars[1]) == bits - 1):
+        return None
+    return Match("signbit", i, frozenset({i, p[0]} | g.const_idxs(eqn.invars[1])), (x,))
+
+
 def _math(prim: str, build: Callable):
     """A single-primitive rule of the `math` class (compiler/approximations_math.py)."""
     return Rule(prim, "math", _single(prim, prim), build, False)
@@ -497,6 +515,8 @@ RULES: dict[str, Rule] = {r.name: r for r in [
          _single("integer_pow", "integer_pow", lambda g, e: e.params["y"] < 0),
          _build_int_pow, False),
     *MATH_RULES,
+    Rule("signbit", "math", match_signbit,
+         lambda pol, v, a: -(v[0] < 0).astype(jnp.int32), True),
 ]}
 
 

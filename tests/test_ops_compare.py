@@ -26,6 +26,7 @@ CASES = {
                                           jnp.heaviside(a, 0.5)), X, Y),
     "nan_reducers": (lambda a: (jnp.nansum(a), jnp.nanmax(a, axis=1), jnp.nanmean(a)), X),
     "where_select": (lambda a, b: jnp.where(a > b, a, b * 2.0), X, Y),
+    "signbit_copysign": (lambda a, b: (jnp.signbit(a), jnp.copysign(a, b)), X, Y),
     "logical": (lambda a, b: (jnp.logical_and(a > 0, b > 0), jnp.logical_or(a > 0, b < 0),
                               jnp.logical_not(a > 0)), X, Y),
 }
