@@ -159,7 +159,8 @@ def _structural(cfg, op, args):
     prim = op.attrs["primitive"]
     params = dict(op.attrs["params"])
     if name == "gather" and "fill_value" in params:
-        params["fill_value"] = None
+        # shares of out-of-range rows read 0 (a concrete fill: binding with None fails)
+        params["fill_value"] = 0
     n_data = op.attrs.get("n_data", len(args))
     data, rest = args[:n_data], args[n_data:]
     if name == "pad":
@@ -399,7 +400,7 @@ class Executable:
 
     def compile(self, flat_inputs):
         """(compiled, entries, probe meta, compile seconds) for these input shapes, cached."""
-        sig = tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in flat_inputs)
+        sig = tuple(_input_sig(x) for x in flat_inputs)
         sig = sig + (("audit",) if self.audit else ())
         if sig not in self._cache:
             t0 = time.perf_counter()
@@ -415,7 +416,8 @@ class Executable:
 
     def __call__(self, flat_inputs):
         """Returns (flat outputs, ledger entries, time dict, overflow or None)."""
-        flat_inputs = [jnp.asarray(x) for x in flat_inputs]
+        # a pcformer.Secret input arrives as an AShare (a pytree: its data is traced)
+        flat_inputs = [x if isinstance(x, AShare) else jnp.asarray(x) for x in flat_inputs]
         compiled, entries, meta, compile_s = self.compile(flat_inputs)
         fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
         self._cache["_timed"] = compiled
@@ -460,6 +462,13 @@ def received(audit_log, party: int, phases=("online", "setup")) -> list:
         elif kind == "send" and sender == 1 - party:
             out += list(arrays)
     return out
+
+
+def _input_sig(x):
+    """Shape and dtype of an input (an AShare by its share array and depth)."""
+    if isinstance(x, AShare):
+        return ("share", tuple(x.data.shape), str(x.data.dtype), x.depth)
+    return (tuple(np.shape(x)), str(jnp.asarray(x).dtype))
 
 
 def first_overflow(prog, config, meta, maxima):

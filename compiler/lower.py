@@ -94,6 +94,7 @@ class Lowerer:
 
     frac_bits: int = 16
     reveal_to: int = 1
+    ring_bits: int = 64
     ops: list = dataclasses.field(default_factory=list)
     next_id: int = 0
     shared: dict = dataclasses.field(default_factory=dict)   # (private id, scale) -> secret
@@ -145,6 +146,33 @@ class Lowerer:
                 return 0
         return self.frac_bits
 
+    def factor_scale(self, plain: Value) -> int:
+        """Encoding scale of a public constant FACTOR of a product: enough fraction bits that
+        its largest magnitude keeps f + k significant bits (1/1000 at f + 13 instead of f, where
+        it kept 6 bits and the mean of 1000 threes came out 3.02), so x * (1/n) is a mean within
+        a few ulps. The encoded integer stays below 2^(f+k): the product keeps the headroom of a
+        product by 2^k (k = 4 on the 64-bit ring, 0 where the ring has no room to spare).
+        Non-constants and constants of magnitude >= 2^k keep `plain.scale`."""
+        if plain.const is None or plain.scale < self.frac_bits:
+            return plain.scale
+        c = np.abs(np.asarray(plain.const, np.float64))
+        top = float(np.max(c)) if c.size else 0.0
+        if not (np.isfinite(top) and top > 0.0):
+            return plain.scale
+        f, l = self.frac_bits, self.ring_bits
+        k = int(np.clip((l - 2 - 3 * f) // 2, 0, 4))
+        s = f + k - 1 - int(np.floor(np.log2(top)))
+        return int(np.clip(s, plain.scale, max(plain.scale, l - 2 - f)))
+
+    def finite(self, plain: Value):
+        """A public constant meeting a secret must be encodable: inf/nan has no fixed-point
+        code (it would silently become garbage)."""
+        if plain.const is not None and np.issubdtype(np.asarray(plain.const).dtype,
+                                                     np.floating) \
+                and not np.all(np.isfinite(plain.const)):
+            self.fail("a public constant that is not finite (inf or nan) meets a secret: it "
+                      "has no fixed-point encoding")
+
     def const(self, value, dtype=None) -> Value:
         arr = np.asarray(value, dtype=dtype)
         v = self.new(arr.shape, arr.dtype, PUBLIC, self.plain_scale(arr.dtype, arr), const=arr)
@@ -193,8 +221,18 @@ class Lowerer:
 
     def common(self, vals: list[Value]) -> tuple[list[Value], int]:
         """Bring secrets to one scale (raising, never truncating) for a sum/concat/select."""
+        vals = self.cap_scales(vals)
         target = max(v.scale for v in vals)
         return [self.lift(v, target) if v.vis.is_secret else v for v in vals], target
+
+    def cap_scales(self, vals: list[Value]) -> list[Value]:
+        """A secret above scale 2f (a product by a precise constant, `factor_scale`) meeting
+        values at other scales is truncated to 2f first: lifting the others to its scale would
+        shrink their headroom below that of an ordinary product."""
+        cap = 2 * self.frac_bits
+        if len({v.scale for v in vals}) > 1 and any(v.scale > cap for v in vals):
+            vals = [self.truncate(v, cap) if v.vis.is_secret else v for v in vals]
+        return vals
 
     def per_share(self, name, operands, shape, dtype, scale, **attrs) -> Value:
         """A free op applied by each party to its own share (structural ops, sums, ...)."""
@@ -214,6 +252,8 @@ class Lowerer:
             (a, b), s = self.common([a, b])
             return self.per_share("sub" if sub else "add", [a, b], shape, dtype, s)
         plain_index = 0 if not a.vis.is_secret else 1
+        self.finite((a, b)[plain_index])
+        a, b = self.cap_scales([a, b])
         target = max(a.scale, b.scale)
         a, b = (a, self.lift(b, target)) if plain_index == 0 else (self.lift(a, target), b)
         plain = (a, b)[plain_index]
@@ -249,14 +289,16 @@ class Lowerer:
             self.emit("mul", [a, b], [r])
             return r
         sec, plain = (a, b) if a.vis.is_secret else (b, a)
+        self.finite(plain)
         if plain.vis.is_private and not self.reusable(plain):
             return self.mul(self.to_secret(a), self.to_secret(b), shape=shape, dtype=dtype)
         if plain.scale > 0:
             sec = self.for_product(sec)
-        r_scale = sec.scale + plain.scale
+        enc = self.factor_scale(plain) if plain.vis.is_public else plain.scale
+        r_scale = sec.scale + enc
         operands = [sec, plain]
         if plain.vis.is_public:
-            r = self.per_share("mul_public", operands, shape, dtype, r_scale, enc=plain.scale,
+            r = self.per_share("mul_public", operands, shape, dtype, r_scale, enc=enc,
                                plain_index=1)
             if plain.size == 1 and tuple(sec.shape) == tuple(shape):
                 self.scaled[r.id] = (sec, plain)
@@ -870,7 +912,7 @@ def lower(traced, owners_flat, config, keep_secret=None) -> ir.Program:
     secret-shared (no reveal; e.g. a KV cache carried to the next decoding step)."""
     closed = traced.closed_jaxpr
     L = Lowerer(frac_bits=config.frac_bits, reveal_to=config.reveal_to,
-                root=getattr(traced, "root", None))
+                ring_bits=config.ring_bits, root=getattr(traced, "root", None))
     inputs = []
     for var, owner in zip(closed.jaxpr.invars, owners_flat):
         aval = var.aval
@@ -999,3 +1041,7 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
     flush()
     return out, L.next_id
 
+
+
+# rules of further operators live in their own modules (issue 16); importing them registers them
+from . import lower_cmp, lower_ops, lower_order  # noqa: E402,F401  (after LOWER_RULES is complete)

@@ -33,6 +33,7 @@ class Policy:
     tanh: str | None = "logistic"
     logistic: str | None = "exp"
     erf: str | None = "poly"
+    math: str | None = "poly"       # log, trigonometric, hyperbolic, pow, cbrt (issue 16)
     # parameters
     quad_c: float = 5.0             # 2Quad softmax shift c in (x + c)^2 (MPCFormer: 5)
     softmax_eps: float = 1e-3       # added to the row sum of 2quad/relu softmax (empty rows)
@@ -110,6 +111,7 @@ class Policy:
 _CHOICES: dict[str, Any] = {
     "gelu": A.GELUS, "softmax": A.SOFTMAXES, "exp": A.EXPS, "reciprocal": A.RECIPROCALS,
     "rsqrt": A.RSQRTS, "tanh": {"logistic"}, "logistic": {"exp"}, "erf": {"poly"},
+    "math": {"poly"},
 }
 
 EXACT = Policy(name="exact", doc=(

@@ -427,6 +427,54 @@ def _build_int_pow(policy, vals, attrs):
     return r if y == -1 else jax.lax.integer_pow(r, -y)
 
 
+def match_signbit(g: Graph, i: int):
+    """shift_right_arithmetic(bitcast_convert_type(x float -> int), bits - 1): jnp.signbit's
+    (and copysign's) read of the IEEE sign bit, which a fixed-point secret lacks; replaced by
+    -[x < 0] (one comparison)."""
+    eqn = g.eqns[i]
+    if eqn.primitive.name != "shift_right_arithmetic":
+        return None
+    p = g.prod(eqn.invars[0], "bitcast_convert_type")
+    if not p or not g.single_use(eqn.invars[0]):
+        return None
+    x = p[1].invars[0]
+    bits = np.dtype(eqn.outvars[0].aval.dtype).itemsize * 8
+    if not (hasattr(x, "aval") and jnp.issubdtype(x.aval.dtype, jnp.floating)
+            and np.dtype(x.aval.dtype).itemsize * 8 == bits and g.const(eqn.invars[1]) == bits - 1):
+        return None
+    return Match("signbit", i, frozenset({i, p[0]} | g.const_idxs(eqn.invars[1])), (x,))
+
+
+def _math(prim: str, build: Callable):
+    """A single-primitive rule of the `math` class (compiler/approximations_math.py)."""
+    return Rule(prim, "math", _single(prim, prim), build, False)
+
+
+def _math_rules():
+    from . import approximations_math as M
+    exp = lambda pol: pol.exp_fn()
+    return [
+        _math("log", lambda pol, v, a: M.log_poly(v[0])),
+        _math("log1p", lambda pol, v, a: M.log1p_poly(v[0])),
+        _math("exp2", lambda pol, v, a: M.exp2_via(v[0], exp(pol))),
+        _math("expm1", lambda pol, v, a: M.expm1_via(v[0], exp(pol))),
+        _math("pow", lambda pol, v, a: M.pow_via(v[0], v[1], exp(pol))),
+        _math("cbrt", lambda pol, v, a: M.cbrt_via(v[0], exp(pol))),
+        _math("sin", lambda pol, v, a: M.sin_poly(v[0])),
+        _math("cos", lambda pol, v, a: M.cos_poly(v[0])),
+        _math("tan", lambda pol, v, a: M.tan_via(v[0], pol.reciprocal_fn())),
+        _math("atan", lambda pol, v, a: M.atan_via(v[0], pol.reciprocal_fn())),
+        _math("atan2", lambda pol, v, a: M.atan2_via(v[0], v[1], pol.reciprocal_fn())),
+        _math("asin", lambda pol, v, a: M.asin_via(v[0], pol.rsqrt_fn(), pol.reciprocal_fn())),
+        _math("acos", lambda pol, v, a: M.acos_via(v[0], pol.rsqrt_fn(), pol.reciprocal_fn())),
+        _math("sinh", lambda pol, v, a: M.sinh_via(v[0], exp(pol))),
+        _math("cosh", lambda pol, v, a: M.cosh_via(v[0], exp(pol))),
+        _math("asinh", lambda pol, v, a: M.asinh_via(v[0], pol.rsqrt_fn())),
+        _math("acosh", lambda pol, v, a: M.acosh_via(v[0], pol.rsqrt_fn())),
+        _math("atanh", lambda pol, v, a: M.atanh_via(v[0])),
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """A rewrite rule: its operator class (a Policy field), matcher, builder and pass."""
@@ -436,6 +484,8 @@ class Rule:
     build: Callable
     composite: bool
 
+
+MATH_RULES = _math_rules()
 
 RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("gelu_erf", "gelu", match_gelu_erf,
@@ -464,11 +514,23 @@ RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("integer_pow", "reciprocal",
          _single("integer_pow", "integer_pow", lambda g, e: e.params["y"] < 0),
          _build_int_pow, False),
+    *MATH_RULES,
+    Rule("signbit", "math", match_signbit,
+         lambda pol, v, a: -(v[0] < 0).astype(jnp.int32), True),
 ]}
 
 
+# operator classes a policy may leave unset (None) where a standalone occurrence then falls
+# back to the `exact` policy's method instead of stopping the compilation: mpcformer/paper
+# replace exp/tanh/sigmoid inside softmax/GeLU, but a model may also use them elsewhere
+FALLBACK = ("exp", "tanh", "logistic")
+
+
 def method_of(policy: P.Policy, rule: Rule) -> Optional[str]:
-    return getattr(policy, rule.op_class)
+    m = getattr(policy, rule.op_class)
+    if m is None and not rule.composite and rule.op_class in FALLBACK:
+        m = getattr(P.EXACT, rule.op_class)
+    return m
 
 
 # ---------------------------------------------------------------------------------------------

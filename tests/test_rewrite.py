@@ -58,13 +58,15 @@ def test_original_has_the_heavy_ops(layer):
 
 
 @pytest.mark.parametrize("policy", ["mpcformer", "puma", "paper"])
-def test_model_ops_replaced_unrelated_exp_kept(layer, policy):
+def test_model_ops_replaced_unrelated_exp_falls_back_to_exact(layer, policy):
     *_, tr = layer
-    assert _replacements(tr, policy) == [("gelu", "gelu_erf", ""), ("rsqrt", "rsqrt", "ln"),
-                                         ("softmax", "softmax", "")]
+    assert _replacements(tr, policy) == [("exp", "exp", ""), ("gelu", "gelu_erf", ""),
+                                         ("rsqrt", "rsqrt", "ln"), ("softmax", "softmax", "")]
     assert all(r.masked for r in R.matches(tr, policy) if r.op_class == "softmax")
+    # the policy leaves standalone exp unset: it falls back to exact's method (issue 16)
+    assert [r.method for r in R.matches(tr, policy) if r.op_class == "exp"] == ["taylor"]
     out = R.rewrite(tr, policy)
-    assert _heavy_scopes(out) == [("exp", "")]  # only the unrelated exp is left
+    assert _heavy_scopes(out) == []
 
 
 def test_exact_also_replaces_the_unrelated_exp(layer):
@@ -78,8 +80,11 @@ def test_exact_also_replaces_the_unrelated_exp(layer):
 def test_none_fields_leave_operators_alone(layer):
     *_, tr = layer
     pol = P.Policy(gelu=None, softmax=None, exp=None, rsqrt=None, erf=None)
-    assert _replacements(tr, pol) == [("reciprocal", "div", "")]  # the softmax's division
-    assert [e.primitive.name for e in R.rewrite(tr, pol).eqns].count("exp") == 2
+    # the softmax's division; both exps (standalone now) fall back to exact's method
+    assert _replacements(tr, pol) == [("exp", "exp", ""), ("exp", "exp", ""),
+                                      ("reciprocal", "div", "")]
+    names = [e.primitive.name for e in R.rewrite(tr, pol).eqns]
+    assert names.count("exp") == 0 and names.count("erfc") == 1 and "rsqrt" in names
     # with gelu None but erf set, the erfc alone is approximated
     pol = P.Policy(gelu=None)
     assert ("erf", "erfc", "") in _replacements(tr, pol)
@@ -219,7 +224,8 @@ def test_single_primitives():
     assert _rules(fn, X) == ["erf", "logistic", "rsqrt", "sqrt", "tanh"]
     for a, b in zip(R.friendly(fn, "exact")(X), fn(X)):
         np.testing.assert_allclose(a, b, atol=2e-3)
-    assert _rules(fn, X, policy="mpcformer") == ["rsqrt", "sqrt"]
+    # mpcformer leaves erf alone; standalone tanh/sigmoid fall back to exact's methods
+    assert _rules(fn, X, policy="mpcformer") == ["logistic", "rsqrt", "sqrt", "tanh"]
 
 
 # --- policies -------------------------------------------------------------------------------
