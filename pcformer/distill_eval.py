@@ -113,3 +113,17 @@ def english_report(model, policy, params, seq_len: int = 32, split=None) -> dict
         out.setdefault(r["set"], {})[r["stage"]] = {k: r[k] for k in
                                                     ("n", "cos_mean", "cos_min", "top1", "top5")}
     return out
+
+
+def cli_fidelity(model, policy, params, seq_len: int, stream=None) -> dict | None:
+    """What `pcformer distill` adds to its report: `english_report` for encoders (None for causal
+    models, whose output is not an embedding), its table written to `stream` (stderr) as well."""
+    import sys
+    if D.output_kind(model) != "embedding":
+        return None
+    report = english_report(model, policy, params, seq_len)
+    rows = [dict(metrics, set=name, stage=stage, policy=D.policy_name(policy))
+            for name, stages in report.items() for stage, metrics in stages.items()]
+    print("\nfidelity to the exact model (held-out English, corpus_english):\n"
+          + format_table(rows), file=stream or sys.stderr)
+    return report

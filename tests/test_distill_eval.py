@@ -121,3 +121,25 @@ def test_evaluation_refuses_causal_models():
     model = type("M", (), {"kind": "gpt2"})()
     with pytest.raises(ValueError, match="encoder"):
         V.evaluate_stages(model, "exact", {}, {})
+
+
+# ---------------------------------------------------------------- hard-example weighting
+def test_hard_weights_follow_the_loss_with_mean_one_and_a_cap():
+    import jax
+    import jax.numpy as jnp
+    loss = jnp.array([0.1, 0.2, 0.3, 0.4])
+    assert np.allclose(D.hard_weights(loss, 0.0), 1.0)
+    w = np.asarray(D.hard_weights(loss, 1.0))
+    assert np.isclose(w.mean(), 1.0) and np.all(np.diff(w) > 0)
+    assert np.allclose(w, loss / loss.mean())                  # below the cap: exactly loss/mean
+    spiky = np.asarray(D.hard_weights(jnp.array([1e-3] * 15 + [10.0]), 1.0))
+    assert np.isclose(spiky[-1], D.HARD_CAP) and np.isclose(spiky.mean(), 1.0)
+    assert np.allclose(spiky[:-1], (16 - D.HARD_CAP) / 15)      # the rest share what is left
+    grad = jax.grad(lambda x: jnp.sum(D.hard_weights(x, 2.0)))(loss)
+    assert np.allclose(grad, 0.0)                               # weights carry no gradient
+
+
+def test_hard_examples_config_is_checked_and_changes_training():
+    with pytest.raises(ValueError, match="hard_examples"):
+        D.DistillConfig(hard_examples=-1.0)
+    assert D.DistillConfig().hard_examples > 0                 # on by default
