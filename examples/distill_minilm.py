@@ -67,7 +67,7 @@ def main(argv=None) -> int:
                    help="sentences in each held-out set (in and out of domain)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--hard_examples", type=float, default=d.hard_examples,
-                   help="weight each example's loss by (loss / batch mean) ** this (0: uniform)")
+                   help="weight each example's loss in proportion to loss ** this (0: uniform)")
     p.add_argument("--out", default=None, help="save each distilled model to OUT/<policy>")
     p.add_argument("--private_seq_len", type=int, default=8,
                    help="tokens of the private check (0: skip it)")

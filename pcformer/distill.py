@@ -63,9 +63,9 @@ class DistillConfig:
     attention_weight: float = 1.0   # used only where the policy changes softmax
     output_weight: float = 1.0
     output_loss: str = "auto"       # "auto" | "cosine" | "mse" | "kl"
-    hard_examples: float = 1.0      # weight each example's loss by (loss / batch mean) ** this,
-                                    # capped (`hard_weights`): the worst examples pull harder;
-                                    # 0: every example alike
+    hard_examples: float = 1.0      # weight each example's loss in proportion to loss ** this
+                                    # (mean 1, capped: `hard_weights`): the worst examples pull
+                                    # harder; 0: every example alike
     save_every: int = 0             # write a resumable state every this many steps (0: at the end)
     length_buckets: tuple[int, ...] = (12, 16, 24)  # shorter padded lengths for batches of short
                                     # examples (each one more compile; see batch_plan); (): none
