@@ -1,51 +1,49 @@
 """Distil all-MiniLM-L6-v2 under friendly policies and show what it recovers.
 
 For each policy (default: mpcformer, then paper): the friendly model's fidelity to the exact model
-on held-out English sentences before and after `pcformer.distill` -- mean and minimum cosine
-similarity of the sentence embeddings, and agreement of a semantic-search ranking (each held-out
-sentence queries the others: top-1 = same nearest neighbour as the exact model, top-5 = mean
-overlap of the five nearest). Then the distilled model's private (two-party simulated) embedding of
-one short sentence is checked against its plaintext.
+before and after `pcformer.distill`, on two held-out sets of `pcformer.corpus_english` -- in
+domain (docstrings and WordNet sentences of the training domains) and out of domain (WordNet
+sentences of everyday domains never trained on: food, travel, news, money) -- as mean and minimum
+cosine similarity of the sentence embeddings and agreement of a semantic search (each held-out
+sentence queries the others: top-1 = the same nearest sentence as the exact model, top-5 = the
+exact model's nearest among the student's five nearest; `pcformer.distill_eval`). Then the
+distilled model's private (two-party simulated) embedding of one short sentence is checked
+against its plaintext.
 
-    python examples/distill_minilm.py            # defaults: mpcformer 2000 steps, paper 750;
-                                                 # 753 s on an idle 2-core CPU (README's table)
+    python examples/distill_minilm.py            # defaults: mpcformer 2000 steps, paper 750
     python examples/distill_minilm.py --steps=50 --policies=mpcformer --private_seq_len=0
+    python examples/distill_minilm.py --corpus=stdlib   # the docstring corpus alone
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import time
 
-import jax
 import numpy as np
 
-from pcformer import corpus, models
+from pcformer import corpus, corpus_english, models
 from pcformer import distill as D
+from pcformer import distill_eval as V
 
 
-def embeddings(fn, params, ids, mask, batch: int = 32) -> np.ndarray:
-    """Sentence embeddings [n, hidden] in batches (fn: jitted features function)."""
-    outs = [np.asarray(fn(params, ids[i:i + batch], mask[i:i + batch])["out"])
-            for i in range(0, len(ids), batch)]
-    e = np.concatenate(outs)
-    return e / np.linalg.norm(e, axis=-1, keepdims=True)
-
-
-def fidelity(student: np.ndarray, teacher: np.ndarray) -> dict:
-    """Cosine to the exact embeddings and semantic-search agreement among held-out sentences."""
-    cos = np.sum(student * teacher, axis=-1)
-    def ranks(e):
-        sim = e @ e.T
-        np.fill_diagonal(sim, -np.inf)
-        return np.argsort(-sim, axis=1)
-    rt, rs = ranks(teacher), ranks(student)
-    top1 = float(np.mean(rt[:, 0] == rs[:, 0]))
-    top5 = float(np.mean([len(set(a[:5]) & set(b[:5])) / 5 for a, b in zip(rt, rs)]))
-    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "top1": top1,
-            "top5": top5}
+def load_split(name: str, n_train: int, n_heldout: int, seed: int) -> corpus_english.EnglishSplit:
+    """The training sentences and held-out sets: corpus_english's split ("english"; n_train 0:
+    its defaults, else a third docstrings and the rest WordNet), or docstrings alone ("stdlib";
+    the out-of-domain set is corpus_english's all the same)."""
+    d = corpus_english.SplitConfig()
+    cfg = corpus_english.SplitConfig(
+        seed=seed, n_in_domain=n_heldout, n_out_domain=n_heldout,
+        n_docstring_train=n_train // 3 if n_train else d.n_docstring_train,
+        n_wordnet_train=n_train - n_train // 3 if n_train else d.n_wordnet_train)
+    split = corpus_english.english_split(cfg)
+    if name == "english":
+        return split
+    train, held = corpus.load_corpus(n_train or None, n_heldout, seed)
+    ood = {t.lower() for t in split.out_of_domain}
+    return corpus_english.EnglishSplit(train=tuple(t for t in train if t.lower() not in ood),
+                                       in_domain=tuple(held),
+                                       out_of_domain=split.out_of_domain, config=cfg)
 
 
 def main(argv=None) -> int:
@@ -61,9 +59,15 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--length_buckets", default=",".join(map(str, d.length_buckets)),
                    help="shorter padded lengths for batches of short sentences (comma list)")
-    p.add_argument("--n_train", type=int, default=0, help="training sentences (0: all)")
-    p.add_argument("--n_heldout", type=int, default=100)
+    p.add_argument("--corpus", choices=("english", "stdlib"), default="english",
+                   help="english: docstrings + WordNet (corpus_english); stdlib: docstrings")
+    p.add_argument("--n_train", type=int, default=0,
+                   help="training sentences (0: the corpus's default)")
+    p.add_argument("--n_heldout", type=int, default=200,
+                   help="sentences in each held-out set (in and out of domain)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--hard_examples", type=float, default=d.hard_examples,
+                   help="weight each example's loss in proportion to loss ** this (0: uniform)")
     p.add_argument("--out", default=None, help="save each distilled model to OUT/<policy>")
     p.add_argument("--private_seq_len", type=int, default=8,
                    help="tokens of the private check (0: skip it)")
@@ -78,40 +82,31 @@ def main(argv=None) -> int:
 
     t_start = time.time()
     model = models.load(args.model)
-    train, held = corpus.load_corpus(args.n_train or None, args.n_heldout, args.seed)
-    ids, mask = D.tokenize(model.tokenizer, held, args.seq_len)
-    features = D.features_fn(model)
-    teacher = embeddings(jax.jit(features), model.params, ids, mask)
-    print(f"{args.model}: {len(train)} training / {len(held)} held-out sentences from the "
-          f"standard library's docstrings, seq_len {args.seq_len}")
+    split = load_split(args.corpus, args.n_train, args.n_heldout, args.seed)
+    print(f"{args.model}: {len(split.train)} training sentences ({args.corpus}), held out "
+          f"{len(split.in_domain)} in domain and {len(split.out_of_domain)} out of domain "
+          f"({', '.join(split.config.eval_domains)}), seq_len {args.seq_len}")
 
     rows, results = [], {}
     for policy, n_steps in zip(policies, steps):
-        student = jax.jit(D.make_student(features, policy))
-        rows.append((policy, "before", fidelity(embeddings(student, model.params, ids, mask),
-                                                teacher)))
         cfg = D.DistillConfig(steps=n_steps, batch_size=args.batch_size, seq_len=args.seq_len,
                               lr=args.lr, warmup=args.warmup, seed=args.seed,
                               length_buckets=D.parse_ints(args.length_buckets),
+                              hard_examples=args.hard_examples,
                               eval_every=max(n_steps // 4, 1), held_out=0,
                               progress=not args.no_progress)
         t0 = time.time()
-        res = D.distill(model, policy, train, cfg, held_out=held,
+        res = D.distill(model, policy, list(split.train), cfg, held_out=list(split.in_domain),
                         out_dir=f"{args.out}/{policy}" if args.out else None)
         train_s = time.time() - t0
-        if res.history and res.history[0]["step"] == 0 and cfg.init != "copy":
-            rows.append((policy, "init", {"cos_mean": res.history[0]["cosine"],
-                                          "cos_min": res.history[0]["cosine_min"],
-                                          "top1": float("nan"), "top5": float("nan")}))
-        after = embeddings(student, res.params, ids, mask)
-        rows.append((policy, f"after {res.step} steps ({train_s:.0f} s)", fidelity(after, teacher)))
+        stages = {"before": model.params,
+                  f"after {res.step} steps ({train_s:.0f} s)": res.params}
+        rows += [dict(r, policy=policy) for r in
+                 V.evaluate_stages(model, policy, stages, split.eval_sets(), args.seq_len)]
         results[policy] = res
 
     print("\nfidelity to the exact model on held-out sentences")
-    print(f"{'policy':<10} {'stage':<24} {'cos mean':>9} {'cos min':>8} {'top-1':>6} {'top-5':>6}")
-    for policy, stage, f in rows:
-        ranks = "     -      -" if np.isnan(f["top1"]) else f"{f['top1']:>6.2f} {f['top5']:>6.2f}"
-        print(f"{policy:<10} {stage:<24} {f['cos_mean']:>9.4f} {f['cos_min']:>8.4f} {ranks}")
+    print(V.format_table(sorted(rows, key=lambda r: (policies.index(r["policy"]), r["set"]))))
 
     if args.private_seq_len:
         try:

@@ -68,6 +68,9 @@ class DistillConfig:
     attention_weight: float = 1.0   # used only where the policy changes softmax
     output_weight: float = 1.0
     output_loss: str = "auto"       # "auto" | "cosine" | "mse" | "kl"
+    hard_examples: float = 1.0      # weight each example's loss in proportion to loss ** this
+                                    # (mean 1, capped: `hard_weights`): the worst examples pull
+                                    # harder; 0: every example alike
     save_every: int = 0             # write a resumable state every this many steps (0: at the end)
     length_buckets: tuple[int, ...] = (12, 16, 24)  # shorter padded lengths for batches of short
                                     # examples (each one more compile; see batch_plan); (): none
@@ -88,6 +91,8 @@ class DistillConfig:
             raise DistillError(f"output_loss must be auto, cosine, mse or kl, not {self.output_loss!r}")
         if not self.lr > 0:
             raise DistillError("lr must be positive")
+        if not self.hard_examples >= 0:
+            raise DistillError("hard_examples must be >= 0")
         if self.init not in ("auto", "fit", "copy"):
             raise DistillError(f"init must be auto, fit or copy, not {self.init!r}")
         object.__setattr__(self, "length_buckets", tuple(self.length_buckets))  # lists from JSON
@@ -409,6 +414,28 @@ def loss_parts(student_out, teacher_out, mask, *, use_attention: bool, output_lo
     return {"hidden": hidden, "attention": att, "output": out}
 
 
+HARD_CAP = 4.0  # no example weighs more than this many times the batch's mean weight
+
+
+def hard_weights(per_example: jax.Array, power: float) -> jax.Array:
+    """Per-example loss weights (mean 1, no gradient) proportional to loss ** power, none above
+    HARD_CAP (water-filling: capped examples get HARD_CAP, the rest share what is left in
+    proportion). Why: a uniform mean is ruled by the many easy examples, so the worst-matched ones
+    (the minimum cosine) improve last; weighting by the current error spends the steps where the
+    student is furthest from the teacher. The cap keeps one outlier from taking over a batch."""
+    if power == 0:
+        return jnp.ones_like(per_example)
+    loss = jax.lax.stop_gradient(per_example)
+    r = (loss / jnp.maximum(jnp.max(loss), 1e-30)) ** power      # in [0, 1]: no overflow
+    n = r.shape[0]
+    desc = -jnp.sort(-r)
+    k = jnp.arange(n)                                             # k largest capped
+    rest = jnp.cumsum(desc[::-1])[::-1]                           # sum of desc[k:]
+    scale = (n - k * HARD_CAP) / jnp.maximum(rest, 1e-30)
+    ok = (scale * desc <= HARD_CAP * (1 + 1e-6)) & (n - k * HARD_CAP > 0)
+    return jnp.minimum(scale[jnp.argmax(ok)] * r, HARD_CAP)
+
+
 def _total(parts, cfg: DistillConfig):
     return (cfg.hidden_weight * parts["hidden"] + cfg.attention_weight * parts["attention"]
             + cfg.output_weight * parts["output"])
@@ -587,11 +614,14 @@ def _build_programs(model, policy, cfg: DistillConfig, student_fn=None):
     def loss_fn(sp, tp, ids, mask, t):
         parts, _, _ = losses(sp, tp, ids, mask, t)
         mean_parts = {k: jnp.mean(v) for k, v in parts.items()}
-        return jnp.mean(_total(parts, cfg)), mean_parts
+        total = _total(parts, cfg)
+        weighted = jnp.mean(hard_weights(total, cfg.hard_examples) * total)
+        return weighted, (jnp.mean(total), mean_parts)  # reported: the plain mean
 
     @jax.jit
     def train_step(sp, opt_state, tp, ids, mask, t=None):
-        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(sp, tp, ids, mask, t)
+        (_, (loss, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            sp, tp, ids, mask, t)
         updates, opt_state = optimizer.update(grads, opt_state, sp)
         sp = optax.apply_updates(sp, updates)
         return sp, opt_state, loss, parts, _global_norm(grads)
@@ -879,8 +909,10 @@ def run_distill_cli(argv: Sequence[str] | None = None) -> int:
     model = models.load(args.model)
     result = distill(model, args.policy, args.data, cfg, held_out=args.held_out,
                      out_dir=args.out, resume=args.resume)
+    from pcformer import distill_eval  # in/out-of-domain English fidelity, before and after
+    fidelity = distill_eval.cli_fidelity(model, args.policy, result.params, cfg.seq_len)
     print(json.dumps({"policy": result.policy, "steps": result.step, "out": result.out_dir,
-                      "held_out": result.final}, indent=2))
+                      "held_out": result.final, "fidelity": fidelity}, indent=2))
     return 0
 
 
@@ -900,10 +932,13 @@ def run_cli(*, model: str = "minilm", policy: str = "mpcformer", data: str | Non
         except (ValueError, UnicodeError) as e:
             raise DistillError(f"--data={data}: {e}") from None
         cfg = dataclasses.replace(cfg, held_out=fitting_held_out(n, cfg.held_out))
-    result = distill(models.load(model), policy, data or "stdlib", cfg, held_out=held_out,
+    teacher = models.load(model)
+    result = distill(teacher, policy, data or "stdlib", cfg, held_out=held_out,
                      out_dir=out, resume=resume)
+    from pcformer import distill_eval  # in/out-of-domain English fidelity, before and after
+    fidelity = distill_eval.cli_fidelity(teacher, policy, result.params, cfg.seq_len)
     print(json.dumps({"policy": result.policy, "steps": result.step, "out": result.out_dir,
-                      "held_out": result.final}, indent=2))
+                      "held_out": result.final, "fidelity": fidelity}, indent=2))
     return 0
 
 

@@ -223,6 +223,10 @@ def test_distill_command_trains_saves_resumes_and_runs(tmp_path):
     first = pcformer(*common, "--steps=2")
     assert first.returncode == 0, first.stderr   # the held-out share adapted to the small file
     assert json.loads(first.stdout)["steps"] == 2
+    fidelity = json.loads(first.stdout)["fidelity"]          # in/out-of-domain, before and after
+    assert {s: set(v) for s, v in fidelity.items()} == {"in_domain": {"before", "after"},
+                                                         "out_of_domain": {"before", "after"}}
+    assert "out_of_domain" in first.stderr and "cos min" in first.stderr
     meta = json.loads((out / "pcformer_policy.json").read_text())
     assert meta["policy"] == "mpcformer"
     assert (meta["distill"]["lr"], meta["distill"]["length_buckets"]) == (1e-3, [6])

@@ -57,9 +57,12 @@ def test_distill_minilm_example_small(capsys):
                     "--batch_size=4", "--seq_len=16", "--warmup=1", "--private_seq_len=8",
                     "--no_progress"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"mpcformer\s+before\s", out)
-    after = re.search(r"mpcformer\s+after 2 steps \(\d+ s\)\s+(-?[\d.]+)\s+(-?[\d.]+)", out)
-    assert after and -1.0 <= float(after.group(2)) <= float(after.group(1)) <= 1.0
+    for held in ("in_domain", "out_of_domain"):
+        assert re.search(rf"mpcformer\s+{held}\s+before\s+8\s", out)
+        after = re.search(rf"mpcformer\s+{held}\s+after 2 steps \(\d+ s\)\s+8\s+(-?[\d.]+)\s+"
+                          r"(-?[\d.]+)\s+([\d.]+)\s+([\d.]+)", out)
+        assert after and -1.0 <= float(after.group(2)) <= float(after.group(1)) <= 1.0
+        assert 0.0 <= float(after.group(3)) <= float(after.group(4)) <= 1.0  # top-1 <= top-5
     priv = re.search(r"vs its plaintext max\|err\| ([\d.e+-]+), cosine ([\d.]+)", out)
     assert priv and float(priv.group(1)) < 1e-2 and float(priv.group(2)) > 0.999
 
