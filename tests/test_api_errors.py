@@ -35,8 +35,8 @@ def _line(tag):
 
 
 @pytest.mark.parametrize("fn, tag, reason", [
-    (fft_model, "FFT_LINE", "complex numbers (complex64) are not supported on secrets"),
-    (inv_model, "INV_LINE", "unsupported primitive 'lu'"),
+    (fft_model, "FFT_LINE", "complex values of a secret are not supported"),
+    (inv_model, "INV_LINE", "'lu' on a secret is not supported"),
 ])
 def test_unsupported_operation_names_the_primitive_and_the_users_line(fn, tag, reason):
     with pytest.raises(LoweringError) as e:
