@@ -35,6 +35,8 @@ marks["done_s"] = time.time() - t0
 marks["frontend_s"] = job.times.get("frontend_s", job.times.get("compile_s"))
 marks.update({k: job.times[k] for k in ("xla_compile_s", "simulate_s")})
 marks.update(compile_cache.counts())
+from pcformer.compiler import opcache, opcache_store
+marks.update(templates_loaded=opcache_store.STATS["loaded"], lowered=opcache.STATS["lowered"])
 print(json.dumps(marks))
 """
 
@@ -59,7 +61,8 @@ def main() -> None:
         print(f"{name}: simulation starts at {r['simulate_starts_s']:.2f} s (import {r['import_s']:.2f} s, "
               f"loaded {r['loaded_s']:.2f} s, front end {r['frontend_s']:.2f} s); first run: XLA compile "
               f"{r['xla_compile_s']:.2f} s, simulate {r['simulate_s']:.2f} s; done at {r['done_s']:.2f} s; "
-              f"cache {r['hits']} hits, {r['misses']} misses")
+              f"cache {r['hits']} hits, {r['misses']} misses; op templates loaded {r['templates_loaded']}, "
+              f"lowered {r['lowered']}")
     print(json.dumps(res))
 
 

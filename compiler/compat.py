@@ -151,3 +151,29 @@ def backends_initialized() -> bool:
     """Whether JAX has started a backend (and with it XLA's CPU thread pool) in this process."""
     from jax._src import xla_bridge  # private: the registry of started backends
     return bool(getattr(xla_bridge, "_backends", {}))
+
+
+def save_executable(compiled) -> tuple:
+    """(bytes, in_tree, out_tree) of a compiled jit program (jax.experimental, 0.10 API)."""
+    from jax.experimental import serialize_executable
+    return serialize_executable.serialize(compiled)
+
+
+def load_executable(payload, in_tree, out_tree):
+    """The callable program `save_executable` wrote, loaded without tracing or compiling."""
+    from jax.experimental import serialize_executable
+    return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+
+
+@contextlib.contextmanager
+def persistent_cache_bypassed() -> Iterator[None]:
+    """Compile without JAX's persistent cache. Why: an executable that JAX loaded from its cache
+    serializes (jax 0.10.2, CPU) into bytes that load but fail when called ("Function ... not
+    found"), so a program meant for `save_executable` must be compiled from scratch."""
+    from jax._src import compilation_cache as _cc
+    saved = (_cc._cache_checked, _cc._cache_used)
+    _cc._cache_checked, _cc._cache_used = True, False
+    try:
+        yield
+    finally:
+        _cc._cache_checked, _cc._cache_used = saved

@@ -120,7 +120,11 @@ def describe() -> str:
     if _state["dir"] is None:
         return "compile cache off"
     c = counts()
-    return f"compile cache {_state['dir']}: {c['hits']} hits, {c['misses']} misses (compiled now)"
+    line = f"compile cache {_state['dir']}: {c['hits']} hits, {c['misses']} misses (compiled now)"
+    store = sys.modules.get("pcformer.compiler.opcache_store")
+    if store is not None:   # the op executor's own templates (compiler/opcache_store.py)
+        line += f"; op templates: {store.STATS['loaded']} loaded, {store.STATS['stored']} written"
+    return line
 
 
 def _stderr(line: str) -> None:
