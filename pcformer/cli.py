@@ -58,7 +58,7 @@ flags.DEFINE_string("plot", None, "Write a PNG plot of bytes and rounds by layer
 flags.DEFINE_integer("scope_depth", 3, "Module-path components per row of the by-module table.", lower_bound=1)
 flags.DEFINE_integer("max_rows", 40, "Rows printed per table (the JSON report has all).", lower_bound=1)
 # distill
-flags.DEFINE_string("data", None, "A text file with one example per line (default: the built-in corpus).")
+flags.DEFINE_string("data", None, "A text file with one example per line (default: the built-in English corpus: standard-library docstrings and WordNet sentences; \"stdlib\" for docstrings alone).")
 flags.DEFINE_integer("steps", None, "Training steps (default: DistillConfig's).", lower_bound=1)
 flags.DEFINE_string("out", None, "Output checkpoint folder.")
 flags.DEFINE_float("lr", None, "Peak learning rate of AdamW (default: DistillConfig's).")

@@ -234,7 +234,7 @@ def distill() -> int:
         out = Path(FLAGS.out)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out={FLAGS.out} is a file; give a folder")
-    if FLAGS.data and not Path(FLAGS.data).is_file():
+    if FLAGS.data and FLAGS.data not in ("english", "stdlib") and not Path(FLAGS.data).is_file():
         raise UsageError(f"--data={FLAGS.data} does not exist")
     buckets = FLAGS.length_buckets
     try:

@@ -933,7 +933,7 @@ def run_cli(*, model: str = "minilm", policy: str = "mpcformer", data: str | Non
             raise DistillError(f"--data={data}: {e}") from None
         cfg = dataclasses.replace(cfg, held_out=fitting_held_out(n, cfg.held_out))
     teacher = models.load(model)
-    result = distill(teacher, policy, data or "stdlib", cfg, held_out=held_out,
+    result = distill(teacher, policy, data or "english", cfg, held_out=held_out,
                      out_dir=out, resume=resume)
     from pcformer import distill_eval  # in/out-of-domain English fidelity, before and after
     fidelity = distill_eval.cli_fidelity(teacher, policy, result.params, cfg.seq_len)
