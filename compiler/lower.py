@@ -161,8 +161,14 @@ class Lowerer:
             return plain.scale
         f, l = self.frac_bits, self.ring_bits
         k = int(np.clip((l - 2 - 3 * f) // 2, 0, 4))
-        s = f + k - 1 - int(np.floor(np.log2(top)))
-        return int(np.clip(s, plain.scale, max(plain.scale, l - 2 - f)))
+        s = int(np.clip(f + k - 1 - int(np.floor(np.log2(top))), plain.scale,
+                        max(plain.scale, l - 2 - f)))
+        # the fewest bits that encode it as precisely: 0.125 or 0.5 stay at f (no extra scale,
+        # so no extra truncation where the product meets other values)
+        for t in range(plain.scale, s):
+            if np.all(np.ldexp(c, t) == np.round(np.ldexp(c, t))):
+                return t
+        return s
 
     def finite(self, plain: Value):
         """A public constant meeting a secret must be encodable: inf/nan has no fixed-point

@@ -113,8 +113,15 @@ def _eq(L, eqn, a, b):
     name = eqn.primitive.name
     if a is b:   # x == x: shares are never NaN (jnp's isnan is ne(x, x))
         return [L.const(np.full(shape, name == "eq"))]
+    if _non_finite(a) or _non_finite(b):   # x == inf: a share is always finite (isinf)
+        return [L.const(np.full(shape, name == "ne"))]
     z = is_zero(L, L.add(a, b, sub=True, shape=shape, dtype=_float_or(a, b)), shape)
     return [z if name == "eq" else L.one_minus(z)]
+
+
+def _non_finite(v: Value) -> bool:
+    return v.const is not None and np.issubdtype(np.asarray(v.const).dtype, np.floating) \
+        and not np.any(np.isfinite(v.const))
 
 
 def _float_or(a, b):
@@ -178,3 +185,16 @@ def _convert(L, eqn, x):
         return [L.per_share("convert_element_type", [t], shape, str(new), 0,
                             primitive=eqn.primitive, params=dict(eqn.params))]
     return _convert_base(L, eqn, x)
+
+
+@rule("xor")
+def _xor(L, eqn, a, b):
+    """bools: a + b - 2ab (one product); integers: refused (needs a bit decomposition)."""
+    shape, dtype = _out(eqn)
+    if dtype != "bool":
+        L.fail("'xor' on a secret is not supported: xor of secret integers needs a bit "
+               "decomposition (bools: use !=)")
+    ab = L.mul(a, b, shape=shape, dtype=dtype)
+    s = L.add(a, b, shape=shape, dtype=dtype)
+    return [L.add(s, L.add(ab, ab, shape=shape, dtype=dtype), sub=True, shape=shape,
+                  dtype=dtype)]

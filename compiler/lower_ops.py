@@ -174,6 +174,17 @@ def _reduce_prod(L, eqn, x):
     return [_plain_reshape(L, v, shape)]
 
 
+@rule("reduce_and", "reduce_or")
+def _reduce_and_or(L, eqn, x):
+    """all: the product tree of the bits; any: 1 - all(1 - x) (De Morgan), same tree."""
+    if eqn.primitive.name == "reduce_or":
+        x = L.one_minus(x)
+    v = _reduce_prod(L, eqn, x)[0]
+    if eqn.primitive.name == "reduce_or":
+        v = L.one_minus(v)
+    return [v]
+
+
 # ------------------------------------------------------------------ loops with a public trip count
 def _index0(L, v: Value, i: int) -> Value:
     """v[i] along the leading axis (free)."""
@@ -255,7 +266,6 @@ REFUSED = {
     "shift_right_arithmetic": "bit shifts of secret integers need a bit decomposition",
     "population_count": "needs a bit decomposition of the secret",
     "clz": "needs a bit decomposition of the secret",
-    "xor": "xor of secret integers needs a bit decomposition (bools: use !=)",
     "random_bits": "randomness inside a private program must come from the runtime",
     "lgamma": "no MPC approximation of lgamma here",
     "digamma": "no MPC approximation of digamma here",

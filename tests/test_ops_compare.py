@@ -27,6 +27,12 @@ CASES = {
     "nan_reducers": (lambda a: (jnp.nansum(a), jnp.nanmax(a, axis=1), jnp.nanmean(a)), X),
     "where_select": (lambda a, b: jnp.where(a > b, a, b * 2.0), X, Y),
     "signbit_copysign": (lambda a, b: (jnp.signbit(a), jnp.copysign(a, b)), X, Y),
+    "isinf_all_any_xor": (lambda a, b: (jnp.isinf(a), jnp.all(a > 0), jnp.any(a > b),
+                                        jnp.logical_xor(a > 0, b > 0), jnp.array_equal(a, a)),
+                          X, Y),
+    "rem_by_a_secret_divisor": (lambda a, b: (jnp.fmod(a, b), jnp.floor_divide(a, b)),
+                                X, (rng.choice([-1, 1], (3, 4)) *
+                                    rng.uniform(0.5, 2, (3, 4))).astype(np.float32)),
     "logical": (lambda a, b: (jnp.logical_and(a > 0, b > 0), jnp.logical_or(a > 0, b < 0),
                               jnp.logical_not(a > 0)), X, Y),
 }

@@ -68,9 +68,16 @@ BINARY = {
 EXTRA = {"top_k": (lambda a: jax.lax.top_k(a, 2), (DEFAULT,))}
 
 
+def _jnp(name):
+    try:
+        return getattr(jnp, name)
+    except AttributeError:   # removed from this JAX (e.g. jnp.fix, deprecated for jnp.trunc)
+        return None
+
+
 def records():
-    out = [(n, getattr(jnp, n), (g,)) for n, g in UNARY.items()]
-    out += [(n, getattr(jnp, n), gs) for n, gs in BINARY.items()]
+    out = [(n, _jnp(n), (g,)) for n, g in UNARY.items() if _jnp(n) is not None]
+    out += [(n, _jnp(n), gs) for n, gs in BINARY.items() if _jnp(n) is not None]
     out += [(n, f, gs) for n, (f, gs) in EXTRA.items()]
     return out
 
