@@ -43,6 +43,11 @@ def test_hlo_collective_permute_bytes_equal_the_ledger():
     assert cmp["hlo_bytes"] == cmp["ledger_word_bytes"] > cmp["ledger_bytes"]
 
 
+def test_sharded_executor_equals_the_whole_program_executor_and_takes_secret_inputs():
+    r = _check("compiled")
+    assert r["entries"] > 0 and r["max_abs_err"] < 1e-2 and r["secret_input_err"] < 1e-2
+
+
 def test_batch_axis_groups_equal_in_process_runs_of_their_slices():
     # a 2 x 4 mesh of 8 host devices: party x batch
     r = _check("batch", 8)
