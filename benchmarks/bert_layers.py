@@ -1,7 +1,7 @@
 """Private BERT encoder layers: compile time, run time, plaintext ratio, bytes and rounds.
 
     python benchmarks/bert_layers.py [--layers 1] [--seq_len 128] [--policy mpcformer,exact]
-                                     [--mode protocol|ideal] [--repeats 3]
+                                     [--mode protocol|ideal] [--repeats 3] [--mesh]
 
 Builds an all-MiniLM-L6-v2-shaped encoder (`pcformer.models.bert.BertEncoder`, hidden 384,
 12 heads, MLP 1536, random weights) with `--layers` layers. The weights belong to the server
@@ -15,6 +15,10 @@ cost equals the measured ledger, and the max error vs the rewritten plaintext pr
 
 The LAST line of output is one JSON object with every figure (for tracking over time).
 Run time per layer = run time / layers (the layers run inside one jitted program).
+--mesh also runs the party-sharded executor (`executor="sharded"`: party p on device p, messages
+as collectives; on CPU the script asks XLA for 2 host devices) and reports its compile and run
+time beside the in-process executor's, and (with `--executor program`, the same randomness)
+whether outputs and ledger agree bit for bit (both runs use the same `--seed`).
 """
 from __future__ import annotations
 
@@ -25,7 +29,15 @@ import platform
 import re
 import time
 
-import pcformer  # noqa: F401  first: tunes malloc before JAX starts (pcformer/_allocator.py)
+import os
+import sys
+
+if "--mesh" in sys.argv and "xla_force_host_platform_device_count" not in os.environ.get(
+        "XLA_FLAGS", ""):   # two host devices for the party axis; must precede JAX's import
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_force_host_platform_device_count=2")
+
+import pcformer  # noqa: F401,E402  first: tunes malloc before JAX starts (pcformer/_allocator.py)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,7 +125,8 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
     inputs = (params, x) if args.mask == "none" else (params, x, mask)
     owners = (0, 1) if args.mask == "none" else (0, 1, None if args.mask == "public" else 1)
     config = pcformer.MPCConfig(mode=args.mode, trunc_mode=args.trunc_mode,
-                                matmul_kernel=args.matmul_kernel)
+                                matmul_kernel=args.matmul_kernel,
+                                seed=args.seed if args.mesh else None)
     options = {"xla_backend_optimization_level": args.opt_level} if args.opt_level >= 0 else None
 
     t0 = time.perf_counter()
@@ -137,7 +150,10 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
 
     static = prog.cost.totals()
     measured = report.totals()
+    sharded = bench_sharded(fn, inputs, owners, policy, config, options, args, out, report) \
+        if args.mesh else None
     return {
+        "sharded": sharded,
         "policy": policy,
         "front_s": round(front_s, 3),
         "xla_compile_s": round(xla_s, 3),
@@ -154,6 +170,29 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
         "max_abs_err_vs_rewritten_plaintext": err,
         "trace_count": prog.trace_count,
     }
+
+
+def bench_sharded(fn, inputs, owners, policy, config, options, args, out, report) -> dict:
+    """The same program party-sharded (executor="sharded"): compile and run time, and whether
+    its outputs and ledger equal the in-process run's (same seed, same run index)."""
+    import pcformer
+
+    prog = pcformer.compile(fn, *inputs, owners=owners, policy=policy, config=config,
+                            executor="sharded", compiler_options=options)
+    t0 = time.perf_counter()
+    out_s, rep = prog.run(*inputs)
+    first_run_s = time.perf_counter() - t0
+    # the in-process reference of the SAME run index (a seeded run's keys follow the run count)
+    same = (np.array_equal(np.asarray(out_s), np.asarray(out)) and rep.entries == report.entries)
+    runs = []
+    for _ in range(max(1, args.repeats)):
+        _, r = prog.run(*inputs)
+        runs.append(r.time["run_s"])
+    return {"devices": [str(d) for d in prog._exe.mesh.devices.flat],
+            "xla_compile_s": round(rep.time.get("compile_s", 0.0), 3),
+            "first_run_s": round(first_run_s, 3), "run_s": round(min(runs), 4),
+            # only the whole-program executor draws the same randomness (op: per-op keys)
+            "equals_in_process": bool(same) if args.executor == "program" else None}
 
 
 def mb(b: int) -> str:
@@ -175,6 +214,12 @@ def print_result(r: dict, shape: Shape) -> None:
           f"P1 {mb(t['online']['bytes'][1])} rounds {t['online']['rounds']} "
           f"steps {t['online']['steps']} | offline P0 {mb(t['offline']['bytes'][0])} "
           f"P1 {mb(t['offline']['bytes'][1])}")
+    if r.get("sharded"):
+        sh = r["sharded"]
+        print(f"  party-sharded ({len(sh['devices'])} devices): XLA compile "
+              f"{sh['xla_compile_s']:.2f} s, run best {sh['run_s']:.3f} s (in-process "
+              f"{r['run_s']:.3f} s); outputs and ledger equal in-process: "
+              f"{sh['equals_in_process']}")
     print(f"  static cost == measured: {r['static_equals_measured']}; "
           f"max |err| vs rewritten plaintext {r['max_abs_err_vs_rewritten_plaintext']:.3g}")
 
@@ -200,6 +245,9 @@ def parse(argv=None):
     p.add_argument("--opt_level", type=int, default=-1,
                    help="XLA backend optimization level for the run's jit (-1: XLA default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mesh", action="store_true",
+                   help="also run party-sharded (executor='sharded', party p on device p) and "
+                        "report its time beside the in-process run's (seeded: MPCConfig(seed))")
     return p.parse_args(argv)
 
 

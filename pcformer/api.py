@@ -147,7 +147,7 @@ class Program:
         return self._exe.trace_count
 
 
-EXECUTORS = ("op", "program")
+EXECUTORS = ("op", "program", "sharded")
 
 
 def _is_secret(x) -> bool:
@@ -162,7 +162,8 @@ def _example(x):
 def compile(fn: Callable, *example_args, owners, policy="mpcformer",
             config: MPCConfig = MPCConfig(), executor: str = "op", reveal=True,
             compiler_options: dict | None = None,
-            input_ranges: tuple | None = None) -> Program:  # noqa: A001 - the public name
+            input_ranges: tuple | None = None, mesh=None) -> Program:  # noqa: A001
+    # (compile: the public name)
     """Compile ``fn`` into a two-party program.
 
     owners: a pytree prefix of the arguments tuple: 0 (server), 1 (client), None (public), or
@@ -176,6 +177,9 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
         the time; see compiler/opcache.py); "program": the whole simulation as ONE jax.jit
         program (XLA sees everything, but compiling a large model on CPU takes many minutes).
         Both write the same ledger and give the same outputs for the same dealer randomness.
+        "sharded": the whole program party-sharded over a JAX mesh (party p on device p, every
+        message a collective; compiler/sharded.py, docs/distributed.md): same ledger and outputs.
+    mesh: for "sharded", a mesh with a `party` axis of size 2 (default: the first two devices).
     compiler_options: XLA options for the one jit of the "program" executor, e.g.
         {"xla_backend_optimization_level": 0} to compile large programs faster.
     input_ranges: one range per argument (see `Program.ranges`), or "observed" for the example
@@ -192,8 +196,12 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
     owners_flat = _lower.flatten_owners(owners, example_args)
     keep_secret = [not r for r in _broadcast_prefix(reveal, traced.out_tree)]
     program = _lower.lower(rewritten, owners_flat, config, keep_secret)
-    exe = (_opcache.OpCachedExecutable(program, config) if executor == "op"
-           else _execute.build(program, config, compiler_options))
+    if executor == "sharded":
+        from pcformer.compiler import sharded as _sharded
+        exe = _sharded.build(program, config, mesh, compiler_options)
+    else:
+        exe = (_opcache.OpCachedExecutable(program, config) if executor == "op"
+               else _execute.build(program, config, compiler_options))
     prog = Program(program, rewritten, pol, config, tuple(owners_flat), tuple(keep_secret), exe)
     if input_ranges is not None:
         prog.ranges(*(example_args if isinstance(input_ranges, str) and input_ranges == "observed"

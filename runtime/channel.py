@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from . import mesh
 from .ledger import Entry
 
 
@@ -34,6 +35,8 @@ def exchange(ctx, payload, depth: int, bits_per_element: int):
     _record(ctx, ctx.current_phase, (n * bits_per_element, n * bits_per_element), depth + 1)
     if ctx.audit:
         ctx.audit_log.append(("exchange", None, payload))
+    if getattr(ctx, "party_axis", None) is not None:   # party-sharded: a collective permute
+        return mesh.exchange_rows(payload, ctx.party_axis), depth + 1
     received = jax.tree_util.tree_map(lambda x: x[::-1], payload)
     return received, depth + 1
 
@@ -48,6 +51,8 @@ def send(ctx, sender: int, value, depth: int, bits_per_element: int):
     _record(ctx, ctx.current_phase, bits, depth + 1)
     if ctx.audit:
         ctx.audit_log.append(("send", sender, value))
+    if getattr(ctx, "party_axis", None) is not None:   # party-sharded: a one-way permute
+        return mesh.send_value(value, sender, ctx.party_axis), depth + 1
     return value, depth + 1
 
 
@@ -59,3 +64,9 @@ def deal(ctx, to_party: int, value, bits_per_element: int):
     if ctx.audit:
         ctx.audit_log.append(("deal", to_party, value))
     return value
+
+
+def opened(ctx, value):
+    """The public result of an opening (both rows equal): row 0 in-process, the device's own row
+    when party-sharded (its other row is local scratch)."""
+    return mesh.public_row(value, getattr(ctx, "party_axis", None))

@@ -125,7 +125,7 @@ class Context:
     """
 
     def __init__(self, config: MPCConfig | None = None, key=None, audit: bool = False,
-                 setup_key=None):
+                 setup_key=None, party_axis: str | None = None):
         """key: the run's dealer/PRG key (None: `run_key(config)`, fresh OS entropy unless
         config.seed is set). setup_key: the deployment key (uint64, may be traced) every setup
         mask B derives from, with the weight's id; the compiler draws one per deployment (per
@@ -138,6 +138,7 @@ class Context:
         self.setup_key = (self._seed_word ^ jnp.uint64(0x5E7D9C1A0B3F2E47)
                           if setup_key is None else setup_key)
         self.ledger = Ledger()
+        self.party_axis = party_axis
         self.audit = audit
         self.audit_log: list = []
         self._counter = 0

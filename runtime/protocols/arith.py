@@ -49,7 +49,7 @@ def reveal(ctx, x: AShare, to: int | None = None):
     """
     if to is None:
         recv, _ = channel.exchange(ctx, x.data, x.depth, ctx.ring_bits)
-        return (x.data + recv)[0]
+        return channel.opened(ctx, x.data + recv)
     other, _ = channel.send(ctx, 1 - to, x.data[1 - to], x.depth, ctx.ring_bits)
     return x.data[to] + other
 

@@ -1,0 +1,117 @@
+"""The party-sharded whole-program executor (`executor="sharded"`): the IR interpreter of
+execute.py, run under `jax.shard_map` over a mesh with a `party` axis of size 2.
+
+Device p runs party p's program (runtime/mesh.py says what each device holds): a party's
+plaintext inputs are placed on its own device only, a secret input's shares are split by row,
+every message is a collective-permute over `party`, and the outputs are each party's own block.
+The trace is the whole-program executor's (`execute.interpret`), with a party-sharded Context, so
+the ledger and, under the same keys, every output equal the in-process executor's bit for bit.
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pcformer.runtime import mesh as M
+from pcformer.runtime import ring
+from pcformer.runtime.shares import AShare, Context, run_key
+
+from . import execute
+
+
+def _owner(v) -> int | None:
+    """Which device may hold input `v`'s plaintext: its private owner, else both (None)."""
+    return v.vis.party if v.vis.kind == "private" else None
+
+
+class ShardedExecutable(execute.Executable):
+    """`execute.Executable` with party p on device p of `mesh` (default: the first two devices).
+
+    Only the `party` axis splits the program; on a mesh with further axes (`batch`) it runs
+    replicated across them (batches across devices: runtime.mesh.run, not yet this executor).
+
+    Same call contract: (flat outputs, ledger entries, time dict, overflow=None)."""
+
+    def __init__(self, prog, config, mesh=None, compiler_options: dict | None = None):
+        M.check_config(config)
+        super().__init__(prog, config, compiler_options)
+        self.mesh = M.party_mesh() if mesh is None else mesh
+
+    def _blocks(self, flat_inputs):
+        """Each input as a global [2, ...] array split over `party` (see mesh.party_inputs)."""
+        out = []
+        for v, x in zip(self.prog.inputs, flat_inputs):
+            if isinstance(x, AShare):
+                out.append(jnp.asarray(x.data))            # row p = party p's share
+            else:
+                out.extend(M.party_inputs([x], [_owner(v)]))
+        return out
+
+    def _sharded_fn(self, run_key, setup_key, *blocks):
+        self.trace_count += 1
+        ctx = Context(self.config, run_key, setup_key=setup_key, party_axis=M.PARTY)
+        flat = []
+        for v, b in zip(self.prog.inputs, blocks):
+            if v.vis.is_secret:
+                # the device's own share, full width (row 1-p is local scratch: see runtime/mesh)
+                flat.append(AShare(jnp.broadcast_to(b, (2,) + b.shape[1:]), 0))
+            else:
+                flat.append(b[0])
+        outs, _ = execute.interpret(self.prog, ctx, flat, False)
+        self._last_entries = list(ctx.ledger.entries)
+        return M.own_blocks(list(outs))
+
+    def lower(self, flat_inputs):
+        """The jitted program lowered for these inputs (tests read its HLO)."""
+        blocks = self._blocks([self._as_input(x) for x in flat_inputs])
+        fn = M.sharded(self._sharded_fn, self.mesh, len(blocks), 2, batch=False)
+        with ring.x64():
+            return jax.jit(fn).lower(jax.random.PRNGKey(0), np.uint64(0), *blocks)
+
+    @staticmethod
+    def _as_input(x):
+        return x if isinstance(x, AShare) else jnp.asarray(x)
+
+    def compile(self, flat_inputs):
+        sig = tuple((tuple(np.shape(x.data if isinstance(x, AShare) else x)),
+                     "share" if isinstance(x, AShare) else str(jnp.asarray(x).dtype))
+                    for x in flat_inputs)
+        if sig not in self._cache:
+            t0 = time.perf_counter()
+            lowered = self.lower(flat_inputs)
+            with ring.x64():
+                compiled = (lowered.compile(compiler_options=self.compiler_options)
+                            if self.compiler_options else lowered.compile())
+            self._cache[sig] = (compiled, self._last_entries, [], time.perf_counter() - t0)
+        return self._cache[sig]
+
+    def _view(self, v, out):
+        """The host's result for output `v`: shares as they are ([2, ...], row p from device
+        p); a plaintext output as its receiver sees it (the holder of a private value, else the
+        party outputs are revealed to)."""
+        if isinstance(out, AShare):
+            return out
+        p = v.vis.party if v.vis.kind == "private" else self.config.reveal_to
+        return out[p]
+
+    def __call__(self, flat_inputs):
+        flat_inputs = [self._as_input(x) for x in flat_inputs]
+        compiled, entries, _, compile_s = self.compile(flat_inputs)
+        fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
+        self._cache["_timed"] = compiled
+        setup_key = self.deployment.key(flat_inputs)
+        key = run_key(self.config, self.runs)
+        self.runs += 1
+        t0 = time.perf_counter()
+        with ring.x64():
+            outs = jax.block_until_ready(compiled(key, setup_key, *self._blocks(flat_inputs)))
+        run_s = time.perf_counter() - t0
+        outs = [self._view(v, o) for v, o in zip(self.prog.outputs, outs)]
+        return outs, entries, {"compile_s": fresh, "run_s": run_s}, None
+
+
+def build(prog, config, mesh=None, compiler_options: dict | None = None) -> ShardedExecutable:
+    return ShardedExecutable(prog, config, mesh, compiler_options)

@@ -1,0 +1,218 @@
+"""Party-sharded execution: the two parties on two devices of a JAX mesh, messages as collectives.
+
+In-process, both parties live in one array with a leading party axis [2, ...] and the channel's
+exchange is a row swap (`payload[::-1]`). Here the program runs under `jax.shard_map` over a mesh
+with a `party` axis of size 2, so device p runs party p's program:
+
+- a party's plaintext inputs (`owners`) reach only its own device (the other gets zeros);
+- `channel.exchange` sends the device's own row of the payload with `lax.ppermute` over `party`,
+  and `channel.send` is a one-way `ppermute` whose receiver keeps the result: every message is a
+  collective-permute in the compiled HLO, so XLA's count of the bytes moved can be checked against
+  the ledger (tests/test_mesh.py);
+- outputs come back as each party's own block: a share's `data` is [2, ...] with row p from
+  device p (the in-process shares, bit for bit), a public output is [2, ...] of the parties' views.
+
+What a device holds (first version, said plainly): the protocols are written on [2, ...] blocks,
+so each device keeps full-width [2, ...] blocks and computes both rows of every LOCAL step, but
+only its own row p is ever sent or returned; row 1-p is computed from nothing but what device p
+holds (its own inputs, the dealer material, what it received) and is never read by a message or an
+output. The dealer is replicated: each device derives the whole correlated randomness from the
+shared run key and uses its own row (so the dealer's offline material is not a collective, and a
+device could compute the other party's material: the separation holds for inputs and messages,
+not yet for dealer material). Ideal mode and the overflow oracle reconstruct secrets across rows,
+so they are refused here.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec
+
+PARTY = "party"
+BATCH = "batch"
+
+
+def party_mesh(devices=None, batch: int = 1) -> Mesh:
+    """A mesh with a `party` axis of size 2 (and a `batch` axis of size `batch` when > 1) over the
+    first 2 * batch devices. Needs 2 * batch devices (on CPU:
+    XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is imported)."""
+    devices = list(jax.devices() if devices is None else devices)
+    need = 2 * batch
+    if len(devices) < need:
+        raise ValueError(f"a party mesh with batch={batch} needs {need} devices, found "
+                         f"{len(devices)} (on CPU set XLA_FLAGS=--xla_force_host_platform_"
+                         f"device_count={need} before importing JAX)")
+    if batch == 1:
+        return Mesh(np.array(devices[:2]), (PARTY,))
+    return Mesh(np.array(devices[:need]).reshape(2, batch), (PARTY, BATCH))
+
+
+def party_index(axis: str = PARTY):
+    """This device's party (traced; inside shard_map only)."""
+    return lax.axis_index(axis)
+
+
+def own_row(x, axis: str = PARTY):
+    """Row p of a [2, ...] block on party p's device (no party axis)."""
+    return lax.dynamic_index_in_dim(x, party_index(axis), 0, keepdims=False)
+
+
+def exchange_rows(payload, axis: str = PARTY):
+    """Both parties send at once: each device sends its own row of every [2, ...] leaf; the row
+    it received (the other party's own row) comes back broadcast to [2, ...], so row p holds
+    payload_{1-p}[1-p], as the in-process `payload[::-1]` does."""
+    def one(x):
+        got = lax.ppermute(own_row(x, axis), axis, perm=[(0, 1), (1, 0)])
+        return jnp.broadcast_to(got, x.shape)
+    return jax.tree_util.tree_map(one, payload)
+
+
+def send_value(value, sender: int, axis: str = PARTY):
+    """`sender`'s local value to the other party: a one-way permute (zeros on the sender, which
+    never reads the result)."""
+    return jax.tree_util.tree_map(
+        lambda x: lax.ppermute(x, axis, perm=[(sender, 1 - sender)]), value)
+
+
+def public_row(x, axis: str | None):
+    """A value both rows of which hold the same public result: row 0 in-process, the device's own
+    row when sharded (the other row is that device's scratch)."""
+    return x[0] if axis is None else own_row(x, axis)
+
+
+def _is_share(x) -> bool:
+    from .shares import AShare, BShare
+    return isinstance(x, (AShare, BShare))
+
+
+def own_blocks(out, axis: str = PARTY):
+    """Each leaf as this device's [1, ...] block: a share's own row, a public value as is."""
+    def one(x):
+        if _is_share(x):
+            return dataclasses.replace(x, data=own_row(x.data, axis)[None])
+        return jnp.asarray(x)[None]
+    return jax.tree_util.tree_map(one, out, is_leaf=_is_share)
+
+
+def party_inputs(args, owners):
+    """Stack each argument as [2, ...] for the party axis: a party-owned argument on its owner's
+    row with zeros on the other (the other device never receives it), a public one on both."""
+    out = []
+    for x, owner in zip(args, owners):
+        x = jnp.asarray(x)
+        if owner is None:
+            out.append(jnp.broadcast_to(x, (2,) + x.shape))
+        else:
+            rows = [x, jnp.zeros_like(x)] if owner == 0 else [jnp.zeros_like(x), x]
+            out.append(jnp.stack(rows))
+    return out
+
+
+def check_config(config) -> None:
+    if config.mode == "ideal":
+        raise ValueError("party-sharded execution runs protocol mode only: ideal mode "
+                         "reconstructs secrets across the parties' rows")
+    if config.check_overflow:
+        raise ValueError("party-sharded execution has no overflow oracle (it reconstructs "
+                         "secrets across the parties' rows): run in-process for check_overflow")
+
+
+def sharded(body, mesh: Mesh, n_party_args: int, n_replicated: int, batch: bool = True):
+    """shard_map of body(*replicated, *party_args) over `mesh`: party args split over `party`
+    (each device gets its [1, ...] block) and, on a mesh with a `batch` axis, their next
+    (leading data) dim over `batch`; the rest replicated. Outputs are per-party blocks laid out
+    the same way. batch=False: replicated over every axis but `party`."""
+    data = (PARTY, BATCH) if batch and BATCH in mesh.axis_names else (PARTY,)
+    specs = (PartitionSpec(),) * n_replicated + (PartitionSpec(*data),) * n_party_args
+    return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(*data),
+                         check_vma=False)
+
+
+def batch_key(key, mesh: Mesh):
+    """The run key of this device's batch group: fold_in(key, b) on a mesh with a `batch` axis
+    (each group is an independent run of the program on its slice), else the key itself."""
+    if BATCH not in mesh.axis_names:
+        return key
+    return jax.random.fold_in(key, lax.axis_index(BATCH))
+
+
+def run(fn, *args, config=None, key=None, mesh: Mesh | None = None, owners=None):
+    """`runtime.run` party-sharded: `fn(ctx, *args)` with party p's program on device p.
+
+    owners: one entry per argument, 0 / 1 (only that party's device receives it) or None
+    (public); default: all public. Returns (outputs, ledger): share outputs as in-process
+    shares ([2, ...], row p from device p), public outputs as [2, ...] (party p's view at row p).
+    Same randomness as `runtime.run` for the same key (or config.seed): outputs and ledger equal
+    the in-process run's.
+
+    On a mesh with a `batch` axis of size B (`party_mesh(batch=B)`), every argument's leading dim
+    is split into B slices and batch group b runs `fn` on slice b as its own run with key
+    fold_in(key, b) (outputs keep the leading dim, concatenated back); the ledger returned is
+    one group's (the same for every group: the whole batch moved B times its bytes).
+    """
+    from .config import MPCConfig
+    from .ring import x64
+    from .shares import Context, run_key
+
+    config = config or MPCConfig()
+    check_config(config)
+    key = run_key(config) if key is None else key
+    mesh = party_mesh() if mesh is None else mesh
+    owners = (None,) * len(args) if owners is None else tuple(owners)
+    holder = {}
+
+    def body(k, *blocks):
+        ctx = Context(config, batch_key(k, mesh), party_axis=PARTY)
+        holder["ledger"] = ctx.ledger
+        return own_blocks(fn(ctx, *[b[0] for b in blocks]))
+
+    with x64():
+        prog = jax.jit(sharded(body, mesh, len(args), 1))
+        out = prog(key, *party_inputs(args, owners))
+    return out, holder["ledger"]
+
+
+def lower_run(fn, *args, config=None, key=None, mesh: Mesh | None = None, owners=None):
+    """The jitted, lowered program `run` would execute (for HLO inspection), its ledger and each
+    entry's message size in elements per sending party (from the audit log: shapes only)."""
+    from .config import MPCConfig
+    from .ring import x64
+    from .shares import Context, run_key
+
+    config = config or MPCConfig()
+    check_config(config)
+    key = run_key(config) if key is None else key
+    mesh = party_mesh() if mesh is None else mesh
+    owners = (None,) * len(args) if owners is None else tuple(owners)
+    holder = {}
+
+    def body(k, *blocks):
+        ctx = Context(config, batch_key(k, mesh), party_axis=PARTY, audit=True)
+        holder["ledger"] = ctx.ledger
+        out = own_blocks(fn(ctx, *[b[0] for b in blocks]))
+        holder["sizes"] = message_sizes(ctx.audit_log)
+        ctx.audit_log.clear()          # tracers: never kept past the trace
+        return out
+
+    with x64():
+        lowered = jax.jit(sharded(body, mesh, len(args), 1)).lower(
+            key, *party_inputs(args, owners))
+    return lowered, holder["ledger"], holder["sizes"]
+
+
+def message_sizes(audit_log) -> list:
+    """Per channel call: (kind, elements each sender sends, senders): an exchange's payload
+    leaves are [2, ...] (both send), a send's and a deal's have no party axis (one sender)."""
+    out = []
+    for kind, _, payload in audit_log:
+        leaves = jax.tree_util.tree_leaves(payload)
+        if kind == "exchange":
+            n = sum(int(np.prod(x.shape[1:], dtype=np.int64)) for x in leaves)
+            out.append((kind, n, 2))
+        else:
+            out.append((kind, sum(int(np.prod(x.shape, dtype=np.int64)) for x in leaves), 1))
+    return out

@@ -1,0 +1,259 @@
+"""Checks of party-sharded execution, run by tests/test_mesh.py in a subprocess: they need
+several host devices, i.e. XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is
+imported, which the test process (JAX already imported) cannot do for itself.
+
+    python tests/mesh_checks.py protocols|bert|hlo [devices]
+
+Each check prints one JSON line of findings and exits non-zero on the first mismatch.
+"""
+import json
+import os
+import re
+import sys
+
+N_DEVICES = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           f" --xla_force_host_platform_device_count={N_DEVICES}")
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import pcformer  # noqa: E402
+from pcformer.runtime import MPCConfig, encode, mesh, program, x64  # noqa: E402
+from pcformer.runtime import protocols as P  # noqa: E402
+
+_BYTES = {"u64": 8, "s64": 8, "f64": 8, "u32": 4, "s32": 4, "f32": 4, "u8": 1, "pred": 1}
+_PERMUTE = re.compile(r"=\s*(\w+)\[([\d,]*)\][^=]*?\scollective-permute(?:-start)?\(.*?"
+                      r"source_target_pairs=\{((?:\{\d+,\d+\},?)*)\}")
+
+
+def hlo_permute_bytes(hlo: str) -> int:
+    """XLA's own count: over every collective-permute of the compiled (per-device) program, its
+    operand's bytes times the number of (source, target) pairs, i.e. the bytes on the wire."""
+    total = 0
+    for line in hlo.splitlines():
+        m = _PERMUTE.search(line)
+        if not m:
+            continue
+        dt, dims, pairs = m.groups()
+        n = int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
+        total += n * _BYTES[dt] * pairs.count("{")
+    return total
+
+
+def ledger_wire_bytes(entries, phases=("online", "setup")) -> int:
+    """What the ledger says moved between the parties: both parties' bytes, summed."""
+    return sum(e.bytes[0] + e.bytes[1] for e in entries if e.phase in phases)
+
+
+def fail(msg):
+    print(json.dumps({"ok": False, "error": msg}))
+    sys.exit(1)
+
+
+def _equal_trees(a, b, name):
+    """a: in-process outputs; b: sharded. Shares equal as shares, public values per viewer."""
+    with x64():
+        for k in a:
+            va, vb = a[k], b[k]
+            if hasattr(va, "data"):
+                if not np.array_equal(np.asarray(va.data), np.asarray(vb.data)) or \
+                        va.depth != vb.depth:
+                    fail(f"{name}: share output {k} differs")
+            elif not np.array_equal(np.asarray(va), np.asarray(vb[1])):
+                fail(f"{name}: public output {k} differs in party 1's view")
+
+
+def _protocols(ctx, x, y, w):
+    sx, sy = P.share(ctx, x, 0), P.share(ctx, y, 1)
+    m = P.truncate(ctx, P.mul(ctx, sx, sy))
+    d = P.truncate(ctx, P.dot_general(ctx, sx, P.share(ctx, w, 0)))
+    return {"mul": m, "dot": d, "square": P.square(ctx, sx),
+            "private": P.dot_general_private(ctx, sy, w, party=0, weight_id="W"),
+            "drelu": P.drelu(ctx, sy), "relu": P.relu(ctx, sx),
+            "reveal": P.reveal(ctx, m), "reveal_to_1": P.reveal(ctx, d, to=1)}
+
+
+def _ring_only(ctx, x, y, w):
+    sx, sy = P.share(ctx, x, 0), P.share(ctx, y, 1)
+    m = P.truncate(ctx, P.mul(ctx, sx, sy))
+    d = P.dot_general_private(ctx, m, w, party=0, weight_id="W")
+    return {"out": P.reveal(ctx, P.truncate(ctx, d), to=1)}
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    return (encode(rng.normal(size=(3, 5)), 16), encode(rng.normal(size=(3, 5)), 16),
+            encode(rng.normal(size=(5, 4)), 16))
+
+
+def check_protocols():
+    cfg = MPCConfig(seed=11)
+    args = _inputs()
+    a, la = program.run(_protocols, *args, config=cfg)
+    b, lb = mesh.run(_protocols, *args, config=cfg, owners=(0, 1, 0))
+    _equal_trees(a, b, "protocols")
+    if la.entries != lb.entries:
+        fail("protocols: ledgers differ")
+    with x64():   # the party that is not revealed to sees nothing useful: its view is not it
+        if np.array_equal(np.asarray(b["reveal_to_1"][0]), np.asarray(a["reveal_to_1"])):
+            fail("party 0's view of an output revealed to party 1 equals the output")
+    return {"entries": len(la.entries), "online_bytes": la.totals()["online"]["bytes"]}
+
+
+def _hlo_of_runtime(fn, cfg):
+    lowered, led, sizes = mesh.lower_run(fn, *_inputs(), config=cfg, owners=(0, 1, 0))
+    with x64():
+        return hlo_permute_bytes(lowered.compile().as_text()), led, sizes
+
+
+def ledger_word_bytes(entries, sizes, ring_bits, phases=("online", "setup")) -> int:
+    """The ledger's messages in whole ring words (how XLA moves them): each entry's elements per
+    sender (bits / bits per element; the ledger charges ring payloads l bits and boolean ones
+    their width <= l) times the word size, times the number of senders. Checks on the way that
+    every entry's bits are its elements times a width <= l."""
+    total = 0
+    for e, (kind, n, senders) in zip(entries, sizes, strict=True):
+        if e.phase not in phases:
+            continue
+        bits = max(e.bits)
+        if n == 0 or bits % n or not 0 < bits // n <= ring_bits:
+            fail(f"ledger entry {e} is not {n} elements of <= {ring_bits} bits")
+        if (senders == 2) != (e.bits[0] == e.bits[1]):
+            fail(f"ledger entry {e} disagrees with its message kind {kind}")
+        total += n * (ring_bits // 8) * senders
+    return total
+
+
+def check_hlo():
+    cfg = MPCConfig(seed=5)
+    hlo, led, _ = _hlo_of_runtime(_ring_only, cfg)
+    want = ledger_wire_bytes(led.entries)
+    if hlo != want or hlo == 0:
+        fail(f"ring-only program: HLO collective-permute bytes {hlo} != ledger {want}")
+    out = {"ring_only": {"hlo_bytes": hlo, "ledger_bytes": want,
+                         "offline_bytes": led.totals()["offline"]["bytes"]}}
+    # with comparisons: boolean messages are charged `width` bits per element by the ledger but
+    # move as whole ring words through XLA; scale each entry to words (width from the ledger)
+    hlo, led, sizes = _hlo_of_runtime(_protocols, cfg)
+    words = ledger_word_bytes(led.entries, sizes, cfg.ring_bits)
+    if hlo != words:
+        fail(f"with comparisons: HLO collective-permute bytes {hlo} != ledger in words {words}")
+    out["with_comparisons"] = {"hlo_bytes": hlo, "ledger_word_bytes": words,
+                               "ledger_bytes": ledger_wire_bytes(led.entries)}
+    return out
+
+
+H, FF, SEQ, VOCAB = 8, 16, 4, 11
+
+
+class _Layer(nn.Module):
+    @nn.compact
+    def __call__(self, ids):
+        x = nn.Embed(VOCAB, H, name="embed")(ids)
+        q, k, v = (nn.Dense(H, name=n)(x) for n in ("query", "key", "value"))
+        p = jax.nn.softmax(jnp.einsum("bqd,bkd->bqk", q, k) / np.sqrt(H), axis=-1)
+        x = nn.LayerNorm(name="ln_1")(x + nn.Dense(H, name="out")(jnp.einsum("bqk,bkd->bqd", p, v)))
+        h = nn.gelu(nn.Dense(FF, name="ff_in")(x), approximate=False)
+        x = nn.LayerNorm(name="ln_2")(x + nn.Dense(H, name="ff_out")(h))
+        return nn.Dense(2, name="classifier")(x[:, 0])
+
+
+def _bert(executor, m=None, policy="mpcformer"):
+    model = _Layer()
+    ids = jnp.asarray(np.random.default_rng(1).integers(0, VOCAB, (1, SEQ)), jnp.int32)
+    params = model.init(jax.random.PRNGKey(0), ids)
+    prog = pcformer.compile(lambda p, i: model.apply(p, i), params, ids, owners=(0, 1),
+                            policy=policy, config=MPCConfig(seed=3), executor=executor, mesh=m,
+                            compiler_options={"xla_backend_optimization_level": 0})
+    return prog, params, ids
+
+
+def check_bert():
+    ref, params, ids = _bert("program")
+    m = mesh.party_mesh() if N_DEVICES == 2 else mesh.party_mesh(batch=N_DEVICES // 2)
+    sh, _, _ = _bert("sharded", m)
+    a, ra = ref.run(params, ids)
+    b, rb = sh.run(params, ids)
+    if not np.array_equal(np.asarray(a), np.asarray(b)):
+        fail(f"bert: sharded output {np.asarray(b)} != in-process {np.asarray(a)}")
+    if ra.entries != rb.entries:
+        fail("bert: ledgers differ")
+    # XLA's count of what the parties sent each other vs the ledger (words: see check_hlo)
+    flat = sh._flat((params, ids))
+    with x64():
+        hlo = hlo_permute_bytes(sh._exe.lower(flat).compile().as_text())
+    return {"devices": N_DEVICES, "mesh": dict(m.shape), "output": np.asarray(a).tolist(),
+            "entries": len(ra.entries), "hlo_bytes": hlo,
+            "ledger_bytes": ledger_wire_bytes(ra.entries)}
+
+
+def check_compiled():
+    """A small compiled program (dense, ReLU, a secret output kept shared) under
+    executor="sharded" == executor="program" bit for bit; then the sharded executor takes that
+    secret as a next program's input (split by share over the party axis)."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.uniform(-2, 2, (3, 6)), jnp.float32)
+    w = jnp.asarray(rng.uniform(-1, 1, (6, 4)), jnp.float32)
+    fn = lambda x, w: (jax.nn.relu(x @ w) * 0.5, x @ w)
+    res = {}
+    for ex in ("program", "sharded"):
+        prog = pcformer.compile(fn, x, w, owners=(1, 0), policy=None, reveal=(True, False),
+                                config=MPCConfig(seed=1), executor=ex)
+        (out, sec), rep = prog.run(x, w)
+        with x64():
+            res[ex] = (np.asarray(out), np.asarray(sec.share.data), rep.entries)
+    a, b = res["program"], res["sharded"]
+    for i, name in enumerate(("revealed output", "secret output", "ledger")):
+        same = a[i] == b[i] if isinstance(a[i], list) else np.array_equal(a[i], b[i])
+        if not same:
+            fail(f"compiled: {name} differs between sharded and in-process")
+    err = float(np.max(np.abs(a[0] - np.asarray(fn(x, w)[0]))))
+    # (the whole-program executor takes no Secret input; the sharded one does)
+    nxt = pcformer.compile(lambda s, w: jnp.maximum(s @ w.T, 0.0), sec, w,
+                           owners=("secret", 0), policy=None, config=MPCConfig(seed=2),
+                           executor="sharded")
+    out2, _ = nxt.run(sec, w)
+    err2 = float(np.max(np.abs(np.asarray(out2) - np.maximum((x @ w) @ w.T, 0.0))))
+    if not (err < 1e-2 and err2 < 1e-2):
+        fail(f"compiled: errors vs plaintext {err}, {err2}")
+    return {"entries": len(a[2]), "max_abs_err": err, "secret_input_err": err2}
+
+
+def check_batch():
+    """party x batch mesh (2 x N/2): each batch group runs its slice with fold_in(key, b); equal
+    to in-process runs of each slice with that key, bit for bit, and each with the same ledger."""
+    b = N_DEVICES // 2
+    m = mesh.party_mesh(batch=b)
+    rng = np.random.default_rng(2)
+    x = encode(rng.normal(size=(2 * b, 5)), 16)
+    y = encode(rng.normal(size=(2 * b, 5)), 16)
+    w = encode(rng.normal(size=(2 * b, 5)), 16)
+
+    def fn(ctx, x, y, w):
+        sx, sy = P.share(ctx, x, 0), P.share(ctx, y, 1)
+        z = P.relu(ctx, P.truncate(ctx, P.mul_private(ctx, P.mul(ctx, sx, sy), w, party=0)))
+        return {"z": z, "open": P.reveal(ctx, z, to=1)}
+
+    key = jax.random.PRNGKey(9)
+    out, led = mesh.run(fn, x, y, w, config=MPCConfig(), key=key, mesh=m, owners=(0, 1, 0))
+    with x64():
+        for g in range(b):
+            sl = slice(2 * g, 2 * g + 2)
+            ref, lr = program.run(fn, x[sl], y[sl], w[sl], key=jax.random.fold_in(key, g))
+            if not np.array_equal(np.asarray(ref["z"].data), np.asarray(out["z"].data)[:, sl]):
+                fail(f"batch group {g}: shares differ")
+            if not np.array_equal(np.asarray(ref["open"]), np.asarray(out["open"])[1, sl]):
+                fail(f"batch group {g}: revealed output differs")
+            if lr.entries != led.entries:
+                fail(f"batch group {g}: ledger differs")
+    return {"mesh": dict(m.shape), "groups": b, "entries": len(led.entries)}
+
+
+if __name__ == "__main__":
+    which = sys.argv[1]
+    result = {"protocols": check_protocols, "hlo": check_hlo, "bert": check_bert,
+              "batch": check_batch, "compiled": check_compiled}[which]()
+    print(json.dumps({"ok": True, which: result}))
