@@ -140,6 +140,31 @@ def batch_key(key, mesh: Mesh):
     return jax.random.fold_in(key, lax.axis_index(BATCH))
 
 
+def _program(fn, args, config, key, mesh, owners, audit: bool):
+    """(jitted shard_map program, its arguments, holder) shared by `run` and `lower_run`: the
+    holder receives the trace's ledger (and, with audit, each message's size)."""
+    from .config import MPCConfig
+    from .shares import Context, run_key
+
+    config = config or MPCConfig()
+    check_config(config)
+    key = run_key(config) if key is None else key
+    mesh = party_mesh() if mesh is None else mesh
+    owners = (None,) * len(args) if owners is None else tuple(owners)
+    holder = {}
+
+    def body(k, *blocks):
+        ctx = Context(config, batch_key(k, mesh), party_axis=PARTY, audit=audit)
+        holder["ledger"] = ctx.ledger
+        out = own_blocks(fn(ctx, *[b[0] for b in blocks]))
+        holder["sizes"] = message_sizes(ctx.audit_log)
+        ctx.audit_log.clear()          # tracers: never kept past the trace
+        return out
+
+    prog = jax.jit(sharded(body, mesh, len(args), 1))
+    return prog, (key, *party_inputs(args, owners)), holder
+
+
 def run(fn, *args, config=None, key=None, mesh: Mesh | None = None, owners=None):
     """`runtime.run` party-sharded: `fn(ctx, *args)` with party p's program on device p.
 
@@ -154,53 +179,22 @@ def run(fn, *args, config=None, key=None, mesh: Mesh | None = None, owners=None)
     fold_in(key, b) (outputs keep the leading dim, concatenated back); the ledger returned is
     one group's (the same for every group: the whole batch moved B times its bytes).
     """
-    from .config import MPCConfig
     from .ring import x64
-    from .shares import Context, run_key
-
-    config = config or MPCConfig()
-    check_config(config)
-    key = run_key(config) if key is None else key
-    mesh = party_mesh() if mesh is None else mesh
-    owners = (None,) * len(args) if owners is None else tuple(owners)
-    holder = {}
-
-    def body(k, *blocks):
-        ctx = Context(config, batch_key(k, mesh), party_axis=PARTY)
-        holder["ledger"] = ctx.ledger
-        return own_blocks(fn(ctx, *[b[0] for b in blocks]))
 
     with x64():
-        prog = jax.jit(sharded(body, mesh, len(args), 1))
-        out = prog(key, *party_inputs(args, owners))
+        prog, call_args, holder = _program(fn, args, config, key, mesh, owners, False)
+        out = prog(*call_args)
     return out, holder["ledger"]
 
 
 def lower_run(fn, *args, config=None, key=None, mesh: Mesh | None = None, owners=None):
     """The jitted, lowered program `run` would execute (for HLO inspection), its ledger and each
     entry's message size in elements per sending party (from the audit log: shapes only)."""
-    from .config import MPCConfig
     from .ring import x64
-    from .shares import Context, run_key
-
-    config = config or MPCConfig()
-    check_config(config)
-    key = run_key(config) if key is None else key
-    mesh = party_mesh() if mesh is None else mesh
-    owners = (None,) * len(args) if owners is None else tuple(owners)
-    holder = {}
-
-    def body(k, *blocks):
-        ctx = Context(config, batch_key(k, mesh), party_axis=PARTY, audit=True)
-        holder["ledger"] = ctx.ledger
-        out = own_blocks(fn(ctx, *[b[0] for b in blocks]))
-        holder["sizes"] = message_sizes(ctx.audit_log)
-        ctx.audit_log.clear()          # tracers: never kept past the trace
-        return out
 
     with x64():
-        lowered = jax.jit(sharded(body, mesh, len(args), 1)).lower(
-            key, *party_inputs(args, owners))
+        prog, call_args, holder = _program(fn, args, config, key, mesh, owners, True)
+        lowered = prog.lower(*call_args)
     return lowered, holder["ledger"], holder["sizes"]
 
 
