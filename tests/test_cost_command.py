@@ -43,11 +43,14 @@ def test_cost_command_bad_model_is_one_line():
 
 
 def test_policy_that_leaves_an_operator_is_a_user_error(tmp_path):
-    """LLaMA's SiLU under a policy without a logistic rule: a CostError naming the way out."""
+    """LLaMA's RMSNorm under a policy file that sets no rsqrt method: a CostError naming the
+    operator and the way out. (A missing logistic/exp/tanh falls back to exact's method.)"""
     from pcformer import cost_command
     from pcformer.presets import CostError
     folder = tiny.make_tiny_llama(tmp_path, num_hidden_layers=1, hidden_size=16,
                                   num_attention_heads=2, num_key_value_heads=2, intermediate_size=32,
                                   vocab_size=64, max_position_embeddings=16, tokenizer=False)
-    with pytest.raises(CostError, match="logistic.*--policy=exact"):
-        cost_command.main(str(folder), 4, policy="mpcformer", out=lambda *_: None)
+    policy = tmp_path / "no_rsqrt.json"
+    policy.write_text('{"base": "mpcformer", "rsqrt": null}')
+    with pytest.raises(CostError, match="rsqrt.*--policy=exact"):
+        cost_command.main(str(folder), 4, policy=str(policy), out=lambda *_: None)
