@@ -121,6 +121,9 @@ class Program:
     outputs: tuple[Value, ...]
     out_dtypes: tuple[str, ...] = ()
     frac_bits: int = 16
+    # the argument pytree path of each input, e.g. "params/encoder/layer_0/attention/query/kernel"
+    # (set by pcformer.compile; only the printer reads it)
+    input_names: tuple[str, ...] = ()
 
     def protocol_ops(self) -> list[Op]:
         return [op for op in self.ops if op.kind == "protocol"]
@@ -132,11 +135,34 @@ class Program:
 _SHOWN_ATTRS = ("party", "to", "bits", "axes", "axis", "lhs_private", "private_party", "shift")
 
 
-def format_op(op: Op) -> str:
+_INLINE = 8   # constants up to this many elements are printed with their value
+
+
+def _const_text(v: Any) -> str:
+    """A constant's value when small, else its shape and dtype (the value would be a wall)."""
+    arr = np.asarray(v)
+    if arr.size <= _INLINE:
+        return np.array2string(arr, separator=", ", precision=6).replace("\n", "")
+    return f"<{'x'.join(map(str, arr.shape))} {arr.dtype}>"
+
+
+def _ref(v: Value, names: dict) -> str:
+    """An operand: %name for a named input, %id=value for a scalar constant, else %id."""
+    if v.id in names:
+        return f"%{names[v.id]}"
+    if v.const is not None and np.size(v.const) == 1:
+        return f"%{v.id}={_const_text(v.const)}"
+    return f"%{v.id}"
+
+
+def format_op(op: Op, names: dict | None = None) -> str:
     """`%12 = dot_general_private %3, %7 : secret<128x384 @f16> -> secret<128x384 @f32>  # scope`."""
+    names = names or {}
     res = ", ".join(f"%{r.id}" for r in op.results)
-    args = ", ".join(f"%{o.id}" for o in op.operands)
+    args = ", ".join(_ref(o, names) for o in op.operands)
     shown = {k: op.attrs[k] for k in _SHOWN_ATTRS if k in op.attrs}
+    if op.kind == "local" and op.name == "const" and "value" in op.attrs:
+        return f"{res} = const {_const_text(op.attrs['value'])} : {op.results[0].type_str()}"
     if op.kind == "local":
         prim = op.attrs.get("primitive")
         name = f"local[{'public' if op.party is None else 'p%d' % op.party}] " + (
@@ -155,8 +181,21 @@ def format_op(op: Op) -> str:
     return text
 
 
-def format_program(prog: Program) -> str:
-    head = "program(" + ", ".join(f"%{v.id}: {v.type_str()}" for v in prog.inputs) + ") {"
-    body = ["  " + format_op(op) for op in prog.ops]
-    tail = "  return " + ", ".join(f"%{v.id}" for v in prog.outputs)
-    return "\n".join([head, *body, tail, "}"])
+def input_names(prog: Program) -> dict:
+    """Value id -> the input's argument path, for the inputs that have one."""
+    return {v.id: n for v, n in zip(prog.inputs, prog.input_names) if n}
+
+
+def format_program(prog: Program, margin: list[str] | None = None, margin_head: str = "") -> str:
+    """The program, one op a line. `margin`: one string per op, printed to its left (a column
+    of per-op figures such as its cost, all the same width; `margin_head` titles it)."""
+    names = input_names(prog)
+    pad = " " * len(margin_head) if margin is not None else ""
+    ins = [f"{_ref(v, names)}: {v.type_str()}" for v in prog.inputs]
+    head = ("program(" + ", ".join(ins) + ") {" if not names else
+            "program(\n" + "".join(f"    {t},\n" for t in ins) + ") {")
+    body = [f"{margin[i] if margin is not None else ''}  {format_op(op, names)}"
+            for i, op in enumerate(prog.ops)]
+    tail = pad + "  return " + ", ".join(_ref(v, names) for v in prog.outputs)
+    lines = [head] + ([margin_head] if margin is not None else []) + body + [tail, "}"]
+    return "\n".join(lines)

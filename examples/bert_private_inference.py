@@ -21,6 +21,7 @@ import numpy as np
 
 from pcformer import models
 from pcformer.inference import cosine, private_embedding
+from pcformer.progress import Progress
 from pcformer.tables import human_bytes, human_seconds, render
 
 CORPUS = [
@@ -59,16 +60,23 @@ def agreement(private: np.ndarray, exact: np.ndarray, k: int) -> dict:
 
 def run(policies: list[str], seq_len: int, query: str, k: int = 3, model=None) -> dict:
     """The private search for each policy; returns {policy: results} (also printed)."""
-    model = model or models.load("minilm")
-    corpus_emb = model.encode(CORPUS)                   # the server's plaintext index
-    exact_query = model.encode([query])[0]
+    with Progress("minilm") as bar:   # each stage over a second shows on stderr, as in the CLI
+        bar.stage("load the model")
+        model = model or models.load("minilm")
+        bar.stage("embed the corpus in plaintext")
+        corpus_emb = model.encode(CORPUS)                   # the server's plaintext index
+        exact_query = model.encode([query])[0]
+        bar.done()
     exact_rank = ranking(exact_query, corpus_emb)
     print(f"query: {query!r}\nplaintext top-{k}:")
     for i in exact_rank[:k]:
         print(f"  {CORPUS[i]}")
     results, rows = {}, []
     for policy in policies:
-        job = private_embedding(model, query, policy=policy, seq_len=seq_len)
+        with Progress(policy) as bar:
+            job = private_embedding(model, query, policy=policy, seq_len=seq_len,
+                                    step=bar.stage, detail=bar.detail)
+            bar.done()
         emb = job.private[0]
         rank = ranking(emb, corpus_emb)
         agree = agreement(rank, exact_rank, k)

@@ -25,6 +25,7 @@ import numpy as np
 from pcformer import corpus, corpus_english, models
 from pcformer import distill as D
 from pcformer import distill_eval as V
+from pcformer.progress import Progress
 
 
 def load_split(name: str, n_train: int, n_heldout: int, seed: int) -> corpus_english.EnglishSplit:
@@ -81,8 +82,13 @@ def main(argv=None) -> int:
         p.error(f"--steps gives {len(steps)} values for {len(policies)} policies")
 
     t_start = time.time()
-    model = models.load(args.model)
-    split = load_split(args.corpus, args.n_train, args.n_heldout, args.seed)
+    # each stage over a second shows on stderr, as in the CLI (the training loop has its own line)
+    delay = float("inf") if args.no_progress else 1.0
+    with Progress(args.model, delay=delay) as bar:
+        bar.stage("load the model and the corpus")
+        model = models.load(args.model)
+        split = load_split(args.corpus, args.n_train, args.n_heldout, args.seed)
+        bar.done()
     print(f"{args.model}: {len(split.train)} training sentences ({args.corpus}), held out "
           f"{len(split.in_domain)} in domain and {len(split.out_of_domain)} out of domain "
           f"({', '.join(split.config.eval_domains)}), seq_len {args.seq_len}")
@@ -101,8 +107,11 @@ def main(argv=None) -> int:
         train_s = time.time() - t0
         stages = {"before": model.params,
                   f"after {res.step} steps ({train_s:.0f} s)": res.params}
-        rows += [dict(r, policy=policy) for r in
-                 V.evaluate_stages(model, policy, stages, split.eval_sets(), args.seq_len)]
+        with Progress(policy, delay=delay) as bar:
+            bar.stage("fidelity before and after, on the held-out sets")
+            rows += [dict(r, policy=policy) for r in
+                     V.evaluate_stages(model, policy, stages, split.eval_sets(), args.seq_len)]
+            bar.done()
         results[policy] = res
 
     print("\nfidelity to the exact model on held-out sentences")
@@ -117,8 +126,11 @@ def main(argv=None) -> int:
             text = "Return the number of items."
             for policy, res in results.items():
                 t0 = time.time()
-                job = inference.private_embedding(res.model, text, policy=policy,
-                                                  seq_len=args.private_seq_len)
+                with Progress(f"{policy} (private check)", delay=delay) as bar:
+                    job = inference.private_embedding(res.model, text, policy=policy,
+                                                      seq_len=args.private_seq_len,
+                                                      step=bar.stage, detail=bar.detail)
+                    bar.done()
                 sid, smask = D.tokenize(model.tokenizer, [text], args.private_seq_len)
                 exact = np.asarray(model.embed_fn(model.params, sid, smask))[0]
                 priv = np.asarray(job.private).reshape(-1)

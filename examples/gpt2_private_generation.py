@@ -24,6 +24,7 @@ import tempfile
 
 from pcformer import models
 from pcformer.inference import private_generation
+from pcformer.progress import Progress
 from pcformer.tables import human_bytes, render
 
 
@@ -35,11 +36,17 @@ def run(checkpoint: str | None, prompt: str, max_new_tokens: int, policies: list
             models.make_tiny_gpt2(tmp, **(tiny or {}))
             print(f"built a small GPT-2 checkpoint in {tmp} (removed at the end)")
             return run(tmp, prompt, max_new_tokens, policies, seq_len)
-    model = models.load(checkpoint)
+    with Progress("gpt2") as bar:   # each stage over a second shows on stderr, as in the CLI
+        bar.stage("load the model")
+        model = models.load(checkpoint)
+        bar.done()
     print(f"prompt: {prompt!r}")
     results, rows = {}, []
     for policy in policies:
-        job = private_generation(model, prompt, max_new_tokens, policy=policy, seq_len=seq_len)
+        with Progress(policy) as bar:
+            job = private_generation(model, prompt, max_new_tokens, policy=policy,
+                                     seq_len=seq_len, step=bar.stage, detail=bar.detail)
+            bar.done()
         per = job.per_token
         static_ok = job.static_report.to_json()["totals"] == job.report.to_json()["totals"]
         results[policy] = {

@@ -19,6 +19,40 @@ def arg_name(path) -> str:
     return "args" + jax.tree_util.keystr(tuple(path))
 
 
+def _key_text(k) -> str:
+    for attr in ("key", "name", "idx"):   # DictKey, GetAttrKey, SequenceKey / FlattenedIndexKey
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _param_names(fn, n: int) -> list[str]:
+    """The positional parameter names of `fn` (arg0, arg1, ... where it has none)."""
+    import inspect
+    try:
+        ps = [p.name for p in inspect.signature(fn).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        ps = []
+    return [ps[i] if i < len(ps) else f"arg{i}" for i in range(n)]
+
+
+def arg_names(fn, args: tuple, is_leaf=None) -> tuple[str, ...]:
+    """One readable name per flattened argument leaf, for the IR printer: the Flax parameter
+    path of a weight (`params/encoder/layer_0/attention/query/kernel`), the parameter's name
+    for an array argument (`input_ids`); the parameter's name goes first where the path alone
+    would be a bare index or would repeat another argument's."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tuple(args), is_leaf=is_leaf)
+    params = _param_names(fn, len(args))
+    inner = [[_key_text(k) for k in path[1:]] for path, _ in leaves]
+    heads = [params[path[0].idx] for path, _ in leaves]
+    names = [h if not keys else "/".join(keys) if hasattr(path[1], "key") else
+             "/".join([h, *keys]) for h, keys, (path, _) in zip(heads, inner, leaves)]
+    if len(set(names)) != len(names):
+        names = ["/".join([h, *keys]) for h, keys in zip(heads, inner)]
+    return tuple(names)
+
+
 def _check_leaf(name: str, x, config) -> None:
     a = np.asarray(x)
     if a.dtype == bool or a.size == 0:

@@ -81,6 +81,11 @@ class Program:
     _cost: Report | None = dataclasses.field(repr=False, default=None)
     _checked: list = dataclasses.field(repr=False, default_factory=list)
 
+    def ir_text(self) -> str:
+        """The IR with each op's static cost to its left and the totals at the end (what
+        `pcformer run --dump_ir` writes; `print(prog.ir)` is the IR alone)."""
+        return _cost.annotated(self.ir, self.config)
+
     @property
     def cost(self) -> Report:
         if self._cost is None:
@@ -196,6 +201,8 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
     owners_flat = _lower.flatten_owners(owners, example_args)
     keep_secret = [not r for r in _broadcast_prefix(reveal, traced.out_tree)]
     program = _lower.lower(rewritten, owners_flat, config, keep_secret)
+    program = dataclasses.replace(program, input_names=_inputs.arg_names(fn, example_args,
+                                                                         is_leaf=_is_secret))
     if executor == "sharded":
         from pcformer.compiler import sharded as _sharded
         exe = _sharded.build(program, config, mesh, compiler_options)

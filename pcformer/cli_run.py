@@ -159,7 +159,7 @@ def _write_outputs(job_json: dict, job, outs: dict, nets) -> None:
         _write_text(outs["report"], json.dumps(job_json, indent=1))
         print(f"report    {outs['report']}")
     if "dump_ir" in outs:
-        _write_text(outs["dump_ir"], str(job.program.ir))
+        _write_text(outs["dump_ir"], job.program.ir_text())
         print(f"IR        {outs['dump_ir']}")
     if "trace" in outs:
         from .timeline import chrome_trace

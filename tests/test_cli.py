@@ -4,6 +4,7 @@ Small settings: MiniLM at a short sequence length, a one-layer tiny GPT-2 checkp
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -66,7 +67,11 @@ def test_minilm_run_prints_the_tables_and_writes_a_consistent_report(minilm_run)
     assert rep["fidelity"]["vs_plaintext"]["cosine_mean"] > 0.999
     assert rep["fidelity"]["vs_plaintext"]["max_abs"] < 0.05
     assert -1.0 <= rep["fidelity"]["vs_exact"]["cosine_mean"] <= 1.0
-    assert "dot_general_private" in (d / "ir.txt").read_text()
+    ir_text = (d / "ir.txt").read_text()   # weights by name, each op's cost, totals = the report's
+    assert re.search(r"dot_general_private\{party=0\} %\d+, %encoder/layer_0/attention/self/query/kernel",
+                     ir_text)
+    on = rep["totals"]["online"]["bytes"]
+    assert f"# total: online {on[0]} B (p0) + {on[1]} B (p1)" in ir_text
     assert_documented(rep)
 
 

@@ -37,8 +37,12 @@ def test_ranking_agreement_measures():
     assert rev["top1"] == 0.0 and rev["topk_overlap"] == 0.0 and rev["spearman"] == pytest.approx(-1.0)
 
 
-def test_gpt2_private_generation(tmp_path):
+def test_gpt2_private_generation(tmp_path, monkeypatch, capsys):
+    import functools
+    from pcformer.progress import Progress
     ex = load("gpt2_private_generation")
+    # every stage reported, however short (the CLI's Progress; by default only those over 1 s)
+    monkeypatch.setattr(ex, "Progress", functools.partial(Progress, delay=0.0))
     res = ex.run(None, "Once upon a time", 2, ["mpcformer"], seq_len=16,
                  tiny={"n_layer": 1, "n_embd": 32, "n_head": 2, "vocab_size": 300,
                        "n_positions": 32})["mpcformer"]
@@ -47,6 +51,11 @@ def test_gpt2_private_generation(tmp_path):
     assert res["token_ids"] == res["plaintext_ids"]      # private == rewritten plaintext greedy
     assert res["agreement_plaintext"] == 1.0
     assert res["per_token"]["online_rounds"] > 0
+    err = capsys.readouterr().err
+    for line in ("gpt2: load the model", "mpcformer: trace, rewrite and lower",
+                 "mpcformer: simulate both parties", "mpcformer: fidelity"):
+        assert line in err, err
+    assert err.endswith("\n")   # the progress line is ended before the results
 
 
 def test_distill_minilm_example_small(capsys):
