@@ -6,10 +6,37 @@ silently wrong results after the whole simulation has run.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
 from pcformer.runtime import ring
+from pcformer.runtime.shares import AShare
+
+
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    """A value that stays secret-shared between runs (e.g. a KV cache between decoding steps).
+
+    `share` holds both parties' shares ([2, ...] in Z_2^l) at fixed-point `scale`. A program
+    compiled with `reveal=False` for an output returns it as a Secret; pass it back where the
+    owners say "secret". Neither party can read it alone; `peek()` reconstructs it, a
+    SIMULATOR-ONLY oracle for tests and debugging (a real party could not).
+    """
+
+    share: AShare
+    scale: int
+    ring_bits: int = 64
+
+    @property
+    def shape(self):
+        return tuple(self.share.data.shape[1:])
+
+    def peek(self):
+        with ring.x64():
+            return ring.decode(self.share.data[0] + self.share.data[1], self.scale, self.ring_bits)
+
 
 PARTY_NAMES = {0: "server (party 0)", 1: "client (party 1)", None: "both parties"}
 
@@ -80,7 +107,6 @@ def check_inputs(leaves, config, checked: list) -> list:
 
     `checked`: the leaves of the previous call. A jax array is immutable, so the very same object
     needs no second scan (a model's weights are checked once, not every run)."""
-    from .api import Secret
     seen = {id(x): x for x in checked if isinstance(x, jax.Array)}
     for path, x in leaves:
         if isinstance(x, Secret) or seen.get(id(x)) is x:

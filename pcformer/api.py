@@ -22,6 +22,7 @@ from pcformer.runtime.config import MPCConfig
 from pcformer.runtime.shares import AShare
 
 from . import _inputs
+from ._inputs import Secret
 from .report import Report
 
 _compile_cache.listen()  # count persistent-cache hits of this process's compiles
@@ -36,30 +37,6 @@ def _rewrite(traced, policy):
     from pcformer.compiler import policies, rewrite
     pol = policies.load(policy)
     return rewrite.rewrite(traced, pol), pol
-
-
-@dataclasses.dataclass(frozen=True)
-class Secret:
-    """A value that stays secret-shared between runs (e.g. a KV cache between decoding steps).
-
-    `share` holds both parties' shares ([2, ...] in Z_2^l) at fixed-point `scale`. A program
-    compiled with `reveal=False` for an output returns it as a Secret; pass it back where the
-    owners say "secret". Neither party can read it alone; `peek()` reconstructs it, a
-    SIMULATOR-ONLY oracle for tests and debugging (a real party could not).
-    """
-
-    share: AShare
-    scale: int
-    ring_bits: int = 64
-
-    @property
-    def shape(self):
-        return tuple(self.share.data.shape[1:])
-
-    def peek(self):
-        from pcformer.runtime import ring
-        with ring.x64():
-            return ring.decode(self.share.data[0] + self.share.data[1], self.scale, self.ring_bits)
 
 
 @dataclasses.dataclass

@@ -241,10 +241,12 @@ def distill() -> int:
         buckets = None if buckets is None else d.parse_ints(buckets)
     except ValueError as e:
         raise UsageError(f"--length_buckets: {e}") from None
-    return d.run_cli(model=FLAGS.model, policy=FLAGS.policy, data=FLAGS.data, out=FLAGS.out,
-                     resume=FLAGS.resume, steps=FLAGS.steps, seq_len=FLAGS.seq_len,
-                     seed=FLAGS.seed or 0, lr=FLAGS.lr, warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
-                     length_buckets=buckets, held_out_size=FLAGS.held_out)
+    from . import distill_cli
+    return distill_cli.run_cli(model=FLAGS.model, policy=FLAGS.policy, data=FLAGS.data,
+                               out=FLAGS.out, resume=FLAGS.resume, steps=FLAGS.steps,
+                               seq_len=FLAGS.seq_len, seed=FLAGS.seed or 0, lr=FLAGS.lr,
+                               warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
+                               length_buckets=buckets, held_out_size=FLAGS.held_out)
 
 
 def cost() -> int:

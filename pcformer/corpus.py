@@ -12,7 +12,7 @@ Public functions:
 - `stdlib_sentences(config)`: the cleaned, deduplicated, sorted sentences.
 - `load_corpus(n_train, n_heldout, seed)`: a fixed train/held-out split of them.
 - `read_texts(data)`: user data as a list of strings (a list, or a text file with one example a line,
-  or "stdlib", or "english": docstrings mixed with WordNet sentences, see `pcformer.corpus_english`).
+  or "stdlib"; `pcformer.corpus_english.read_texts` also takes "english").
 """
 
 from __future__ import annotations
@@ -195,15 +195,12 @@ def load_corpus(n_train: int | None = 2000, n_heldout: int = 200, seed: int = 0,
 
 def read_texts(data) -> list[str]:
     """User data as a list of non-empty strings: a list/tuple of strings, or a path to a text file
-    with one example a line, or the word "stdlib" for the built-in docstring corpus, or "english"
-    for the training part of the docstring + WordNet split (`pcformer.corpus_english`)."""
+    with one example a line, or the word "stdlib" for the built-in docstring corpus
+    (`pcformer.corpus_english.read_texts` also takes "english")."""
     if isinstance(data, (list, tuple)):
         texts = [str(t).strip() for t in data]
     elif isinstance(data, (str, os.PathLike)) and str(data) == "stdlib":
         texts = stdlib_sentences()
-    elif isinstance(data, (str, os.PathLike)) and str(data) == "english":
-        from pcformer import corpus_english
-        texts = list(corpus_english.english_split().train)
     elif isinstance(data, (str, os.PathLike)):
         with open(data, encoding="utf-8") as f:
             texts = [line.strip() for line in f]

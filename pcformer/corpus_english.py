@@ -167,3 +167,12 @@ def english_split(config: SplitConfig = SplitConfig()) -> EnglishSplit:
     from pcformer import corpus
     docs = corpus.stdlib_sentences() if config.n_docstring_train != 0 else []
     return make_split(docs, wordnet_rows(), config)
+
+
+def read_texts(data) -> list[str]:
+    """As `pcformer.corpus.read_texts` (a list, a text file, "stdlib"), and "english": the
+    training part of the docstring + WordNet split above."""
+    if isinstance(data, (str, os.PathLike)) and str(data) == "english":
+        return list(english_split().train)
+    from pcformer import corpus
+    return corpus.read_texts(data)

@@ -98,5 +98,5 @@ def test_split_mixes_docstrings_into_train_and_in_domain():
 def test_read_texts_english_is_the_training_split(monkeypatch):
     split = E.english_split(NO_DOCS)
     monkeypatch.setattr(E, "english_split", lambda config=None: split)  # skip the docstrings
-    texts = corpus.read_texts("english")
+    texts = E.read_texts("english")
     assert texts == list(split.train) and not set(texts) & set(split.out_of_domain)

@@ -236,7 +236,8 @@ def test_nan_loss_is_refused(tiny, texts):
 
 
 def test_cli_flags_build_the_config():
-    args = D._parser().parse_args(["--steps", "5", "--init", "copy", "--freeze_embeddings",
+    from pcformer import distill_cli
+    args = distill_cli._parser().parse_args(["--steps", "5", "--init", "copy", "--freeze_embeddings",
                                    "false", "--held_out_size", "7", "--held_out", "h.txt"])
     assert (args.cfg_steps, args.cfg_init, args.cfg_freeze_embeddings) == (5, "copy", False)
     assert (args.cfg_held_out, args.held_out, args.cfg_lr) == (7, "h.txt", D.DistillConfig().lr)
@@ -258,9 +259,10 @@ def test_config_refuses_nonsense():
 
 
 def test_cli_parses_length_buckets():
-    args = D._parser().parse_args(["--length_buckets", "8,24"])
+    from pcformer import distill_cli
+    args = distill_cli._parser().parse_args(["--length_buckets", "8,24"])
     assert args.cfg_length_buckets == (8, 24)
-    assert D._parser().parse_args(["--length_buckets", ""]).cfg_length_buckets == ()
+    assert distill_cli._parser().parse_args(["--length_buckets", ""]).cfg_length_buckets == ()
 
 
 # ---------------------------------------------------------------- calibrated Quad init
