@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from .ir import Value
+from . import lower_struct  # noqa: F401  (registers convert_element_type, refined below)
 from .lower_base import LOWER_RULES, _out, rule
 
 

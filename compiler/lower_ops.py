@@ -13,7 +13,10 @@ import dataclasses
 import jax
 import numpy as np
 
-from .ir import SECRET, Value
+from .ir import Value
+# the rules this module refines or replaces (integer_pow, max, min, reduce_max, stop_gradient,
+# scan) must be registered first: imported here, so the order holds whoever imports first
+from . import lower_arith, lower_control, lower_struct  # noqa: F401
 from .lower_base import LOWER_RULES, _out, rule
 from .lower_walk import (_as_secrets, _concat, _plain_reshape, _slice, _squeeze, _transpose,
                          lower_jaxpr, tree_max)
