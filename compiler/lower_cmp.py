@@ -11,7 +11,7 @@ truncation only.
   the sign; round half to even subtracts [tie] * [floor(x + 1/2) odd] from floor(x + 1/2);
 - rem(x, y) for a y a party knows (C fmod): x - y * trunc(x * (1/y)).
 Costs are the sums of the protocol ops these emit (drelu, truncate, mul), so static == measured
-by construction. Registered into `lower.LOWER_RULES` on import.
+by construction. Registered into `lower_base.LOWER_RULES` on import.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from .ir import Value
-from .lower import LOWER_RULES, _out, rule
+from . import lower_struct  # noqa: F401  (registers convert_element_type, refined below)
+from .lower_base import LOWER_RULES, _out, rule
 
 
 def _secret(L, v: Value) -> Value:

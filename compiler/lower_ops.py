@@ -3,7 +3,7 @@
 Each rule is small and built from the Lowerer's building blocks (`add`, `mul`, `select`,
 `ge_zero`, `truncate`, per-share structural ops), so its protocol cost is the sum of existing
 protocol ops: no new runtime protocol, cost formula or ideal rule is needed, and the static cost
-equals the measured ledger by construction. Registered into `lower.LOWER_RULES` on import
+equals the measured ledger by construction. Registered into `lower_base.LOWER_RULES` on import
 (`compiler/lower.py` imports this module at its end).
 """
 from __future__ import annotations
@@ -13,8 +13,13 @@ import dataclasses
 import jax
 import numpy as np
 
-from .ir import SECRET, Value
-from .lower import LOWER_RULES, _concat, _out, _slice, _squeeze, lower_jaxpr, rule, tree_max
+from .ir import Value
+# the rules this module refines or replaces (integer_pow, max, min, reduce_max, stop_gradient,
+# scan) must be registered first: imported here, so the order holds whoever imports first
+from . import lower_arith, lower_control, lower_struct  # noqa: F401
+from .lower_base import LOWER_RULES, _out, rule
+from .lower_walk import (_as_secrets, _concat, _plain_reshape, _slice, _squeeze, _transpose,
+                         lower_jaxpr, tree_max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,31 +53,6 @@ def _public_only(L, name, vals):
         if not v.vis.is_public:
             L.fail(f"{name} with indices that are not public ({v.vis}): only public indices "
                    f"are supported on secret data")
-
-
-def _as_secrets(L, vals):
-    vals, s = L.common(list(vals))
-    return [v if v.vis.is_secret else L.to_secret(v, s) for v in vals], s
-
-
-def _plain_reshape(L, v: Value, shape) -> Value:
-    params = dict(new_sizes=tuple(shape), dimensions=None, sharding=None)
-    if v.vis.is_secret:
-        return L.per_share("reshape", [v], tuple(shape), v.dtype, v.scale,
-                           primitive=jax.lax.reshape_p, params=params)
-    r = L.new(tuple(shape), v.dtype, v.vis, v.scale)
-    L.emit("reshape", [v], [r], kind="local", party=v.vis.party, primitive=jax.lax.reshape_p,
-           params=params)
-    return r
-
-
-def _transpose(L, v: Value, perm) -> Value:
-    perm = tuple(int(p) for p in perm)
-    if perm == tuple(range(len(perm))):
-        return v
-    shape = tuple(v.shape[p] for p in perm)
-    return L.per_share("transpose", [v], shape, v.dtype, v.scale, primitive=jax.lax.transpose_p,
-                       params=dict(permutation=perm))
 
 
 def merge_axes_last(L, x: Value, axes) -> Value:

@@ -7,7 +7,7 @@ round gathers its pairs' two sides with public 0/1 matrices (free per-share prod
 them all in one batched `drelu`, swaps with one Beaver product per operand (the bit times the
 difference) and scatters back with public matrices. Non-powers of two: the network of the next
 power of two without the comparators that touch the padding (padding is +inf and stays put).
-Registered into `lower.LOWER_RULES` on import.
+Registered into `lower_base.LOWER_RULES` on import.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import jax
 import numpy as np
 
 from .ir import Value
-from .lower import _out, rule
-from .lower_ops import _as_secrets, _plain_reshape, _transpose
+from .lower_base import LOWER_RULES, _out, rule
+from .lower_walk import _as_secrets, _concat, _plain_reshape, _squeeze, _transpose, tree_max
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,7 +190,6 @@ def _reduce_window(L, eqn, x):
         for s in slices[1:]:
             acc = L.add(acc, s, shape=shape, dtype=dtype)
         return [acc]
-    from .lower import _concat, _squeeze, tree_max
     cols = [_plain_reshape(L, s, tuple(shape) + (1,)) for s in slices]
     m, _ = tree_max(L, _concat(L, cols, len(shape)), len(shape), False)
     m = _squeeze(L, m, len(shape))
@@ -225,7 +224,6 @@ def _conv(L, eqn, lhs, rhs):
     """Convolution as im2col + one product: the input's patches by strided slices (free), the
     kernel reshaped to (window * in, out), then the dot_general rule (a server-owned kernel:
     `dot_general_private`, its mask opened once at setup; a secret kernel: a matrix triple)."""
-    from .lower import LOWER_RULES
     p = eqn.params
     if int(p["feature_group_count"]) != 1 or int(p["batch_group_count"]) != 1:
         L.fail("grouped (depthwise) convolution on secrets is not supported")
@@ -243,7 +241,6 @@ def _conv(L, eqn, lhs, rhs):
     x = _pad(L, x, ((0, 0),) + tuple(tuple(pp) for pp in p["padding"]) + ((0, 0),), 0.0)
     slices = _window_slices(L, x, (1,) + window + (1,), (1,) + tuple(p["window_strides"]) + (1,),
                             (1,) + tuple(p["rhs_dilation"]) + (1,), (n,) + out_sp + (c,))
-    from .lower import _concat
     cols = [_plain_reshape(L, s, (n,) + out_sp + (1, c)) for s in slices]
     k = len(cols)
     patches = _plain_reshape(L, _concat(L, cols, nsp + 1), (n,) + out_sp + (k * c,))
