@@ -585,7 +585,7 @@ def _dot_general(L, eqn, a, b):
 # ------------------------------------------------------------------ structural: free per share
 _STRUCTURAL = ("reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice",
                "rev", "reduce_sum", "cumsum", "copy", "copy_p", "reduce_precision",
-               "convert_element_type", "split", "real", "stop_gradient")
+               "convert_element_type", "split", "real", "stop_gradient", "tile")
 
 
 def _structural(L, eqn, *vals):
