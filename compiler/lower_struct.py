@@ -14,7 +14,7 @@ from .lower_walk import _squeeze, tree_max
 # ------------------------------------------------------------------ structural: free per share
 _STRUCTURAL = ("reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice",
                "rev", "reduce_sum", "cumsum", "copy", "copy_p", "reduce_precision",
-               "convert_element_type", "split", "real", "stop_gradient")
+               "convert_element_type", "split", "real", "stop_gradient", "tile")
 
 
 def _structural(L, eqn, *vals):
