@@ -1,15 +1,12 @@
 """Test-wide settings applied before any test module imports pcformer."""
-import atexit
 import os
-import shutil
-import tempfile
 
-# The persistent compile cache goes to a throw-away folder: tests never read or fill the user's
-# own cache (pcformer/compile_cache.py reads this variable at import).
-if "PCFORMER_COMPILE_CACHE" not in os.environ:
-    _cache = tempfile.mkdtemp(prefix="pcformer-test-jax-cache-")
-    os.environ["PCFORMER_COMPILE_CACHE"] = _cache
-    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+# The persistent compile cache is off in the test process and the subprocesses it starts: tests
+# never read or fill the user's own cache (pcformer/compile_cache.py reads this variable at
+# import), and a long pytest process that wrote hundreds of entries once crashed inside JAX's
+# cache write (jax 0.10, CPU: a segfault in compilation_cache.put_executable_and_time). The
+# tests of the cache itself give their subprocesses a throw-away folder of their own.
+os.environ.setdefault("PCFORMER_COMPILE_CACHE", "0")
 
 # Imported here, first: pytest treats the repository root as a package (it has an __init__.py,
 # see there) and, for a checkout named `pcformer`, imports it as `pcformer` before the first test
