@@ -115,12 +115,21 @@ def counts() -> dict:
     return dict(_COUNTS)
 
 
+def _home_short(folder: Path) -> str:
+    """The folder with the home directory written as ~ (output that can be shared as is)."""
+    home = Path(os.path.expanduser("~"))
+    try:
+        return "~/" + str(Path(folder).relative_to(home))
+    except ValueError:
+        return str(folder)
+
+
 def describe() -> str:
     """One line for a run's report: where the cache is and what it gave."""
     if _state["dir"] is None:
         return "compile cache off"
     c = counts()
-    line = f"compile cache {_state['dir']}: {c['hits']} hits, {c['misses']} misses (compiled now)"
+    line = f"compile cache {_home_short(_state['dir'])}: {c['hits']} hits, {c['misses']} misses (compiled now)"
     store = sys.modules.get("pcformer.compiler.opcache_store")
     if store is not None:   # the op executor's own templates (compiler/opcache_store.py)
         line += f"; op templates: {store.STATS['loaded']} loaded, {store.STATS['stored']} written"
