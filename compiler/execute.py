@@ -398,10 +398,30 @@ class Executable:
         self._last_audit, payloads = audit_entries(ctx)
         return outs, [p for _, _, p in probes], payloads
 
+    @staticmethod
+    def _as_input(x):
+        # a pcformer.Secret input arrives as an AShare (a pytree: its data is traced)
+        return x if isinstance(x, AShare) else jnp.asarray(x)
+
+    def _signature(self, flat_inputs) -> tuple:
+        """The compile-cache key of these inputs (shapes, dtypes, share depths, audit)."""
+        return tuple(_input_sig(x) for x in flat_inputs) + (("audit",) if self.audit else ())
+
+    def _begin_run(self, flat_inputs):
+        """Inputs as arrays, the compiled program (compile seconds counted on its first run
+        only), and this run's fresh key and the deployment's setup key."""
+        flat_inputs = [self._as_input(x) for x in flat_inputs]
+        compiled, entries, meta, compile_s = self.compile(flat_inputs)
+        fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
+        self._cache["_timed"] = compiled
+        setup_key = self.deployment.key(flat_inputs)
+        key = run_key(self.config, self.runs)
+        self.runs += 1
+        return flat_inputs, compiled, entries, meta, fresh, key, setup_key
+
     def compile(self, flat_inputs):
         """(compiled, entries, probe meta, compile seconds) for these input shapes, cached."""
-        sig = tuple(_input_sig(x) for x in flat_inputs)
-        sig = sig + (("audit",) if self.audit else ())
+        sig = self._signature(flat_inputs)
         if sig not in self._cache:
             t0 = time.perf_counter()
             with ring.x64():
@@ -416,21 +436,13 @@ class Executable:
 
     def __call__(self, flat_inputs):
         """Returns (flat outputs, ledger entries, time dict, overflow or None)."""
-        # a pcformer.Secret input arrives as an AShare (a pytree: its data is traced)
-        flat_inputs = [x if isinstance(x, AShare) else jnp.asarray(x) for x in flat_inputs]
-        compiled, entries, meta, compile_s = self.compile(flat_inputs)
-        fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
-        self._cache["_timed"] = compiled
-        setup_key = self.deployment.key(flat_inputs)
-        key = run_key(self.config, self.runs)
-        self.runs += 1
+        flat_inputs, compiled, entries, meta, fresh, key, setup_key = self._begin_run(flat_inputs)
         t0 = time.perf_counter()
         with ring.x64():
             outs, probes, payloads = compiled(list(flat_inputs), key, setup_key)
             outs = jax.block_until_ready(outs)
         if self.audit:
-            sig = tuple((tuple(np.shape(x)), str(jnp.asarray(x).dtype)) for x in flat_inputs)
-            meta = self._cache[("audit_meta",) + sig + ("audit",)]
+            meta = self._cache[("audit_meta",) + self._signature(flat_inputs)]
             self.audit_log = [m + ([np.asarray(a) for a in p],) for m, p in zip(meta, payloads)]
         run_s = time.perf_counter() - t0
         overflow = None

@@ -17,7 +17,7 @@ import numpy as np
 
 from pcformer.runtime import mesh as M
 from pcformer.runtime import ring
-from pcformer.runtime.shares import AShare, Context, run_key
+from pcformer.runtime.shares import AShare, Context
 
 from . import execute
 
@@ -71,14 +71,8 @@ class ShardedExecutable(execute.Executable):
         with ring.x64():
             return jax.jit(fn).lower(jax.random.PRNGKey(0), np.uint64(0), *blocks)
 
-    @staticmethod
-    def _as_input(x):
-        return x if isinstance(x, AShare) else jnp.asarray(x)
-
     def compile(self, flat_inputs):
-        sig = tuple((tuple(np.shape(x.data if isinstance(x, AShare) else x)),
-                     "share" if isinstance(x, AShare) else str(jnp.asarray(x).dtype))
-                    for x in flat_inputs)
+        sig = self._signature(flat_inputs)
         if sig not in self._cache:
             t0 = time.perf_counter()
             lowered = self.lower(flat_inputs)
@@ -98,13 +92,7 @@ class ShardedExecutable(execute.Executable):
         return out[p]
 
     def __call__(self, flat_inputs):
-        flat_inputs = [self._as_input(x) for x in flat_inputs]
-        compiled, entries, _, compile_s = self.compile(flat_inputs)
-        fresh = compile_s if self._cache.get("_timed") is not compiled else 0.0
-        self._cache["_timed"] = compiled
-        setup_key = self.deployment.key(flat_inputs)
-        key = run_key(self.config, self.runs)
-        self.runs += 1
+        flat_inputs, compiled, entries, _, fresh, key, setup_key = self._begin_run(flat_inputs)
         t0 = time.perf_counter()
         with ring.x64():
             outs = jax.block_until_ready(compiled(key, setup_key, *self._blocks(flat_inputs)))
