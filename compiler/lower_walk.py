@@ -80,12 +80,17 @@ def _slice(L, x: Value, axis: int, start: int, stop: int, step: int = 1) -> Valu
     shape = list(x.shape)
     shape[axis] = len(range(start, stop, step))
     params = dict(start_indices=tuple(lo), limit_indices=tuple(hi), strides=tuple(st))
+    return _shape_op(L, jax.lax.slice_p, x, shape, params)
+
+
+def _shape_op(L, primitive, x: Value, shape, params: dict) -> Value:
+    """A free shape primitive on x: per share if x is secret, else local to its holder."""
+    name = primitive.name
     if x.vis.is_secret:
-        return L.per_share("slice", [x], tuple(shape), x.dtype, x.scale,
-                           primitive=jax.lax.slice_p, params=params)
+        return L.per_share(name, [x], tuple(shape), x.dtype, x.scale, primitive=primitive,
+                           params=params)
     r = L.new(tuple(shape), x.dtype, x.vis, x.scale)
-    L.emit("slice", [x], [r], kind="local", party=x.vis.party, primitive=jax.lax.slice_p,
-           params=params)
+    L.emit(name, [x], [r], kind="local", party=x.vis.party, primitive=primitive, params=params)
     return r
 
 
@@ -147,13 +152,7 @@ def _as_secrets(L, vals):
 
 def _plain_reshape(L, v: Value, shape) -> Value:
     params = dict(new_sizes=tuple(shape), dimensions=None, sharding=None)
-    if v.vis.is_secret:
-        return L.per_share("reshape", [v], tuple(shape), v.dtype, v.scale,
-                           primitive=jax.lax.reshape_p, params=params)
-    r = L.new(tuple(shape), v.dtype, v.vis, v.scale)
-    L.emit("reshape", [v], [r], kind="local", party=v.vis.party, primitive=jax.lax.reshape_p,
-           params=params)
-    return r
+    return _shape_op(L, jax.lax.reshape_p, v, shape, params)
 
 
 def _transpose(L, v: Value, perm) -> Value:
