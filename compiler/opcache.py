@@ -29,6 +29,7 @@ shared with another weight or deployment). Fresh keys never recompile anything.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -167,9 +168,41 @@ def plan_segments(prog: ir.Program) -> list:
     return steps
 
 
+class _TemplateCache(collections.OrderedDict):
+    """Least-recently-used templates, at most `limit`. Why a limit: every compiled XLA CPU
+    executable holds ~20 memory mappings, and Linux refuses a process more than
+    vm.max_map_count (65530 by default); past it XLA's next compile dies with a segfault, not
+    an error. A long process (a test session, a sweep over models and policies) compiled
+    thousands of op programs and crashed that way. Evicting the oldest keeps the process far
+    below the limit; an evicted template compiles again (or loads from disk) when next used."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def get(self, sig, default=None):
+        if sig not in self:
+            return default
+        self.move_to_end(sig)
+        return self[sig]
+
+    def __setitem__(self, sig, template):
+        super().__setitem__(sig, template)
+        self.move_to_end(sig)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
 # Compiled op programs, shared by every Program of the process (keyed by config and signature):
-# a second model, policy or sequence of the same shapes compiles nothing new.
-_TEMPLATES: dict[tuple, _Template] = {}
+# a second model, policy or sequence of the same shapes compiles nothing new. A MiniLM run
+# needs a few hundred; a 7B model's layers repeat the same shapes.
+TEMPLATE_LIMIT = 1024
+_TEMPLATES: _TemplateCache = _TemplateCache(TEMPLATE_LIMIT)
+
+
+def clear_templates() -> None:
+    """Drop every compiled op program of this process (their memory and mappings go with them)."""
+    _TEMPLATES.clear()
 
 
 def _specs(arrays) -> list:

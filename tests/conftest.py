@@ -13,3 +13,22 @@ os.environ.setdefault("PCFORMER_COMPILE_CACHE", "0")
 # unless the real package is already in sys.modules (test modules that import pcformer only
 # inside their tests would otherwise meet the root's ImportError).
 import pcformer  # noqa: E402,F401
+
+
+import gc  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """After each test module, drop the compiled programs it left in the process. Why: each XLA
+    CPU executable holds memory mappings, and one process may hold at most vm.max_map_count
+    (65530) of them; the whole suite in one process went past it and XLA segfaulted in a
+    compile (see compiler/opcache.py, _TemplateCache)."""
+    yield
+    import jax
+    from pcformer.compiler import opcache
+    opcache.clear_templates()
+    jax.clear_caches()
+    gc.collect()

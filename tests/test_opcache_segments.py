@@ -103,3 +103,21 @@ def test_a_repeated_block_compiles_each_segment_once():
     before = len(opcache._TEMPLATES)
     _, rep = prog.run(X, W)
     assert len(opcache._TEMPLATES) == before and rep.time["compile_s"] == 0.0
+
+
+def test_the_template_cache_is_bounded_and_an_evicted_op_compiles_again(monkeypatch):
+    """A long process must not keep every compiled op program: each holds memory mappings, and
+    past vm.max_map_count XLA's next compile segfaults. With a tiny limit the run still gives
+    the same result, the cache never holds more than the limit, and a second run recompiles
+    what was evicted."""
+    reference, _ = pcformer.compile(two_blocks, X, W, owners=(1, 0), policy=None,
+                                    config=pcformer.MPCConfig(seed=5)).run(X, W)
+    small = opcache._TemplateCache(3)
+    monkeypatch.setattr(opcache, "_TEMPLATES", small)
+    prog = pcformer.compile(two_blocks, X, W, owners=(1, 0), policy=None,
+                            config=pcformer.MPCConfig(seed=5))
+    out, rep = prog.run(X, W)
+    assert len(small) == 3
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(reference))
+    _, rep = prog.run(X, W)
+    assert rep.time["compile_s"] > 0.0    # the evicted programs were compiled again
