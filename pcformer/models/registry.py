@@ -34,6 +34,16 @@ def kind_of(config) -> str:
     raise TypeError(f"not a pcformer model config: {type(config).__name__}")
 
 
+def config_fields(raw: dict) -> types.SimpleNamespace:
+    """A config.json dict as attributes, read the way our `from_hf` read a transformers config:
+    absent fields take our defaults, which are Hugging Face's. Why not transformers' AutoConfig:
+    importing transformers (and torch with it) costs 3-10 s, more than tracing a model."""
+    fields = dict(raw)
+    if "num_labels" not in fields and fields.get("id2label"):  # transformers derives it so
+        fields["num_labels"] = len(fields["id2label"])
+    return types.SimpleNamespace(**fields)
+
+
 def config_from_hf(kind: str, hf_config: Any, state: dict | None = None):
     """Our frozen config for a Hugging Face config; `state` (the checkpoint's tensors), if
     given, says whether BERT/ViT have a pooler."""
@@ -118,13 +128,8 @@ def _as_config(config, architectures):
         kind = config.get("model_type")
         if kind is None:
             raise checkpoint.CheckpointError(f"config has no model_type; supported: {sorted(CONFIGS)}")
-        # Read the fields straight from the dict (absent ones take our defaults, which are
-        # Hugging Face's): importing transformers alone costs ~10 s, more than the whole tracing.
         archs = tuple(config.get("architectures") or ())
-        fields = dict(config)
-        if "num_labels" not in fields and fields.get("id2label"):  # transformers derives it so
-            fields["num_labels"] = len(fields["id2label"])
-        return kind, config_from_hf(kind, types.SimpleNamespace(**fields)), architectures or archs
+        return kind, config_from_hf(kind, config_fields(config)), architectures or archs
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return kind_of(config), config, architectures or ()
     kind = getattr(config, "model_type", None)  # a transformers config object
