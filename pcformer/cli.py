@@ -33,6 +33,8 @@ flags.DEFINE_string("model", "minilm", "A named model ('minilm') or a Hugging Fa
                     "LLaMA, ViT); cost: also a preset (bert-base, gpt2-xl, llama-7b, ...) or a config.json.")
 flags.DEFINE_string("text", "Private inference keeps the prompt secret.", "BERT: the client's sentence.")
 flags.DEFINE_string("prompt", "Once upon a time", "Decoders (GPT-2, LLaMA): the client's prompt.")
+flags.DEFINE_string("image", None, "ViT classifiers: the client's pixel values as a .npy file [C, H, W] "
+                    "(after the checkpoint's image processor).")
 flags.DEFINE_integer("max_new_tokens", 4, "Decoders: tokens to generate privately (greedy).", lower_bound=1)
 flags.DEFINE_string("policy", "mpcformer", "A named policy (exact, mpcformer, puma, paper) or a JSON/YAML policy "
                     "file; run: several comma-separated to compare them.")
@@ -97,7 +99,7 @@ class Command:
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("run", "Private inference of one input under one or more policies: cost by module and "
             "op, totals, latency on LAN/WAN, fidelity.",
-            ("model", "text", "prompt", "max_new_tokens", "policy", "seq_len", *_MPC, "bandwidth",
+            ("model", "text", "prompt", "image", "max_new_tokens", "policy", "seq_len", *_MPC, "bandwidth",
              "rtt", "report", "dump_ir", "trace", "trace_network", "plot", "scope_depth", "max_rows"),
             'pcformer run --model=minilm --text="A private sentence." --policy=mpcformer,exact --seq_len=32',
             "pcformer.cli_run:main"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import numpy as np
+
 from . import tables
 
 # wall_time keys (the front end's own times; distinct from the measured report's "time", which
@@ -74,6 +76,8 @@ def fidelity_lines(fid: dict) -> list[str]:
             label = f"vs exact ({f['reference']})"
         lines.append(f"  {label:32s} max abs {f['max_abs']:.3g}  mean abs {f['mean_abs']:.3g}  "
                      f"cosine {f['cosine_mean']:.6f}")
+    if "top1_agrees_with_exact" in fid:
+        lines.append(f"  top-1 class same as the exact model: {'yes' if fid['top1_agrees_with_exact'] else 'NO'}")
     return lines
 
 
@@ -133,6 +137,9 @@ def job_to_json(job, nets, static_equals_measured: bool, model_name: str) -> dic
     j["estimate"] = {name: job.report.estimate(net) for name, net in nets.items()}
     j["fidelity"] = job.fidelity
     j["wall_time"] = job.times
+    if hasattr(job, "labels"):
+        j["classification"] = {"logits": np.asarray(job.private).tolist(), "label": job.label(),
+                               "exact_label": job.label(job.exact)}
     if hasattr(job, "token_ids"):
         j["generated"] = {"token_ids": list(map(int, job.token_ids)), "text": job.text,
                           "plaintext_token_ids": list(map(int, job.plaintext_ids)),

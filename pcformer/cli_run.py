@@ -121,16 +121,19 @@ _GPT2_ONLY, _BERT_ONLY = ("prompt", "max_new_tokens"), ("text",)
 def check_model(model) -> None:
     """Flags that do not fit the loaded model: refused before compiling anything."""
     from .inference import DECODERS
+    if model.kind == "vit":
+        return _check_vit(model)
     if model.kind not in ("bert", *DECODERS):
         raise UsageError(f"{FLAGS.model} is a {model.kind} model: `pcformer run` takes text models "
-                         f"(bert, {', '.join(DECODERS)}); use `pcformer cost --model={FLAGS.model}` "
-                         f"or the Python API (pcformer.compile) for it")
+                         f"(bert, {', '.join(DECODERS)}) and ViT classifiers; use `pcformer cost "
+                         f"--model={FLAGS.model}` or the Python API (pcformer.compile) for it")
     wrong = _GPT2_ONLY if model.kind == "bert" else _BERT_ONLY
-    given = [f for f in wrong if FLAGS[f].present]
+    given = [f for f in (*wrong, "image") if FLAGS[f].present]
     if given:
         right = "--text" if model.kind == "bert" else "--prompt and --max_new_tokens"
-        raise UsageError(f"--{given[0]} is for {'GPT-2 models (and other decoders)' if model.kind == 'bert' else 'BERT models'}; "
-                         f"{FLAGS.model} is a {model.kind} model (use {right})")
+        whose = {"image": "ViT classifiers", "text": "BERT models"}.get(given[0], "GPT-2 models (and other decoders)")
+        raise UsageError(f"--{given[0]} is for {whose}; {FLAGS.model} is a {model.kind} model "
+                         f"(use {right})")
     c = model.config
     limit = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
     if limit is not None and FLAGS.seq_len > limit:
@@ -143,8 +146,28 @@ def check_model(model) -> None:
         check_prompt(model, FLAGS.prompt, FLAGS.max_new_tokens, FLAGS.seq_len)
 
 
+def _check_vit(model):
+    """A ViT classifier takes --image only; its pixels are checked here, before compiling."""
+    from .models import vit
+    if not isinstance(model.module, vit.ViTForImageClassification):
+        raise UsageError(f"{FLAGS.model} is a ViT without a classification head: `pcformer run` "
+                         f"classifies images; use `pcformer cost --model={FLAGS.model}` or the "
+                         f"Python API (pcformer.compile) for its hidden states")
+    given = [f for f in (*_GPT2_ONLY, *_BERT_ONLY) if FLAGS[f].present]
+    if given:
+        raise UsageError(f"--{given[0]} is for text models; {FLAGS.model} is a ViT classifier "
+                         f"(use --image=FILE.npy)")
+    if FLAGS.image is None:
+        raise UsageError(f"{FLAGS.model} is a ViT classifier: give the client's image as "
+                         f"--image=FILE.npy (pixel values [C, H, W] after its image processor)")
+    from .classify import load_image
+    load_image(FLAGS.image, model)
+
+
 def _describe(model, policy: str, cfg, seq_len: int) -> str:
     c = model.config
+    if model.kind == "vit":   # its sequence is the image's patches and the class token
+        seq_len = (c.image_size // c.patch_size) ** 2 + 1
     layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", "?")
     hidden = getattr(c, "hidden_size", None) or getattr(c, "n_embd", "?")
     return (f"model     {FLAGS.model} ({model.kind}, {layers} layers, hidden {hidden})\n"
@@ -189,7 +212,11 @@ def main() -> int:
     for name, pol in p.policies:
         print(_describe(model, name, p.config, FLAGS.seq_len), flush=True)
         with Progress(f"{name}") as bar:
-            if model.kind == "bert":
+            if model.kind == "vit":
+                from .classify import load_image, private_classification
+                job = private_classification(model, load_image(FLAGS.image, model), policy=pol,
+                                             config=p.config, step=bar.stage, detail=bar.detail)
+            elif model.kind == "bert":
                 job = private_embedding(model, FLAGS.text, policy=pol, config=p.config,
                                         seq_len=FLAGS.seq_len, step=bar.stage, detail=bar.detail)
             else:
@@ -200,7 +227,10 @@ def main() -> int:
         job.policy = name
         jobs.append(job)
         same = print_report(job.report, job.static_report, p.nets, FLAGS.scope_depth, FLAGS.max_rows)
-        if model.kind != "bert":
+        if model.kind == "vit":
+            print(f"\nPrivate class (revealed to the client): {job.label()}  "
+                  f"(exact model: {job.label(job.exact)})")
+        elif model.kind != "bert":
             print_generation(job, p.nets)
         print("\nFidelity of the private output")
         print("\n".join(fidelity_lines(job.fidelity)))
