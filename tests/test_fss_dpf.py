@@ -15,8 +15,9 @@ def _keys(alpha, beta, n, kind, rng):
     return D.dpf_gen(seeds, jnp.asarray(alpha), jnp.asarray(beta), n, kind)
 
 
-@pytest.mark.parametrize("kind", K.PRGS)
-@pytest.mark.parametrize("n", [1, 3, 8])
+@pytest.mark.parametrize("kind,n", [("splitmix", 1), ("splitmix", 5),
+                                    pytest.param("splitmix", 8, marks=pytest.mark.slow),
+                                    pytest.param("threefry", 3, marks=pytest.mark.slow)])
 def test_dpf_point_and_full_domain(kind, n):
     rng = np.random.default_rng(n)
     hi = 2 ** n - 1
