@@ -31,7 +31,7 @@ def shares_of(x, l: int, rng):
     """Random additive shares [2, ...] of ring array x (as AShare, depth 0)."""
     x = np.asarray(x, np_dtype(l))
     r = rng.integers(0, 2 ** l, size=x.shape, dtype=np_dtype(l))
-    return AShare(jnp.asarray(np.stack([x - r, r])))
+    return AShare(np.stack([x - r, r]))   # numpy: becomes uint64 inside the x64 run
 
 
 def value(s: AShare):
