@@ -49,3 +49,11 @@ def run(config: MPCConfig, fn, key=0, audit=False, jit=False):
         ctx = Context(config, jax.random.PRNGKey(key), audit=audit)
         out = (jax.jit(lambda: fn(ctx)) if jit else (lambda: fn(ctx)))()
         return jax.tree_util.tree_map(np.asarray, out), ctx
+
+
+def ledger_of(config: MPCConfig, fn):
+    """The ledger fn(ctx) writes, traced abstractly (jax.eval_shape: nothing is computed)."""
+    with x64():
+        ctx = Context(config, jax.random.PRNGKey(0))
+        jax.eval_shape(lambda: fn(ctx))
+        return ctx.ledger.entries

@@ -4,7 +4,7 @@ ideal mode, and their cost formulas (runtime/fss_costs.py) equal to the measured
 import numpy as np
 import pytest
 
-from fss_util import edge_values, np_dtype, run, shares_of, signed, value
+from fss_util import edge_values, ledger_of, np_dtype, run, shares_of, signed, value
 from pcformer.runtime import AShare, MPCConfig, fss_costs, fss_dealer
 from pcformer.runtime.protocols import fss
 from pcformer.runtime.protocols import fss_compare as FC
@@ -65,14 +65,15 @@ def _check(out, p, l, f):
         np.testing.assert_array_equal(got, want, err_msg=name)
 
 
+@pytest.mark.slow   # one XLA compile of every FSS op, twice: 30-40 s on the shared 2-core CPU
 @pytest.mark.parametrize("l,f", [(64, 16), (32, 12)])
 def test_ops_match_plaintext_and_ideal_mode_keeps_the_ledger(l, f):
     plain, shared = _inputs(l)
     proto_out, proto_ctx = run(MPCConfig(ring_bits=l, frac_bits=f),
-                               _program(shared, plain["table"]))
+                               _program(shared, plain["table"]), jit=True)
     _check(proto_out, plain, l, f)
     ideal_out, ideal_ctx = run(MPCConfig(ring_bits=l, frac_bits=f, mode="ideal"),
-                               _program(shared, plain["table"]))
+                               _program(shared, plain["table"]), jit=True)
     _check(ideal_out, plain, l, f)
     assert ideal_ctx.ledger.entries == proto_ctx.ledger.entries
 
@@ -114,8 +115,7 @@ def test_cost_formulas_equal_the_ledger(l, f):
     depth = 3                                    # inputs arriving late: depths shift with them
     shared = {k: AShare(v.data, depth) for k, v in shared.items()}
     for op, call, shapes, attrs in _op_cases(shared, plain["table"]):
-        _, ctx = run(cfg, call)
-        measured = [(e.op, e.phase, tuple(e.bits), e.depth) for e in ctx.ledger.entries]
+        measured = [(e.op, e.phase, tuple(e.bits), e.depth) for e in ledger_of(cfg, call)]
         msgs = fss_costs.COSTS[op](*shapes, config=cfg, **attrs)
         assert fss_costs.place(op, msgs, depth) == measured, (op, attrs)
 
