@@ -141,3 +141,18 @@ def test_bad_arguments_are_refused():
         run(MPCConfig(), lambda c: fss.drelu(c, shared["x"], bits=1))
     with pytest.raises(ValueError, match="truncation bits"):
         run(MPCConfig(), lambda c: fss.truncate(c, shared["x"], bits=63))
+
+
+def test_drelu_relu_select_lut_on_edge_values():
+    """The fast subset of the all-op test (not slow): 0, -1, +-2^63 limits, the LUT's domain
+    edges (0, 15, 16 -> 0, -1 -> 15) and random values."""
+    plain, s = _inputs(64, seed=2)
+    out, _ = run(MPCConfig(), lambda c: (fss.drelu(c, s["x"]), fss.relu(c, s["x"]),
+                                         fss.select(c, s["b"], s["x"], s["small"]),
+                                         fss.lut(c, s["idx"], plain["table"], LUT_BITS)),
+                 jit=True)
+    np.testing.assert_array_equal(value(out[3]), plain["table"][plain["idx"] % 2 ** LUT_BITS])
+    x, small = signed(plain["x"], 64), signed(plain["small"], 64)
+    np.testing.assert_array_equal(signed(value(out[0]), 64), x >= 0)
+    np.testing.assert_array_equal(signed(value(out[1]), 64), np.maximum(x, 0))
+    np.testing.assert_array_equal(signed(value(out[2]), 64), np.where(plain["b"] == 1, x, small))
