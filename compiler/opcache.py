@@ -45,6 +45,7 @@ from pcformer.runtime import shares as _shares
 from pcformer.runtime.shares import AShare, Context
 
 from . import execute, ir, opcache_store
+from . import overflow as _overflow
 from .deployment import Deployment, op_setup_key
 
 _SCOPE_MARK = "\x00op"
@@ -267,7 +268,7 @@ class OpCachedExecutable:
                           audit=audit)
             vals = [a if d is None else AShare(a, d) for a, d in zip(arrays, depths)]
             with ctx.scope(_SCOPE_MARK), ctx.op(canon.name):
-                out = execute._run_protocol(ctx, canon, vals)
+                out = execute.run_protocol(ctx, canon, vals)
             record["entries"] = list(ctx.ledger.entries)
             record["depth"] = out.depth if isinstance(out, AShare) else None
             record["audit"], payloads = execute.audit_entries(ctx)
@@ -401,11 +402,11 @@ class OpCachedExecutable:
                 for r, o in zip(op.results, outs):
                     env[r.id] = o
                     if cfg.check_overflow and r.vis.is_secret:
-                        probes.append(((k, r), float(execute._probe(cfg, op, args, o, r))))
+                        probes.append(((k, r), float(_overflow.probe(cfg, op, args, o, r))))
             outs = jax.block_until_ready([env[v.id] for v in self.prog.outputs])
         total = time.perf_counter() - t_start
         overflow = None
         if probes:
-            overflow = execute.first_overflow(self.prog, cfg, [m for m, _ in probes],
+            overflow = _overflow.first_overflow(self.prog, cfg, [m for m, _ in probes],
                                               [x for _, x in probes])
         return outs, entries, {"compile_s": compile_s, "run_s": total - compile_s}, overflow

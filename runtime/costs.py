@@ -1,8 +1,10 @@
-"""Static communication cost of every protocol op: docs/protocols.md as code.
+"""Message formulas of the Beaver family's protocols (docs/protocols.md as code) and the shared
+message helpers (`Msg`, `rounds`, `place`) every family's formulas use.
 
-One rule per op name (the names the ledger records), each a pure function of static shapes,
-attributes and the MPCConfig returning the messages the protocol sends, as `Msg`s. Rules never
-call a protocol: tests hold the two equal message by message, which checks both.
+One formula per protocol, each a pure function of static shapes, attributes and the MPCConfig
+returning the messages the protocol sends, as `Msg`s. Formulas never call a protocol: tests hold
+the two equal message by message, which checks both. Which op uses which formula is said by the
+op's registry entry (`ProtocolOp.cost`, in the table at the bottom of its protocol module).
 
 Placement: an online Msg arrives at depth max(secret input depths) + depth_offset; offline
 (dealer) and setup Msgs are placed at depth 1 (their depth_offset is 1). `place` does this.
@@ -219,17 +221,10 @@ def argmax(x_shape, config: MPCConfig = MPCConfig(), axis: int = -1):
     return _tree(x_shape, config, axis, True)
 
 
-COSTS = {
-    "share": free, "add": free, "sub": free, "neg": free, "add_public": free,
-    "mul_public": free, "xor": free, "not": free,
-    "reveal": reveal, "mul": mul, "square": square, "dot_general": dot_general,
-    "mul_private": mul_private, "dot_general_private": dot_general_private,
-    "truncate": truncate, "and": and_, "a2b": a2b, "msb": msb, "b2a": b2a,
-    "drelu": drelu, "relu": relu, "less": less, "less_public": less_public, "select": select,
-    "max": max_, "argmax": argmax, "max_argmax": argmax,
-}
-
-
-def cost(op: str, *shapes, config: MPCConfig = MPCConfig(), **attrs):
-    """The messages of one op: COSTS[op](*shapes, config=config, **attrs)."""
-    return COSTS[op](*shapes, config=config, **attrs)
+def __getattr__(name: str):
+    """`COSTS`: a read-only alias, op name -> cost formula of the default family, built from the
+    protocol registry (runtime/protocols/registry.py), which owns the op -> formula mapping."""
+    if name == "COSTS":
+        from .protocols import registry
+        return {n: registry.lookup(n).cost for n in registry.names()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

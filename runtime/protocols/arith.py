@@ -10,10 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from pcformer.runtime import channel, dealer, ring
+from pcformer.runtime import channel, costs, dealer, ring
 from pcformer.runtime.shares import AShare
 
-from ._base import as_ring, by_party, const, only_party0, protocol, rows
+from . import ideal
+from .adapt import bcast, encode, first_arg, input_shape, out_shape, unary, weight_id
+from .registry import FromIR, ProtocolOp, register
+
+from ._base import (as_ring, by_party, canon_dn as _canon_dn, const, only_party0,
+                    private_operand as _private_operand, protocol, rows)
 
 
 def _bshape(*shapes):
@@ -115,10 +120,6 @@ def square(ctx, x: AShare) -> AShare:
     return AShare(z, d)
 
 
-def default_dn(ndim: int):
-    return (((ndim - 1,), (0,)), ((), ()))
-
-
 def _party_batched(dn):
     """dimension_numbers for operands with a leading party axis as an extra batch dim."""
     (ca, cb), (ba, bb) = dn
@@ -128,11 +129,6 @@ def _party_batched(dn):
 
 def _mm(ctx, a, b, dn, **kw):
     return ring.ring_matmul(a, b, dn, ctx.ring_bits, ctx.config.matmul_kernel, **kw)
-
-
-def _canon_dn(dn, ndim):
-    dn = dn or default_dn(ndim)
-    return (tuple(map(tuple, dn[0])), tuple(map(tuple, dn[1])))
 
 
 @protocol("dot_general")
@@ -148,14 +144,6 @@ def dot_general(ctx, x: AShare, y: AShare, dimension_numbers=None) -> AShare:
     pdn = _party_batched(dn)
     z = _mm(ctx, x.data, f, pdn) + _mm(ctx, e, b, pdn) + c
     return AShare(z, d)
-
-
-def _private_operand(x, p: int):
-    """A secret operand as shares, or a plain array private to party 1-p as shares [.., 0]."""
-    if isinstance(x, AShare):
-        return x
-    x = jnp.asarray(x)
-    return AShare(by_party(p, jnp.zeros_like(x), x), 0)
 
 
 def _private_product(ctx, x, w, party, dn, weight_id, w_on_left, w_bits, elementwise):
@@ -255,3 +243,63 @@ def _truncate_dealer(ctx, x: AShare, f: int) -> AShare:
     z = (only_party0((c_low >> jnp.asarray(f, dt))[0] - const(ctx, 1 << (l - 2 - f)))
          - q + v * const(ctx, 1 << (l - 1 - f)))
     return AShare(z, d)
+
+
+# ----------------------------------------------------------------------------- registry table
+# how each op the lowering emits is called from its IR op (attrs documented in compiler/ir.py)
+
+def _share_operands(op, args, config):
+    return (encode(config, args[0], op.attrs.get("enc", 0)),)
+
+
+def _mul_private_operands(op, args, config):
+    out = out_shape(op)
+    return bcast(args[0], out), jnp.broadcast_to(encode(config, args[1], op.attrs["enc"]), out)
+
+
+def _dot_private_shapes(op):
+    i = op.attrs["plain_index"]
+    return op.operands[1 - i].shape, op.operands[i].shape
+
+
+def _dot_private_operands(op, args, config):
+    i = op.attrs["plain_index"]
+    return args[1 - i], encode(config, args[i], op.attrs["enc"])
+
+
+def _dot_private_kwargs(op):
+    i = op.attrs["plain_index"]
+    return {"party": op.attrs["party"], "dimension_numbers": op.attrs["dimension_numbers"],
+            "weight_id": weight_id(op.operands[i]), "w_on_left": i == 0}
+
+
+TABLE = (
+    ProtocolOp("share", share, costs.free, None,
+               FromIR(input_shape, _share_operands, lambda op: {"owner": op.attrs["party"]})),
+    ProtocolOp("reveal", reveal, costs.reveal, None, unary(lambda op: {"to": op.attrs["to"]})),
+    ProtocolOp("add", add, costs.free),
+    ProtocolOp("sub", sub, costs.free),
+    ProtocolOp("neg", neg, costs.free),
+    ProtocolOp("add_public", add_public, costs.free),
+    ProtocolOp("mul_public", mul_public, costs.free),
+    ProtocolOp("mul", mul, costs.mul, ideal.mul,
+               FromIR(lambda op: (out_shape(op),) * 2,
+                      lambda op, args, config: tuple(bcast(a, out_shape(op)) for a in args))),
+    ProtocolOp("square", square, costs.square, ideal.square,
+               FromIR(lambda op: (out_shape(op),),
+                      lambda op, args, config: (bcast(args[0], out_shape(op)),))),
+    ProtocolOp("dot_general", dot_general, costs.dot_general, ideal.dot_general,
+               FromIR(lambda op: (op.operands[0].shape, op.operands[1].shape),
+                      lambda op, args, config: tuple(args),
+                      lambda op: {"dimension_numbers": op.attrs["dimension_numbers"]})),
+    ProtocolOp("mul_private", mul_private, costs.mul_private, ideal.mul_private,
+               FromIR(lambda op: (out_shape(op),) * 2, _mul_private_operands,
+                      lambda op: {"party": op.attrs["party"],
+                                  "weight_id": weight_id(op.operands[1])})),
+    ProtocolOp("dot_general_private", dot_general_private, costs.dot_general_private,
+               ideal.dot_general_private,
+               FromIR(_dot_private_shapes, _dot_private_operands, _dot_private_kwargs)),
+    ProtocolOp("truncate", truncate, costs.truncate, ideal.truncate,
+               unary(lambda op: {"bits": op.attrs["shift"]})),
+)
+register(*TABLE)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from pcformer.runtime import channel, dealer, ring
+from pcformer.runtime import channel, costs, dealer, ring
 from pcformer.runtime.shares import AShare, BShare
 
+from . import ideal
 from ._base import const, only_party0, protocol
+from .registry import ProtocolOp, register
 
 
 def _width_bits(ctx, width):
@@ -146,3 +148,16 @@ def b2a(ctx, b: BShare) -> AShare:
     c = b.data ^ rb ^ rc
     z = only_party0(c[0]) + ra * (const(ctx, 1) - const(ctx, 2) * c)
     return AShare(z, d)
+
+
+# ----------------------------------------------------------------------------- registry table
+# helpers of the comparisons (compare.py): the lowering emits none of them directly
+TABLE = (
+    ProtocolOp("xor", xor, costs.free),
+    ProtocolOp("not", not_, costs.free),
+    ProtocolOp("and", and_, costs.and_, ideal.and_),
+    ProtocolOp("a2b", a2b, costs.a2b, ideal.a2b),
+    ProtocolOp("msb", msb, costs.msb, ideal.msb),
+    ProtocolOp("b2a", b2a, costs.b2a, ideal.b2a),
+)
+register(*TABLE)

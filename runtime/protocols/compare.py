@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from pcformer.runtime import costs
 from pcformer.runtime.shares import AShare
 
-from . import arith, boolean
+from . import arith, boolean, ideal
 from ._base import as_ring, const, protocol
+from .adapt import unary
+from .registry import ProtocolOp, register
 
 
 @protocol("drelu")
@@ -110,3 +113,21 @@ def argmax(ctx, x: AShare, axis: int = -1) -> AShare:
 def max_argmax(ctx, x: AShare, axis: int = -1):
     """(max, argmax) over `axis` from one tree."""
     return _tree(ctx, x, axis, True)
+
+
+# ----------------------------------------------------------------------------- registry table
+def _axis(op) -> dict:
+    return {"axis": op.attrs["axis"]}
+
+
+TABLE = (
+    ProtocolOp("drelu", drelu, costs.drelu, ideal.drelu, unary()),
+    ProtocolOp("relu", relu, costs.relu, ideal.relu, unary()),
+    ProtocolOp("less", less, costs.less, ideal.less),
+    ProtocolOp("less_public", less_public, costs.less_public, ideal.less_public),
+    ProtocolOp("select", select, costs.select, ideal.select),
+    ProtocolOp("max", max_, costs.max_, ideal.max_, unary(_axis)),
+    ProtocolOp("argmax", argmax, costs.argmax, ideal.argmax, unary(_axis)),
+    ProtocolOp("max_argmax", max_argmax, costs.argmax, ideal.max_argmax),
+)
+register(*TABLE)
