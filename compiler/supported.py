@@ -87,8 +87,14 @@ def approximated() -> dict[str, str]:
 
 
 def protocols() -> dict[str, str]:
-    """protocol op -> its cost formula's summary, from the registry (default family)."""
-    return {name: _summary(registry.lookup(name).cost) for name in registry.names()}
+    """protocol op -> its cost formula's summary, from the registry (default family); a formula
+    without a docstring is composed of others and is named by its module and function."""
+    out = {}
+    for name in registry.names():
+        fn = registry.lookup(name).cost
+        where = f"`runtime/protocols/{fn.__module__.rsplit('.', 1)[-1]}.py` `{fn.__name__}`"
+        out[name] = _summary(fn) or f"composed of the protocols above ({where})"
+    return out
 
 
 def markdown() -> str:
@@ -101,10 +107,9 @@ def markdown() -> str:
     lines += [f"| `{k}` | `{v}` |" for k, v in approximated().items()]
     lines += ["", "#### Refused on secret data", "", "| primitive | reason |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in sorted(REFUSED.items())]
-    lines += ["", "#### Protocols and their cost (`runtime/costs.py`)", "",
+    lines += ["", "#### Protocols and their cost (`runtime/protocols/registry.py`)", "",
               "| protocol | messages |", "|---|---|"]
-    lines += [f"| `{k}` | {v or f'composed of the protocols above (`runtime/costs.py` `{k}`)'} |"
-              for k, v in protocols().items()]
+    lines += [f"| `{k}` | {v} |" for k, v in protocols().items()]
     lines += ["", END]
     return "\n".join(lines)
 
