@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from pcformer.runtime import channel, dealer, ring
 from pcformer.runtime.config import MPCConfig
@@ -16,7 +15,7 @@ from pcformer.runtime.costs import Msg, both, free, n_elems, offline
 from pcformer.runtime.shares import AShare
 
 from . import ideal
-from .adapt import bcast, encode, first_arg, input_shape, out_shape, unary, weight_id
+from .adapt import bcast, encode, input_shape, out_shape, unary, weight_id
 from .registry import FromIR, ProtocolOp, register
 
 from ._base import (as_ring, by_party, canon_dn as _canon_dn, const, only_party0,

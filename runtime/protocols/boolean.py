@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from pcformer.runtime import channel, dealer, ring
+from pcformer.runtime import channel, dealer
 from pcformer.runtime.config import MPCConfig
 from pcformer.runtime.costs import both, free, log2, n_elems, offline
 from pcformer.runtime.shares import AShare, BShare
@@ -86,10 +86,6 @@ def and_(ctx, x: BShare, y: BShare) -> BShare:
     return BShare(z, d, width)
 
 
-def _log2(l: int) -> int:
-    return l.bit_length() - 1
-
-
 def _prefix_carries(ctx, x: AShare):
     """Kogge-Stone over (x0, 0) and (0, x1): returns (p, G, depth) with G[i] = carry out of bit i."""
     l = ctx.ring_bits
@@ -97,7 +93,7 @@ def _prefix_carries(ctx, x: AShare):
     a = jnp.stack([x.data[0], zero])          # party 0's share as a boolean sharing
     b = jnp.stack([zero, x.data[1]])          # party 1's share as a boolean sharing
     p = x.data                                # a ^ b, local
-    levels = _log2(l)
+    levels = log2(l)
     S = tuple(x.shape)
     # all 2*levels AND units (1 + 2 per middle level + 1) from one PRG call, dealt per layer
     mat = dealer.and_material(ctx, 2 * levels, S, l)

@@ -13,7 +13,7 @@ from pcformer.runtime.costs import n_elems, rounds, shift
 from pcformer.runtime.shares import AShare
 
 from . import arith, boolean, ideal
-from ._base import as_ring, const, protocol
+from ._base import as_ring, protocol
 from .adapt import unary
 from .registry import ProtocolOp, register
 
