@@ -155,3 +155,28 @@ def test_after_unregistering_the_toy_op_is_refused_clearly(toy_cube):
     registry.unregister("toy_cube")
     with pytest.raises(KeyError, match="'toy_cube'"):
         cost.static_cost(_toy_program(), MPCConfig())
+
+
+@pytest.fixture
+def toy_family():
+    """A second family "toy": beaver's share and reveal plus the toy cube."""
+    import dataclasses
+    ops = [dataclasses.replace(registry.lookup(n), family="toy") for n in ("share", "reveal")]
+    ops.append(registry.ProtocolOp("toy_cube", _cube, _cube_cost, None, unary(), family="toy"))
+    registry.register(*ops)
+    yield
+    for op in ops:
+        registry.unregister(op.name, "toy")
+    assert registry.families() == ("beaver",)
+
+
+def test_execution_and_cost_look_ops_up_in_the_configs_family(toy_family):
+    assert registry.families() == ("beaver", "toy")
+    prog = _toy_program()
+    x = np.array([[2, 1, 0], [-1, 3, 4]], np.int32)
+    config = MPCConfig(seed=0, protocols="toy")
+    outs, entries, _, _ = execute.build(prog, config)([x])
+    np.testing.assert_array_equal(np.asarray(outs[0]), x ** 3)
+    assert _key(cost.static_cost(prog, config)) == _key(entries)
+    with pytest.raises(KeyError, match="'toy_cube' is not registered in family 'beaver'"):
+        cost.static_cost(prog, MPCConfig())
