@@ -27,7 +27,6 @@ from pcformer.runtime import ring
 from pcformer.runtime.protocols import registry
 from pcformer.runtime.protocols.adapt import bcast as _bcast
 from pcformer.runtime.protocols.adapt import encode as _enc
-from pcformer.runtime.protocols.adapt import weight_id  # noqa: F401  (re-exported)
 from pcformer.runtime.protocols.registry import ProtocolOp
 from pcformer.runtime.shares import AShare, Context, run_key
 
