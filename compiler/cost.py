@@ -1,8 +1,9 @@
 """Static cost: the ledger a program WILL write, computed from the IR alone.
 
-Walk the IR in order, tracking each secret's round depth. For each protocol op,
-``runtime.costs.COSTS[name](*shapes, config=config, **kw)`` lists its messages with depth offsets (the
-same shapes and kwargs the executor passes to the protocol: ``execute.protocol_call``); online
+Walk the IR in order, tracking each secret's round depth. For each protocol op, its registry
+entry (runtime/protocols/registry.py, in ``config.protocols``' family) lists its messages with
+depth offsets: the entry's cost formula on the shapes and kwargs its IR adapter gives, the same
+the executor passes to the protocol; online
 messages land at max(input depths) + offset, offline and setup ones at depth 1; the op's result
 is available at max(input depths) + its last online offset. Local and share-local ops send
 nothing and carry the max of their inputs' depths. No protocol ever runs here.
@@ -13,20 +14,16 @@ import dataclasses
 
 from pcformer.runtime import costs as _costs
 from pcformer.runtime.ledger import Entry
+from pcformer.runtime.protocols import registry
 
 from . import ir
-from .execute import protocol_call
 
 __all__ = ["static_cost", "op_messages", "op_costs", "annotated"]
 
 
 def op_messages(op: ir.Op, config) -> list:
-    """The runtime's cost messages (Msg) of one protocol op."""
-    name, shapes, kw = protocol_call(op)
-    rule = _costs.COSTS.get(name)
-    if rule is None:
-        raise KeyError(f"runtime.costs.COSTS has no rule for protocol {name!r}")
-    return list(rule(*shapes, config=config, **kw))
+    """The runtime's cost messages (Msg) of one protocol op (its registry entry's formula)."""
+    return registry.lookup(op.name, config.protocols).messages(op, config)
 
 
 def static_cost(prog: ir.Program, config) -> list[Entry]:

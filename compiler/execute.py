@@ -9,47 +9,35 @@ ever read by ops of its holder, or encoded by its holder into a protocol), ``ASh
 secrets. Protocol ops run under ``ctx.scope(op.scope)`` and ``ctx.op(op.name)``; share-local ops
 touch each party's row only and never write the ledger.
 
-The overflow check (``config.check_overflow``) is a SIMULATOR-ONLY ORACLE: it reconstructs every
-secret intermediate (x0 + x1, no channel, nothing in the ledger) to find the first value whose
-magnitude exceeds the safe fixed-point bound 2^(l-2-scale); for a product it checks the exact
-result computed from the operands (a wrapped product reconstructs to a small wrong value). A
-real party could not do this. Both report the op, its source line and module path.
+Protocol ops are registry lookups (runtime/protocols/registry.py, in ``config.protocols``'
+family): the entry's IR adapter builds the protocol's arguments, so this file knows no protocol
+by name. The overflow check (``config.check_overflow``) is a SIMULATOR-ONLY ORACLE, see
+overflow.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from pcformer.runtime import protocols as P
 from pcformer.runtime import ring
+from pcformer.runtime.protocols import registry
+from pcformer.runtime.protocols.adapt import bcast as _bcast
+from pcformer.runtime.protocols.adapt import encode as _enc
+from pcformer.runtime.protocols.registry import ProtocolOp
 from pcformer.runtime.shares import AShare, Context, run_key
 
 from . import ir
+from . import overflow as _overflow
 from .deployment import Deployment
 
-__all__ = ["build", "Executable", "LOCAL_FNS", "SHARE_LOCAL", "PROTOCOL_CALLS", "protocol_call"]
+__all__ = ["build", "Executable", "LOCAL_FNS", "SHARE_LOCAL", "protocol_entry", "run_protocol"]
 
 
 # ============================================================ helpers
-def _enc(cfg, x, scale):
-    """Fixed-point encode a plaintext array at ``scale`` (ints/bools at any scale are exact)."""
-    return ring.encode_traced(jnp.asarray(x).astype(jnp.float64), scale, cfg.ring_bits)
-
-
-def _bcast(x: AShare, shape) -> AShare:
-    shape = tuple(shape)
-    if tuple(x.shape) == shape:
-        return x
-    data = x.data.reshape((2,) + (1,) * (len(shape) - len(x.shape)) + tuple(x.shape))
-    return AShare(jnp.broadcast_to(data, (2,) + shape), x.depth)
-
-
 def _depth(vals) -> int:
     return max((v.depth for v in vals if isinstance(v, AShare)), default=0)
 
@@ -57,12 +45,6 @@ def _depth(vals) -> int:
 def _per_row(fn, *shares):
     """Apply fn to each party's row (stacked back into [2, ...])."""
     return jnp.stack([fn(*[s.data[i] for s in shares]) for i in (0, 1)])
-
-
-def weight_id(v: ir.Value) -> str:
-    """Per-value id of a party's plaintext operand: its setup mask B derives from it, so two
-    different weights never share a mask."""
-    return f"v{v.id}"
 
 
 # ============================================================ local (plaintext) helpers
@@ -194,84 +176,15 @@ def _run_share_local(cfg, op, args):
 
 
 # ============================================================ protocol ops
-def protocol_call(op: ir.Op) -> tuple[str, tuple, dict]:
-    """(runtime protocol name, operand shapes as passed, static kwargs) of a protocol op.
-
-    The ONE place that decides how an IR op calls its runtime protocol; cost.py uses the same
-    shapes and kwargs with runtime.costs.COSTS, so the static cost and the execution agree by
-    construction of the call (and tests check the ledgers agree message by message)."""
-    a = op.attrs
-    out = op.results[0].shape
-    n = op.name
-    if n == "share":
-        return n, (op.operands[0].shape,), {"owner": a["party"]}
-    if n == "reveal":
-        return n, (op.operands[0].shape,), {"to": a["to"]}
-    if n == "truncate":
-        return n, (op.operands[0].shape,), {"bits": a["shift"]}
-    if n == "mul":
-        return n, (out, out), {}
-    if n == "square":
-        return n, (out,), {}
-    if n == "mul_private":
-        return n, (out, out), {"party": a["party"], "weight_id": weight_id(op.operands[1])}
-    if n == "dot_general":
-        return n, (op.operands[0].shape, op.operands[1].shape), \
-            {"dimension_numbers": a["dimension_numbers"]}
-    if n == "dot_general_private":
-        i = a["plain_index"]
-        x, w = op.operands[1 - i], op.operands[i]
-        return n, (x.shape, w.shape), {"party": a["party"],
-                                       "dimension_numbers": a["dimension_numbers"],
-                                       "weight_id": weight_id(w), "w_on_left": i == 0}
-    if n in ("relu", "drelu"):
-        return n, (op.operands[0].shape,), {}
-    if n in ("max", "argmax"):
-        return n, (op.operands[0].shape,), {"axis": a["axis"]}
-    raise NotImplementedError(f"no runtime protocol for IR op {n!r}")
+def protocol_entry(op: ir.Op, config) -> ProtocolOp:
+    """The registry entry of a protocol op in the config's protocol family."""
+    return registry.lookup(op.name, config.protocols)
 
 
-def _run_protocol(ctx, op: ir.Op, args):
-    cfg = ctx.config
-    name, _, kw = protocol_call(op)
-    out = op.results[0].shape
-    if name == "share":
-        x = _enc(cfg, args[0], a_enc(op))
-        return P.share(ctx, x, **kw)
-    if name == "reveal":
-        return P.reveal(ctx, args[0], **kw)
-    if name == "truncate":
-        return P.truncate(ctx, args[0], **kw)
-    if name == "mul":
-        return P.mul(ctx, _bcast(args[0], out), _bcast(args[1], out))
-    if name == "square":
-        return P.square(ctx, _bcast(args[0], out))
-    if name == "mul_private":
-        w = jnp.broadcast_to(_enc(cfg, args[1], op.attrs["enc"]), out)
-        return P.mul_private(ctx, _bcast(args[0], out), w, **kw)
-    if name == "dot_general":
-        return P.dot_general(ctx, args[0], args[1], **kw)
-    if name == "dot_general_private":
-        i = op.attrs["plain_index"]
-        w = _enc(cfg, args[i], op.attrs["enc"])
-        return P.dot_general_private(ctx, args[1 - i], w, **kw)
-    if name == "relu":
-        return P.relu(ctx, args[0])
-    if name == "drelu":
-        return P.drelu(ctx, args[0])
-    if name == "max":
-        return P.max(ctx, args[0], **kw)
-    if name == "argmax":
-        return P.argmax(ctx, args[0], **kw)
-    raise NotImplementedError(name)  # pragma: no cover
-
-
-def a_enc(op):
-    return op.attrs.get("enc", 0)
-
-
-PROTOCOL_CALLS = ("share", "reveal", "truncate", "mul", "square", "mul_private", "dot_general",
-                  "dot_general_private", "relu", "drelu", "max", "argmax")
+def run_protocol(ctx, op: ir.Op, args):
+    """Run one protocol op: its registry entry's adapter turns the IR op and its input values
+    into the protocol's arguments (the same shapes and kwargs its cost formula gets)."""
+    return protocol_entry(op, ctx.config).call(ctx, op, args)
 
 
 # ============================================================ the interpreter
@@ -290,7 +203,7 @@ def interpret(prog: ir.Program, ctx: Context, flat_inputs, check: bool = False):
             outs = _run_share_local(cfg, op, args)
         else:
             with ctx.scope(op.scope), ctx.op(op.name):
-                out = _run_protocol(ctx, op, args)
+                out = run_protocol(ctx, op, args)
             if op.name == "reveal":
                 r = op.results[0]
                 out = _decode(cfg, out, r)
@@ -298,7 +211,7 @@ def interpret(prog: ir.Program, ctx: Context, flat_inputs, check: bool = False):
         for r, o in zip(op.results, outs):
             env[r.id] = o
             if check and r.vis.is_secret:
-                probes.append((k, r, _probe(cfg, op, args, o, r)))
+                probes.append((k, r, _overflow.probe(cfg, op, args, o, r)))
     return [env[v.id] for v in prog.outputs], probes
 
 
@@ -307,67 +220,6 @@ def _decode(cfg, u, v: ir.Value):
     if np.issubdtype(np.dtype(v.dtype), np.floating):
         return x.astype(jnp.float32)
     return jnp.round(x).astype(v.dtype)
-
-
-def _oracle_max(cfg, s: AShare, scale):
-    """SIMULATOR-ONLY ORACLE: max |x| of a secret, reconstructed outside the ledger."""
-    x = ring.to_signed(s.data[0] + s.data[1]).astype(jnp.float64)
-    return jnp.max(jnp.abs(x)) / float(2 ** scale) if x.size else jnp.float64(0)
-
-
-def _real(v, x):
-    """SIMULATOR-ONLY: an operand's real value in float64 (a secret reconstructed)."""
-    if isinstance(x, AShare):
-        return ring.to_signed(x.data[0] + x.data[1]).astype(jnp.float64) / float(2 ** v.scale)
-    return jnp.asarray(x).astype(jnp.float64)
-
-
-def _dot(op, a, b):
-    dn = op.attrs.get("dimension_numbers") or (((a.ndim - 1,), (0,)), ((), ()))
-    return lax.dot_general(a, b, dn, preferred_element_type=jnp.float64)
-
-
-# the exact result of the ops whose ring result can wrap although their operands did not (every
-# product, and a scale lift): computed from the operands, so the oracle sees the value the ring
-# should have held, not what is left after the wrap
-_EXACT = {
-    "mul": lambda op, a: a[0] * a[1],
-    "square": lambda op, a: a[0] * a[0],
-    "mul_private": lambda op, a: a[0] * a[1],
-    "mul_public": lambda op, a: a[0] * a[1],
-    "lift": lambda op, a: a[0],
-    "dot_general": lambda op, a: _dot(op, a[0], a[1]),
-    "dot_general_private": lambda op, a: _dot(op, a[0], a[1]),
-    "dot_general_public": lambda op, a: _dot(op, a[0], a[1]),
-}
-
-
-def _probe(cfg, op: ir.Op, args, out, r: ir.Value):
-    """SIMULATOR-ONLY ORACLE: max |x| of a secret result; for a product (or lift), of the exact
-    result computed from its operands, which catches a wrap where it happens (a product that
-    wraps reconstructs to a small, wrong value that a check after the fact would pass)."""
-    got = _oracle_max(cfg, out, r.scale)
-    exact = _EXACT.get(op.name)
-    if exact is None or len(op.results) != 1 or np.prod(r.shape, dtype=np.int64) == 0:
-        return got
-    want = exact(op, [_real(v, x) for v, x in zip(op.operands, args)])
-    return jnp.maximum(got, jnp.max(jnp.abs(want)))
-
-
-@dataclasses.dataclass
-class Overflow:
-    """The first secret whose magnitude reached the safe fixed-point bound."""
-
-    op: str
-    value: int
-    scope: str
-    where: str
-    max_abs: float
-    bound: float
-
-    def __str__(self):
-        return (f"fixed-point overflow: %{self.value} = {self.op} reached |x| = {self.max_abs:g} "
-                f">= {self.bound:g} at {self.where} (scope {self.scope or '<top>'})")
 
 
 class Executable:
@@ -447,7 +299,8 @@ class Executable:
         run_s = time.perf_counter() - t0
         overflow = None
         if meta:
-            overflow = first_overflow(self.prog, self.config, meta, [float(p) for p in probes])
+            overflow = _overflow.first_overflow(self.prog, self.config, meta,
+                                                [float(p) for p in probes])
         return outs, entries, {"compile_s": fresh, "run_s": run_s}, overflow
 
 
@@ -481,15 +334,6 @@ def _input_sig(x):
     if isinstance(x, AShare):
         return ("share", tuple(x.data.shape), str(x.data.dtype), x.depth)
     return (tuple(np.shape(x)), str(jnp.asarray(x).dtype))
-
-
-def first_overflow(prog, config, meta, maxima):
-    for (k, r), m in zip(meta, maxima):
-        bound = ring.safe_bound(r.scale, config.ring_bits)
-        if not np.isfinite(m) or m >= bound:
-            op = prog.ops[k]
-            return Overflow(op.name, r.id, op.scope, op.where, m, bound)
-    return None
 
 
 def build(prog: ir.Program, config, compiler_options: dict | None = None) -> Executable:

@@ -11,7 +11,7 @@ Op kinds:
   small helper (one-hot, encoding constants).
 - ``share_local``: each party transforms its own share (reshape, add of two secrets, add of a
   value the holder knows, multiplication by a public integer, ...): no message, zero cost.
-- ``protocol``: communicates; named exactly as the runtime's ledger / ``runtime.costs.COSTS``.
+- ``protocol``: communicates; named exactly as the runtime's ledger and protocol-op registry.
 """
 from __future__ import annotations
 

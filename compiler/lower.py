@@ -23,6 +23,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from pcformer.runtime.costs import rounds
+from pcformer.runtime.protocols import registry
+
 from . import ir
 from .ir import PUBLIC, SECRET, PRIVATE, Op
 from .lower_base import (CALLS, HEAVY, LOWER_RULES, MAX_FOLD, MAX_INT_CONST,  # noqa: F401
@@ -166,15 +169,12 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
         groups.clear()
         pending.clear()
 
-    from .cost import op_messages
-
     def place(op):
         d_in = max((depth.get(v.id, 0) for v in op.operands if v.vis.is_secret), default=0)
         d_out = d_in
-        if op.kind == "protocol":
-            d_out = 0 if op.name == "share" else d_in + max(
-                (m.depth_offset for m in op_messages(op, config) if m.phase == "online"),
-                default=0)
+        if op.kind == "protocol":     # the op's own rounds, from its registry entry's formula
+            entry = registry.lookup(op.name, config.protocols)
+            d_out = 0 if op.name == "share" else d_in + rounds(entry.messages(op, config))
         for r in op.results:
             depth[r.id] = d_out
         return d_in

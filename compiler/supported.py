@@ -4,7 +4,8 @@
   rule's first docstring line says how), minus the refusals below;
 - `rewrite.RULES`: single primitives a policy replaces by an approximation before lowering;
 - `REFUSED`: primitives refused on secrets with the reason (a rule that raises it);
-- `runtime.costs.COSTS`: each protocol's cost formula (first docstring line).
+- `runtime.protocols.registry`: each protocol op's cost formula (first docstring line), in the
+  default family.
 
 `markdown()` is the section of docs/compiler.md between the GENERATED markers;
 `python -m pcformer.compiler.supported` rewrites it; tests/test_ops_registry.py checks it.
@@ -15,7 +16,7 @@ import inspect
 import pathlib
 import re
 
-from pcformer.runtime import costs as _costs
+from pcformer.runtime.protocols import registry
 
 from . import lower as _lower
 from . import rewrite as _rewrite
@@ -86,7 +87,14 @@ def approximated() -> dict[str, str]:
 
 
 def protocols() -> dict[str, str]:
-    return {name: _summary(fn) for name, fn in sorted(_costs.COSTS.items())}
+    """protocol op -> its cost formula's summary, from the registry (default family); a formula
+    without a docstring is composed of others and is named by its module and function."""
+    out = {}
+    for name in registry.names():
+        fn = registry.lookup(name).cost
+        where = f"`runtime/protocols/{fn.__module__.rsplit('.', 1)[-1]}.py` `{fn.__name__}`"
+        out[name] = _summary(fn) or f"composed of the protocols above ({where})"
+    return out
 
 
 def markdown() -> str:
@@ -99,10 +107,9 @@ def markdown() -> str:
     lines += [f"| `{k}` | `{v}` |" for k, v in approximated().items()]
     lines += ["", "#### Refused on secret data", "", "| primitive | reason |", "|---|---|"]
     lines += [f"| `{k}` | {v} |" for k, v in sorted(REFUSED.items())]
-    lines += ["", "#### Protocols and their cost (`runtime/costs.py`)", "",
+    lines += ["", "#### Protocols and their cost (`runtime/protocols/registry.py`)", "",
               "| protocol | messages |", "|---|---|"]
-    lines += [f"| `{k}` | {v or f'composed of the protocols above (`runtime/costs.py` `{k}`)'} |"
-              for k, v in protocols().items()]
+    lines += [f"| `{k}` | {v} |" for k, v in protocols().items()]
     lines += ["", END]
     return "\n".join(lines)
 

@@ -73,14 +73,17 @@ flags.DEFINE_integer("held_out", None, "Held-out examples split off --data (defa
                      "small file).", lower_bound=1)
 # cost
 flags.DEFINE_integer("new_tokens", 1, "Decoders: tokens generated after a --seq_len prompt.", lower_bound=1)
-flags.DEFINE_enum("protocols", "beaver", ["beaver"], "Protocol family (dealer-assisted Beaver triples).")
+# a string checked when the command runs (MPCConfig): the families live in the runtime's protocol
+# registry, and this module stays light (no JAX import for help and flag errors)
+flags.DEFINE_string("protocols", "beaver", "Protocol family, one registered in runtime/protocols/registry.py "
+                    "('beaver': dealer-assisted Beaver triples, the only one today).")
 # every command
 flags.DEFINE_boolean("compile_cache", True, "Keep compiled XLA programs in a per-user cache folder "
                      "(also PCFORMER_COMPILE_CACHE=0 to turn off, or =<folder>).")
 flags.DEFINE_boolean("debug", False, "Show the traceback of an internal error (or set PCFORMER_DEBUG=1).")
 
 DEBUG_ENV = "PCFORMER_DEBUG"
-_MPC = ("ring_bits", "frac_bits", "trunc_mode", "mode", "seed", "check_overflow")
+_MPC = ("ring_bits", "frac_bits", "trunc_mode", "mode", "seed", "check_overflow", "protocols")
 COMMON = ("compile_cache", "debug")
 
 

@@ -37,7 +37,8 @@ def _config():
     try:
         return MPCConfig(ring_bits=int(FLAGS.ring_bits), frac_bits=FLAGS.frac_bits,
                          trunc_mode=FLAGS.trunc_mode, seed=FLAGS.seed,
-                         check_overflow=FLAGS.check_overflow, mode=FLAGS.mode)
+                         check_overflow=FLAGS.check_overflow, mode=FLAGS.mode,
+                         protocols=FLAGS.protocols)
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
 

@@ -77,7 +77,7 @@ def format_cost(mc, nets: dict, scope_depth: int = 2, max_rows: int = 40) -> str
 
 def main(model: str, seq_len: int, new_tokens: int = 1, policy: str = "mpcformer", config=None,
          nets: dict | None = None, report: str | None = None, scope_depth: int = 2,
-         max_rows: int = 40, protocols: str = "beaver", out=print) -> int:
+         max_rows: int = 40, protocols: str | None = None, out=print) -> int:
     """Run `pcformer cost` with plain values; returns the exit status."""
     from . import costing
     from .config import NETWORKS, MPCConfig

@@ -30,17 +30,17 @@ from pcformer.runtime.ledger import Entry
 from . import api
 from .report import Report
 
-__all__ = ["cost", "ModelCost", "model_cost", "sequential", "PROTOCOLS"]
+__all__ = ["cost", "ModelCost", "model_cost", "sequential"]
 
-# Protocol families the cost can be asked for. Only the dealer-assisted Beaver-triple family
-# exists in the runtime today; the name is accepted so scripts written now keep working.
-PROTOCOLS = ("beaver",)
-
-
-def _check_protocols(protocols: str) -> None:
-    if protocols not in PROTOCOLS:
+def _with_protocols(config: MPCConfig, protocols: str | None) -> MPCConfig:
+    """`config` costed in the protocol family `protocols` (None: the config's own family);
+    an unregistered family is refused with the registry's list."""
+    from pcformer.runtime.protocols import registry
+    family = config.protocols if protocols is None else protocols
+    if family not in registry.families():
         from .presets import CostError
-        raise CostError(f"unknown protocols {protocols!r}: use one of {PROTOCOLS}")
+        raise CostError(f"unknown protocols {family!r}: use one of {registry.families()}")
+    return dataclasses.replace(config, protocols=family)
 
 
 def _timed(times: dict | None, key: str, t0: float) -> float:
@@ -69,15 +69,16 @@ def lower_only(fn: Callable, *args, owners, policy="mpcformer", config: MPCConfi
 
 
 def cost(fn: Callable, *args, owners, policy="mpcformer", config: MPCConfig = MPCConfig(),
-         protocols: str = "beaver", reveal=True, times: dict | None = None) -> Report:
+         protocols: str | None = None, reveal=True, times: dict | None = None) -> Report:
     """The static cost `pcformer.compile(fn, *args, ...).cost` would report, from shapes alone.
 
     args: arrays or `jax.ShapeDtypeStruct` pytrees (only shapes and dtypes are read); an argument
     with owner "secret" may be a `pcformer.Secret` or a ShapeDtypeStruct of the value's shape.
-    owners, policy, config, reveal: as `pcformer.compile`. protocols: "beaver" (the only family).
+    owners, policy, config, reveal: as `pcformer.compile`. protocols: a registered protocol family
+    (runtime/protocols/registry.py; "beaver" today), None: `config.protocols`.
     times: a dict to accumulate the passes' seconds in (trace_s, rewrite_s, lower_s, cost_s).
     """
-    _check_protocols(protocols)
+    config = _with_protocols(config, protocols)
     program = lower_only(fn, *args, owners=owners, policy=policy, config=config, reveal=reveal,
                          times=times)
     t = time.perf_counter()
@@ -155,7 +156,7 @@ def _once_setup(step: Report, steps: int) -> list[Report]:
 
 
 def model_cost(spec, seq_len: int, new_tokens: int = 1, *, policy="mpcformer",
-               config: MPCConfig = MPCConfig(), protocols: str = "beaver") -> ModelCost:
+               config: MPCConfig = MPCConfig(), protocols: str | None = None) -> ModelCost:
     """The static cost of the model `spec` names (preset, config.json or checkpoint folder).
 
     Encoders (BERT): the sentence embedding `pcformer run` computes, tokens and mask from the
@@ -165,7 +166,7 @@ def model_cost(spec, seq_len: int, new_tokens: int = 1, *, policy="mpcformer",
     executes, not an approximation).
     """
     from . import presets
-    _check_protocols(protocols)
+    config = _with_protocols(config, protocols)
     if seq_len < 1 or new_tokens < 1:
         raise presets.CostError("seq_len and new_tokens must be at least 1")
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ RING_BITS = (32, 64)
 TRUNC_MODES = ("dealer", "local")
 MODES = ("protocol", "ideal")
 MATMUL_KERNELS = ("auto", "limb", "native")
+DEFAULT_PROTOCOLS = "beaver"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,8 @@ class MPCConfig:
     mode: "protocol" (every message computed) or "ideal" (functionality, same ledger).
     matmul_kernel: "auto" | "limb" | "native", see `ring.ring_matmul`.
     reveal_to: the party that learns the program outputs (1 = the client).
+    protocols: the protocol family every op is looked up in (runtime/protocols/registry.py;
+        "beaver": dealer-assisted Beaver triples, the only family today).
     """
 
     ring_bits: int = 64
@@ -40,6 +43,7 @@ class MPCConfig:
     mode: str = "protocol"
     matmul_kernel: str = "auto"
     reveal_to: int = 1
+    protocols: str = DEFAULT_PROTOCOLS
 
     @property
     def reproducible(self) -> bool:
@@ -66,3 +70,14 @@ class MPCConfig:
                 f"matmul_kernel must be one of {MATMUL_KERNELS}, got {self.matmul_kernel!r}")
         if self.reveal_to not in (0, 1):
             raise ValueError(f"reveal_to must be 0 or 1, got {self.reveal_to}")
+        if self.protocols != DEFAULT_PROTOCOLS:
+            _check_family(self.protocols)
+
+
+def _check_family(family: str) -> None:
+    """A family other than the built-in default must be registered. Imported here, not above:
+    the protocol modules import this one (and make default configs while they load)."""
+    from .protocols import registry
+    if family not in registry.families():
+        raise ValueError(f"protocols must be one of the registered protocol families "
+                         f"{registry.families()}, got {family!r}")

@@ -1,5 +1,8 @@
-"""The protocols, by family: `arith`, `boolean`, `compare`; all names re-exported here."""
-from . import arith, boolean, compare, ideal  # ideal: fills _base.IDEAL_RULES
+"""The protocols, by module: `arith`, `boolean`, `compare`; all names re-exported here.
+
+Each module registers its table of ops in `registry` on import (see registry.py).
+"""
+from . import arith, boolean, compare, registry  # importing a module registers its table
 from .arith import (add, add_public, dot_general, dot_general_private, mul, mul_private,
                     mul_public, neg, reveal, share, share_fixed, square, sub, truncate)
 from .boolean import a2b, and_, b2a, msb, not_, xor

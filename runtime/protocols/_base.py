@@ -6,33 +6,39 @@ import functools
 import jax.numpy as jnp
 
 from pcformer.runtime import ring
+from pcformer.runtime.shares import AShare
 
-
-IDEAL_RULES: dict = {}
-"""op name -> ideal rule(ctx, like, *args, **kwargs): the op's functionality on reconstructed
-values, returned as fresh shares shaped like `like` (the shadow run's output). Filled by
-`protocols/ideal.py`; ops without a rule (local ones, reveal) run as in protocol mode."""
+from . import registry
 
 
 def protocol(name: str):
     """Wrap a protocol so its messages carry `name` in the ledger's op path (ctx.op).
 
-    In ideal mode (`ctx.ideal`), an op with a rule in IDEAL_RULES runs its real protocol only in
-    the shadow (`ctx.shadow`: ledger written through the channel, nothing computed) and returns
-    the rule's output (its functionality, fresh shares, the shadow's depths).
+    In ideal mode (`ctx.ideal`), an op whose registry entry (in the config's protocol family)
+    has an `ideal` functionality runs its real protocol only in the shadow (`ctx.shadow`: ledger
+    written through the channel, nothing computed) and returns the functionality's output
+    (fresh shares, the shadow's depths).
     """
     def deco(fn):
         @functools.wraps(fn)
         def wrapped(ctx, *args, **kwargs):
             with ctx.op(name):
-                rule = IDEAL_RULES.get(name)
-                if rule is None or not getattr(ctx, "ideal", False):
+                rule = _ideal_of(ctx, name)
+                if rule is None:
                     return fn(ctx, *args, **kwargs)
                 like = ctx.shadow(lambda: fn(ctx, *args, **kwargs))
                 return rule(ctx, like, *args, **kwargs)
         wrapped.op_name = name
         return wrapped
     return deco
+
+
+def _ideal_of(ctx, name: str):
+    """The ideal functionality of op `name` when ctx runs in ideal mode, else None."""
+    if not getattr(ctx, "ideal", False):
+        return None
+    entry = registry.find(name, getattr(ctx.config, "protocols", registry.DEFAULT_FAMILY))
+    return None if entry is None else entry.ideal
 
 
 def rows(first, second):
@@ -65,3 +71,22 @@ def as_ring(ctx, c):
         raise TypeError(f"public ring operand must have dtype {ring.ring_dtype(ctx.ring_bits)}, "
                         f"got {c.dtype} (encode fixed-point values with ring.encode first)")
     return c
+
+
+def default_dn(ndim: int):
+    """dimension_numbers of a plain matrix product (last axis of x with the first of y)."""
+    return (((ndim - 1,), (0,)), ((), ()))
+
+
+def canon_dn(dn, ndim):
+    """dimension_numbers as nested tuples (hashable), the default when None."""
+    dn = dn or default_dn(ndim)
+    return (tuple(map(tuple, dn[0])), tuple(map(tuple, dn[1])))
+
+
+def private_operand(x, p: int):
+    """A secret operand as shares, or a plain array private to party 1-p as shares [.., 0]."""
+    if isinstance(x, AShare):
+        return x
+    x = jnp.asarray(x)
+    return AShare(by_party(p, jnp.zeros_like(x), x), 0)

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from pcformer.runtime import channel, dealer, ring
+from pcformer.runtime.config import MPCConfig
+from pcformer.runtime.costs import Msg, both, free, n_elems, offline
 from pcformer.runtime.shares import AShare
 
-from ._base import as_ring, by_party, const, only_party0, protocol, rows
+from . import ideal
+from .adapt import bcast, encode, input_shape, out_shape, unary, weight_id
+from .registry import FromIR, ProtocolOp, register
+
+from ._base import (as_ring, by_party, canon_dn as _canon_dn, const, only_party0,
+                    private_operand as _private_operand, protocol, rows)
 
 
 def _bshape(*shapes):
@@ -115,10 +121,6 @@ def square(ctx, x: AShare) -> AShare:
     return AShare(z, d)
 
 
-def default_dn(ndim: int):
-    return (((ndim - 1,), (0,)), ((), ()))
-
-
 def _party_batched(dn):
     """dimension_numbers for operands with a leading party axis as an extra batch dim."""
     (ca, cb), (ba, bb) = dn
@@ -128,11 +130,6 @@ def _party_batched(dn):
 
 def _mm(ctx, a, b, dn, **kw):
     return ring.ring_matmul(a, b, dn, ctx.ring_bits, ctx.config.matmul_kernel, **kw)
-
-
-def _canon_dn(dn, ndim):
-    dn = dn or default_dn(ndim)
-    return (tuple(map(tuple, dn[0])), tuple(map(tuple, dn[1])))
 
 
 @protocol("dot_general")
@@ -148,14 +145,6 @@ def dot_general(ctx, x: AShare, y: AShare, dimension_numbers=None) -> AShare:
     pdn = _party_batched(dn)
     z = _mm(ctx, x.data, f, pdn) + _mm(ctx, e, b, pdn) + c
     return AShare(z, d)
-
-
-def _private_operand(x, p: int):
-    """A secret operand as shares, or a plain array private to party 1-p as shares [.., 0]."""
-    if isinstance(x, AShare):
-        return x
-    x = jnp.asarray(x)
-    return AShare(by_party(p, jnp.zeros_like(x), x), 0)
 
 
 def _private_product(ctx, x, w, party, dn, weight_id, w_on_left, w_bits, elementwise):
@@ -255,3 +244,138 @@ def _truncate_dealer(ctx, x: AShare, f: int) -> AShare:
     z = (only_party0((c_low >> jnp.asarray(f, dt))[0] - const(ctx, 1 << (l - 2 - f)))
          - q + v * const(ctx, 1 << (l - 1 - f)))
     return AShare(z, d)
+
+
+# ----------------------------------------------------------------------------- cost formulas
+# each op's messages from static shapes (runtime/costs.py: Msg and placement); tests hold them
+# equal to the ledger the protocols above write, message by message
+
+def reveal_cost(x_shape, config: MPCConfig = MPCConfig(), to=None):
+    """To both: one exchange, n*l each. To party p: the other sends n*l."""
+    b = n_elems(x_shape) * config.ring_bits
+    if to is None:
+        return [both(b, 1, "reveal")]
+    return [Msg("online", (b, 0) if to == 1 else (0, b), 1, "reveal")]
+
+
+def mul_cost(x_shape, y_shape=None, config: MPCConfig = MPCConfig()):
+    """Beaver: offline c1 (n*l to party 1); online e and f in one exchange (2*n*l each)."""
+    nl = n_elems(x_shape) * config.ring_bits
+    return [offline(nl, "mul"), both(2 * nl, 1, "mul")]
+
+
+def square_cost(x_shape, config: MPCConfig = MPCConfig()):
+    """Square pair: offline s1 (n*l); online e (n*l each)."""
+    nl = n_elems(x_shape) * config.ring_bits
+    return [offline(nl, "square"), both(nl, 1, "square")]
+
+
+def dot_shape(x_shape, y_shape, dimension_numbers=None):
+    dn = dimension_numbers or (((len(x_shape) - 1,), (0,)), ((), ()))
+    (ca, cb), (ba, bb) = dn
+    batch = [x_shape[i] for i in ba]
+    fa = [s for i, s in enumerate(x_shape) if i not in ca and i not in ba]
+    fb = [s for i, s in enumerate(y_shape) if i not in cb and i not in bb]
+    return tuple(batch + fa + fb)
+
+
+def dot_general_cost(x_shape, y_shape, config: MPCConfig = MPCConfig(), dimension_numbers=None):
+    """Matrix triple: offline |C|*l; online E and F in one exchange ((|X|+|Y|)*l each)."""
+    l = config.ring_bits
+    out = dot_shape(x_shape, y_shape, dimension_numbers)
+    return [offline(n_elems(out) * l, "dot_general"),
+            both((n_elems(x_shape) + n_elems(y_shape)) * l, 1, "dot_general")]
+
+
+def _private_cost(out_n, x_n, w_n, party, l, name):
+    from_p = lambda b: (b, 0) if party == 0 else (0, b)
+    from_q = lambda b: (0, b) if party == 0 else (b, 0)
+    # the server's W is opened once per deployment (setup); a client's W every run, online, in
+    # the same round as E (runtime.dealer.amortised)
+    return [offline(out_n * l, name),
+            Msg("setup" if party == 0 else "online", from_p(w_n * l), 1, name),
+            Msg("online", from_q(x_n * l), 1, name)]
+
+
+def mul_private_cost(x_shape, w_shape, config: MPCConfig = MPCConfig(), party: int = 0, **attrs):
+    """W held by party p: setup F = W - B (|W|*l from p); online E (n*l from 1-p); offline n*l."""
+    n = n_elems(x_shape)
+    return _private_cost(n, n, n_elems(w_shape), party, config.ring_bits, "mul_private")
+
+
+def dot_general_private_cost(x_shape, w_shape, config: MPCConfig = MPCConfig(),
+                             party: int = 0, dimension_numbers=None, w_on_left: bool = False,
+                             **attrs):
+    """As mul_private with a matrix product; offline |out|*l."""
+    out = (dot_shape(w_shape, x_shape, dimension_numbers) if w_on_left
+           else dot_shape(x_shape, w_shape, dimension_numbers))
+    return _private_cost(n_elems(out), n_elems(x_shape), n_elems(w_shape), party,
+                         config.ring_bits, "dot_general_private")
+
+
+def truncate_cost(x_shape, config: MPCConfig = MPCConfig(), bits=None, mode=None):
+    """local: free. dealer: offline 2*n*l (shares of r'>>f and r_m); online c (n*l each)."""
+    if (mode or config.trunc_mode) == "local":
+        return []
+    nl = n_elems(x_shape) * config.ring_bits
+    return [offline(2 * nl, "truncate"), both(nl, 1, "truncate")]
+
+
+# ----------------------------------------------------------------------------- registry table
+# how each op the lowering emits is called from its IR op (attrs documented in compiler/ir.py)
+
+def _share_operands(op, args, config):
+    return (encode(config, args[0], op.attrs.get("enc", 0)),)
+
+
+def _mul_private_operands(op, args, config):
+    out = out_shape(op)
+    return bcast(args[0], out), jnp.broadcast_to(encode(config, args[1], op.attrs["enc"]), out)
+
+
+def _dot_private_shapes(op):
+    i = op.attrs["plain_index"]
+    return op.operands[1 - i].shape, op.operands[i].shape
+
+
+def _dot_private_operands(op, args, config):
+    i = op.attrs["plain_index"]
+    return args[1 - i], encode(config, args[i], op.attrs["enc"])
+
+
+def _dot_private_kwargs(op):
+    i = op.attrs["plain_index"]
+    return {"party": op.attrs["party"], "dimension_numbers": op.attrs["dimension_numbers"],
+            "weight_id": weight_id(op.operands[i]), "w_on_left": i == 0}
+
+
+TABLE = (
+    ProtocolOp("share", share, free, None,
+               FromIR(input_shape, _share_operands, lambda op: {"owner": op.attrs["party"]})),
+    ProtocolOp("reveal", reveal, reveal_cost, None, unary(lambda op: {"to": op.attrs["to"]})),
+    ProtocolOp("add", add, free),
+    ProtocolOp("sub", sub, free),
+    ProtocolOp("neg", neg, free),
+    ProtocolOp("add_public", add_public, free),
+    ProtocolOp("mul_public", mul_public, free),
+    ProtocolOp("mul", mul, mul_cost, ideal.mul,
+               FromIR(lambda op: (out_shape(op),) * 2,
+                      lambda op, args, config: tuple(bcast(a, out_shape(op)) for a in args))),
+    ProtocolOp("square", square, square_cost, ideal.square,
+               FromIR(lambda op: (out_shape(op),),
+                      lambda op, args, config: (bcast(args[0], out_shape(op)),))),
+    ProtocolOp("dot_general", dot_general, dot_general_cost, ideal.dot_general,
+               FromIR(lambda op: (op.operands[0].shape, op.operands[1].shape),
+                      lambda op, args, config: tuple(args),
+                      lambda op: {"dimension_numbers": op.attrs["dimension_numbers"]})),
+    ProtocolOp("mul_private", mul_private, mul_private_cost, ideal.mul_private,
+               FromIR(lambda op: (out_shape(op),) * 2, _mul_private_operands,
+                      lambda op: {"party": op.attrs["party"],
+                                  "weight_id": weight_id(op.operands[1])})),
+    ProtocolOp("dot_general_private", dot_general_private, dot_general_private_cost,
+               ideal.dot_general_private,
+               FromIR(_dot_private_shapes, _dot_private_operands, _dot_private_kwargs)),
+    ProtocolOp("truncate", truncate, truncate_cost, ideal.truncate,
+               unary(lambda op: {"bits": op.attrs["shift"]})),
+)
+register(*TABLE)

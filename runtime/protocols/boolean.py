@@ -9,10 +9,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from pcformer.runtime import channel, dealer, ring
+from pcformer.runtime import channel, dealer
+from pcformer.runtime.config import MPCConfig
+from pcformer.runtime.costs import both, free, log2, n_elems, offline
 from pcformer.runtime.shares import AShare, BShare
 
+from . import ideal
 from ._base import const, only_party0, protocol
+from .registry import ProtocolOp, register
 
 
 def _width_bits(ctx, width):
@@ -82,10 +86,6 @@ def and_(ctx, x: BShare, y: BShare) -> BShare:
     return BShare(z, d, width)
 
 
-def _log2(l: int) -> int:
-    return l.bit_length() - 1
-
-
 def _prefix_carries(ctx, x: AShare):
     """Kogge-Stone over (x0, 0) and (0, x1): returns (p, G, depth) with G[i] = carry out of bit i."""
     l = ctx.ring_bits
@@ -93,7 +93,7 @@ def _prefix_carries(ctx, x: AShare):
     a = jnp.stack([x.data[0], zero])          # party 0's share as a boolean sharing
     b = jnp.stack([zero, x.data[1]])          # party 1's share as a boolean sharing
     p = x.data                                # a ^ b, local
-    levels = _log2(l)
+    levels = log2(l)
     S = tuple(x.shape)
     # all 2*levels AND units (1 + 2 per middle level + 1) from one PRG call, dealt per layer
     mat = dealer.and_material(ctx, 2 * levels, S, l)
@@ -146,3 +146,47 @@ def b2a(ctx, b: BShare) -> AShare:
     c = b.data ^ rb ^ rc
     z = only_party0(c[0]) + ra * (const(ctx, 1) - const(ctx, 2) * c)
     return AShare(z, d)
+
+
+# ----------------------------------------------------------------------------- cost formulas
+# each op's messages from static shapes (runtime/costs.py: Msg and placement); tests hold them
+# equal to the ledger the protocols above write, message by message
+
+def and_cost(x_shape, y_shape=None, config: MPCConfig = MPCConfig(), width=None):
+    """Boolean Beaver AND of `width`-bit words: offline n*w; online 2*n*w each."""
+    nw = n_elems(x_shape) * (config.ring_bits if width is None else width)
+    return [offline(nw, "and"), both(2 * nw, 1, "and")]
+
+
+def a2b_cost(x_shape, config: MPCConfig = MPCConfig()):
+    """Kogge-Stone: generate layer (1 AND of l-bit words), then log2(l) levels of 2 ANDs (the
+    last level 1), each level one exchange and one dealer message: 1 + log2(l) rounds."""
+    nl = n_elems(x_shape) * config.ring_bits
+    L = log2(config.ring_bits)
+    msgs = [offline(nl, "and"), both(2 * nl, 1, "and")]
+    for i in range(L):
+        k = 1 if i == L - 1 else 2
+        msgs += [offline(k * nl, "and"), both(2 * k * nl, 2 + i, "and")]
+    return msgs
+
+
+msb_cost = a2b_cost  # the MSB is read off the same adder (carry into bit l-1)
+
+
+def b2a_cost(x_shape, config: MPCConfig = MPCConfig()):
+    """Bit to arithmetic: offline r1 (n*l); online c = b xor r (n bits each), 1 round."""
+    n = n_elems(x_shape)
+    return [offline(n * config.ring_bits, "b2a"), both(n, 1, "b2a")]
+
+
+# ----------------------------------------------------------------------------- registry table
+# helpers of the comparisons (compare.py): the lowering emits none of them directly
+TABLE = (
+    ProtocolOp("xor", xor, free),
+    ProtocolOp("not", not_, free),
+    ProtocolOp("and", and_, and_cost, ideal.and_),
+    ProtocolOp("a2b", a2b, a2b_cost, ideal.a2b),
+    ProtocolOp("msb", msb, msb_cost, ideal.msb),
+    ProtocolOp("b2a", b2a, b2a_cost, ideal.b2a),
+)
+register(*TABLE)

@@ -6,11 +6,16 @@ multiplying a fixed-point value by one keeps its scale. All comparisons assume |
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
+from pcformer.runtime.config import MPCConfig
+from pcformer.runtime.costs import n_elems, rounds, shift
 from pcformer.runtime.shares import AShare
 
-from . import arith, boolean
-from ._base import as_ring, const, protocol
+from . import arith, boolean, ideal
+from ._base import as_ring, protocol
+from .adapt import unary
+from .registry import ProtocolOp, register
 
 
 @protocol("drelu")
@@ -110,3 +115,78 @@ def argmax(ctx, x: AShare, axis: int = -1) -> AShare:
 def max_argmax(ctx, x: AShare, axis: int = -1):
     """(max, argmax) over `axis` from one tree."""
     return _tree(ctx, x, axis, True)
+
+
+# ----------------------------------------------------------------------------- cost formulas
+# each op's messages from static shapes (runtime/costs.py: Msg and placement); tests hold them
+# equal to the ledger the protocols above write, message by message
+
+def drelu_cost(x_shape, config: MPCConfig = MPCConfig()):
+    m = shift(boolean.msb_cost(x_shape, config), 0, "msb")
+    return m + shift(boolean.b2a_cost(x_shape, config), rounds(m), "")
+
+
+def relu_cost(x_shape, config: MPCConfig = MPCConfig()):
+    d = shift(drelu_cost(x_shape, config), 0, "drelu")
+    return d + shift(arith.mul_cost(x_shape, x_shape, config), rounds(d))
+
+
+def less_cost(x_shape, y_shape=None, config: MPCConfig = MPCConfig()):
+    shape = (x_shape if y_shape is None
+             else tuple(np.broadcast_shapes(tuple(x_shape), tuple(y_shape))))
+    m = shift(boolean.msb_cost(shape, config), 0, "msb")
+    return m + shift(boolean.b2a_cost(shape, config), rounds(m))
+
+
+def less_public_cost(x_shape, config: MPCConfig = MPCConfig(), **attrs):
+    return less_cost(x_shape, None, config)
+
+
+def select_cost(b_shape, x_shape=None, y_shape=None, config: MPCConfig = MPCConfig()):
+    return arith.mul_cost(b_shape, b_shape, config)
+
+
+def _tree_cost(x_shape, config, axis, with_index):
+    shape = tuple(x_shape)
+    axis = axis % len(shape)
+    k = shape[axis]
+    rest = n_elems(shape) // k
+    r_less = rounds(less_cost((1,), None, config))
+    msgs, base, n, level = [], 0, k, 0
+    while n > 1:
+        h = n // 2
+        msgs += shift(less_cost((h * rest,), None, config), base, "less")
+        sel_n = 2 * h * rest if (with_index and level > 0) else h * rest
+        msgs += shift(arith.mul_cost((sel_n,), None, config), base + r_less, "select")
+        base += r_less + 1
+        n = n - h
+        level += 1
+    return msgs
+
+
+def max_cost(x_shape, config: MPCConfig = MPCConfig(), axis: int = -1):
+    """Tree reduction: ceil(log2 k) levels of less + select (each 1 + log2(l) + 1 + 1 rounds)."""
+    return _tree_cost(x_shape, config, axis, False)
+
+
+def argmax_cost(x_shape, config: MPCConfig = MPCConfig(), axis: int = -1):
+    """As max; from the second level on, values and (now secret) indices share one mul."""
+    return _tree_cost(x_shape, config, axis, True)
+
+
+# ----------------------------------------------------------------------------- registry table
+def _axis(op) -> dict:
+    return {"axis": op.attrs["axis"]}
+
+
+TABLE = (
+    ProtocolOp("drelu", drelu, drelu_cost, ideal.drelu, unary()),
+    ProtocolOp("relu", relu, relu_cost, ideal.relu, unary()),
+    ProtocolOp("less", less, less_cost, ideal.less),
+    ProtocolOp("less_public", less_public, less_public_cost, ideal.less_public),
+    ProtocolOp("select", select, select_cost, ideal.select),
+    ProtocolOp("max", max_, max_cost, ideal.max_, unary(_axis)),
+    ProtocolOp("argmax", argmax, argmax_cost, ideal.argmax, unary(_axis)),
+    ProtocolOp("max_argmax", max_argmax, argmax_cost, ideal.max_argmax),
+)
+register(*TABLE)

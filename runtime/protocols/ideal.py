@@ -1,6 +1,7 @@
 """Ideal-mode rules: each protocol op's FUNCTIONALITY on the reconstructed values.
 
-Registered in `_base.IDEAL_RULES` (one registry). A rule gets `like`, the output of the op's real
+Each protocol module's registry table names the rule of each of its ops (`ProtocolOp.ideal`).
+A rule gets `like`, the output of the op's real
 protocol run in the shadow (`Context.shadow`: the ledger is written through the channel exactly
 as in protocol mode, nothing is computed), and returns fresh shares of the function's value with
 the shadow's depth (and width): party 0 gets a uniform mask r, party 1 value - r (XOR for boolean
@@ -15,17 +16,7 @@ import jax.numpy as jnp
 from pcformer.runtime import dealer, ring
 from pcformer.runtime.shares import AShare, BShare
 
-from ._base import IDEAL_RULES, as_ring, const
-from .arith import _canon_dn, _private_operand
-
-
-def _rule(*names):
-    def deco(fn):
-        for n in names:
-            IDEAL_RULES[n] = fn
-        return fn
-    return deco
-
+from ._base import as_ring, canon_dn, const, private_operand
 
 def value(x: AShare):
     """x0 + x1 mod 2^l."""
@@ -59,34 +50,29 @@ def _mm(ctx, a, b, dn):
     return ring.ring_matmul(a, b, dn, ctx.ring_bits, ctx.config.matmul_kernel)
 
 
-@_rule("mul")
-def _mul(ctx, like, x, y):
+def mul(ctx, like, x, y):
     return fresh(ctx, value(x) * value(y), like.depth)
 
 
-@_rule("square")
-def _square(ctx, like, x):
+def square(ctx, like, x):
     v = value(x)
     return fresh(ctx, v * v, like.depth)
 
 
-@_rule("dot_general")
-def _dot_general(ctx, like, x, y, dimension_numbers=None):
-    dn = _canon_dn(dimension_numbers, len(x.shape))
+def dot_general(ctx, like, x, y, dimension_numbers=None):
+    dn = canon_dn(dimension_numbers, len(x.shape))
     return fresh(ctx, _mm(ctx, value(x), value(y), dn), like.depth)
 
 
-@_rule("mul_private")
-def _mul_private(ctx, like, x, w, party, weight_id="w"):
-    return fresh(ctx, value(_private_operand(x, party)) * as_ring(ctx, w), like.depth)
+def mul_private(ctx, like, x, w, party, weight_id="w"):
+    return fresh(ctx, value(private_operand(x, party)) * as_ring(ctx, w), like.depth)
 
 
-@_rule("dot_general_private")
-def _dot_general_private(ctx, like, x, w, party, dimension_numbers=None, weight_id="w",
+def dot_general_private(ctx, like, x, w, party, dimension_numbers=None, weight_id="w",
                          w_on_left=False, w_bits=None):
-    xv = value(_private_operand(x, party))
+    xv = value(private_operand(x, party))
     w = as_ring(ctx, w)
-    dn = _canon_dn(dimension_numbers, w.ndim if w_on_left else xv.ndim)
+    dn = canon_dn(dimension_numbers, w.ndim if w_on_left else xv.ndim)
     out = _mm(ctx, w, xv, dn) if w_on_left else _mm(ctx, xv, w, dn)
     return fresh(ctx, out, like.depth)
 
@@ -105,8 +91,7 @@ def _trunc_dealer(ctx, v, f: int):
         + top * const(ctx, 1 << (l - 1 - f))
 
 
-@_rule("truncate")
-def _truncate(ctx, like, x, bits=None, mode=None):
+def truncate(ctx, like, x, bits=None, mode=None):
     f = ctx.config.frac_bits if bits is None else bits
     mode = mode or ctx.config.trunc_mode
     if mode == "dealer":
@@ -119,51 +104,42 @@ def _truncate(ctx, like, x, bits=None, mode=None):
     return AShare(jnp.stack([z0, z1]), like.depth)
 
 
-@_rule("and")
-def _and(ctx, like, x, y):
+def and_(ctx, like, x, y):
     return fresh_bool(ctx, bvalue(x) & bvalue(y), like.depth, like.width)
 
 
-@_rule("a2b")
-def _a2b(ctx, like, x):
+def a2b(ctx, like, x):
     return fresh_bool(ctx, value(x), like.depth, like.width)
 
 
-@_rule("msb")
-def _msb_rule(ctx, like, x):
+def msb(ctx, like, x):
     return fresh_bool(ctx, _msb(ctx, value(x)), like.depth, like.width)
 
 
-@_rule("b2a")
-def _b2a(ctx, like, b):
+def b2a(ctx, like, b):
     return fresh(ctx, bvalue(b) & const(ctx, 1), like.depth)
 
 
-@_rule("drelu")
-def _drelu(ctx, like, x):
+def drelu(ctx, like, x):
     return fresh(ctx, const(ctx, 1) - _msb(ctx, value(x)), like.depth)
 
 
-@_rule("relu")
-def _relu(ctx, like, x):
+def relu(ctx, like, x):
     v = value(x)
     return fresh(ctx, v * (const(ctx, 1) - _msb(ctx, v)), like.depth)
 
 
-@_rule("less")
-def _less(ctx, like, x, y):
+def less(ctx, like, x, y):
     shape = like.shape
     vx = jnp.broadcast_to(value(x), shape)
     return fresh(ctx, _msb(ctx, vx - value(y)), like.depth)
 
 
-@_rule("less_public")
-def _less_public(ctx, like, x, c):
+def less_public(ctx, like, x, c):
     return fresh(ctx, _msb(ctx, value(x) - as_ring(ctx, c)), like.depth)
 
 
-@_rule("select")
-def _select(ctx, like, b, x, y):
+def select(ctx, like, b, x, y):
     shape = like.shape
     vx, vy = value(x), value(y)
     out = value(b) * (vx - vy) + vy
@@ -188,17 +164,14 @@ def _plain_tree(ctx, v, axis: int):
     return v[0], idx[0]
 
 
-@_rule("max")
-def _max(ctx, like, x, axis=-1):
+def max_(ctx, like, x, axis=-1):
     return fresh(ctx, _plain_tree(ctx, value(x), axis)[0], like.depth)
 
 
-@_rule("argmax")
-def _argmax(ctx, like, x, axis=-1):
+def argmax(ctx, like, x, axis=-1):
     return fresh(ctx, _plain_tree(ctx, value(x), axis)[1], like.depth)
 
 
-@_rule("max_argmax")
-def _max_argmax(ctx, like, x, axis=-1):
+def max_argmax(ctx, like, x, axis=-1):
     m, i = _plain_tree(ctx, value(x), axis)
     return fresh(ctx, m, like[0].depth), fresh(ctx, i, like[1].depth)

@@ -1,0 +1,123 @@
+"""Op-cached execution, the planning half: the program cut into protocol ops and segments
+(maximal runs of local / share-local ops), and the cache keys (signatures) of both.
+
+Pure functions of the IR and the operands' kinds (share or plaintext, shape, dtype): nothing
+here traces or compiles; opcache.py runs the plan.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pcformer.runtime.shares import AShare
+
+from . import ir
+
+
+def _canonical(op: ir.Op) -> ir.Op:
+    """The op over values numbered 0, 1, ...: ops that differ only in value ids coincide."""
+    ids: dict[int, int] = {}
+
+    def new(v):
+        ids.setdefault(v.id, len(ids))
+        return dataclasses.replace(v, id=ids[v.id], const=None)
+
+    return dataclasses.replace(op, operands=tuple(new(v) for v in op.operands),
+                               results=tuple(new(r) for r in op.results), scope="", where="")
+
+
+def _canon_attr(x):
+    """A cache-key form of an attribute: arrays by shape, dtype and a hash of their bytes (their
+    repr elides the middle of large arrays, which would let two constants collide)."""
+    if isinstance(x, (np.ndarray, jax.Array, np.generic)):
+        a = np.asarray(x)
+        return ("array", a.shape, str(a.dtype), hashlib.sha1(a.tobytes()).hexdigest())
+    if isinstance(x, dict):
+        return tuple(sorted((k, _canon_attr(v)) for k, v in x.items()))
+    if isinstance(x, (tuple, list)):
+        return tuple(_canon_attr(v) for v in x)
+    return repr(x)
+
+
+def _arrays(args) -> list:
+    """What a compiled op or segment program takes: share data and plaintext arrays."""
+    return [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
+
+
+def _kinds(args) -> tuple:
+    return tuple(("s", tuple(a.data.shape), str(a.data.dtype)) if isinstance(a, AShare)
+                 else ("p", tuple(np.shape(a)), str(jnp.asarray(a).dtype)) for a in args)
+
+
+def _segment_signature(ops, in_ids, out_ids, args) -> tuple:
+    """Ops of a segment over values renumbered by first appearance, with operand kinds."""
+    ids = {v: i for i, v in enumerate(in_ids)}
+
+    def num(v):
+        return ids.setdefault(v.id, len(ids))
+
+    body = tuple((op.kind, op.name, _canon_attr(op.attrs),
+                  tuple((num(v), v.type_str()) for v in op.operands),
+                  tuple((num(r), r.type_str()) for r in op.results)) for op in ops)
+    return ("segment", body, tuple(ids[v] for v in out_ids), _kinds(args))
+
+
+def _signature(op: ir.Op, args) -> tuple:
+    kinds = _kinds(args)
+    c = _canonical(op)
+    return (op.name, _canon_attr(c.attrs),
+            tuple(repr(v) + v.type_str() for v in c.operands),
+            tuple(repr(r) + r.type_str() for r in c.results), kinds)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    """A maximal run of local / share-local ops, with what it reads and what later ops need."""
+
+    ops: tuple
+    in_ids: tuple          # values read, produced before the segment (first-read order)
+    out_ids: tuple         # values produced here and read after it (or program outputs)
+    deps: tuple            # per output: indices into in_ids it depends on
+
+
+def plan_segments(prog: ir.Program) -> list:
+    """The program as a list of protocol op indices (int) and `_Segment`s, in order."""
+    later_reads: dict[int, int] = {}          # value id -> index of the last op reading it
+    for k, op in enumerate(prog.ops):
+        for v in op.operands:
+            later_reads[v.id] = k
+    final = {v.id for v in prog.outputs}
+    steps, run = [], []
+
+    def close(end: int):
+        if not run:
+            return
+        ops = [prog.ops[k] for k in run]
+        made, in_ids, dep = set(), [], {}
+        for op in ops:
+            for v in op.operands:
+                if v.id not in made and v.id not in dep:
+                    dep[v.id] = {len(in_ids)}
+                    in_ids.append(v.id)
+            d = set().union(*[dep[v.id] for v in op.operands]) if op.operands else set()
+            for r in op.results:
+                made.add(r.id)
+                dep[r.id] = d
+        outs = [r.id for op in ops for r in op.results
+                if r.id in final or later_reads.get(r.id, -1) >= end]
+        steps.append(_Segment(tuple(ops), tuple(in_ids), tuple(outs),
+                              tuple(tuple(sorted(dep[o])) for o in outs)))
+        run.clear()
+
+    for k, op in enumerate(prog.ops):
+        if op.kind in ("local", "share_local"):
+            run.append(k)
+        else:
+            close(k)
+            steps.append(k)
+    close(len(prog.ops))
+    return steps
