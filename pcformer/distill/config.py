@@ -25,9 +25,11 @@ def setting(default, help: str):  # noqa: A002 - the flag's help text, as absl n
 class DistillConfig:
     """Everything that decides a distillation run; two runs with equal configs and data agree."""
 
+    # the run
     steps: int = setting(2000, "Training steps.")
     batch_size: int = setting(16, "Examples a step.")
     seq_len: int = setting(32, "Padded length of every example (tokens).")
+    # the optimizer
     lr: float = setting(3e-4, "Peak learning rate of AdamW (MiniLM/mpcformer, 300 steps: "
                               "2e-4..5e-4 are within 0.002 cosine).")
     warmup: int = setting(25, "Linear warm-up steps (short: the calibrated start needs no long "
@@ -36,11 +38,13 @@ class DistillConfig:
     weight_decay: float = setting(0.0, "AdamW's decay (it pulls toward 0, not toward the "
                                        "teacher).")
     clip_norm: float = setting(1.0, "Global gradient-norm clipping.")
+    # data order and held-out evaluation
     seed: int = setting(0, "Data order, held-out split and initialisation.")
     eval_every: int = setting(100, "Held-out evaluation every this many steps (0: only at the "
                                    "end).")
     held_out: int = setting(64, "Held-out examples split off the data when no held-out set is "
                                 "given (the command line: a fifth of a small file).")
+    # the loss (losses.py)
     hidden_weight: float = setting(1.0, "Weight of the hidden-state loss (relative MSE).")
     attention_weight: float = setting(1.0, "Weight of the attention loss (only where the policy "
                                            "changes softmax).")
@@ -49,6 +53,7 @@ class DistillConfig:
                                        "cosine for encoders).")
     hard_examples: float = setting(1.0, "Weigh each example's loss by loss ** this (mean 1, "
                                         "capped): the worst examples pull harder; 0: all alike.")
+    # saving and speed
     save_every: int = setting(0, "Write a resumable state every this many steps (0: at the "
                                  "end).")
     length_buckets: tuple[int, ...] = setting(
@@ -57,6 +62,7 @@ class DistillConfig:
     teacher_cache_mb: int = setting(
         3072, "Cache the teacher's outputs on the training set when they fit in this many MB "
               "and every example is seen at least once; 0: never.")
+    # the student's start and what it trains (calibration.py)
     freeze_embeddings: bool = setting(True, "Token/position embedding tables stay the "
                                             "teacher's.")
     init: str = setting("auto", "auto (fit Quad GeLU / 2Quad softmax where the policy uses "
@@ -65,6 +71,7 @@ class DistillConfig:
                                     "uses.")
     softmax_calibration: int = setting(64, "Training examples whose attention scores the 2Quad "
                                            "fit uses.")
+    # output
     progress: bool = setting(True, "One updating stderr line with the loss.")
 
     def __post_init__(self):
