@@ -366,6 +366,7 @@ def test_distilled_folder_reloads_with_identical_outputs(tiny_bert, texts, tmp_p
     with open(os.path.join(out, D.POLICY_FILE)) as f:
         meta = json.load(f)
     assert meta["policy"] == "mpcformer" and meta["distill"]["steps"] == 3
+    assert (meta["policy_fields"]["gelu"], meta["policy_fields"]["softmax"]) == ("quad", "2quad")
     back = models.load(out)
     leaves = jax.tree_util.tree_leaves
     assert all(np.array_equal(np.asarray(a), np.asarray(b))

@@ -11,6 +11,8 @@ import os
 import flax.serialization
 import numpy as np
 
+from pcformer.compiler import policies
+
 from .adapter import policy_name, with_params
 from .config import DistillConfig
 
@@ -65,6 +67,7 @@ def save_checkpoint(model, params, policy, out_dir: str, cfg: DistillConfig | No
         saved = dataclasses.replace(saved, tokenizer=None)  # a stand-in tokenizer is not saved
     models.save(saved, out_dir)
     meta = {"policy": policy_name(policy),
+            "policy_fields": policies.to_dict(policies.load(policy)),  # what it was trained for
             "teacher": _teacher_ref(model),
             "distill": dataclasses.asdict(cfg) if cfg is not None else None,
             "held_out": metrics}

@@ -147,6 +147,16 @@ def _to_cache(x) -> np.ndarray:
     return x.astype(CACHE_DTYPE) if np.issubdtype(x.dtype, np.floating) else x
 
 
+def cached_teacher(model, ids, mask, cfg: DistillConfig, steps_left: int) -> dict | None:
+    """`teacher_outputs` on the training set when caching pays (the remaining steps see every
+    example at least once) and fits (cfg.teacher_cache_mb), else None: the teacher runs live."""
+    if cfg.teacher_cache_mb <= 0 or steps_left * cfg.batch_size < len(ids):
+        return None
+    if cache_bytes(model, ids, mask) > cfg.teacher_cache_mb * 2 ** 20:
+        return None
+    return teacher_outputs(model, ids, mask, cfg.batch_size)
+
+
 def cache_bytes(model, ids, mask) -> int:
     """Bytes `teacher_outputs` would hold for these examples (from one example's shapes)."""
     shapes = jax.eval_shape(features_fn(model), model.params, ids[:1], mask[:1])

@@ -26,7 +26,7 @@ from .checkpoint import STATE_FILE, load_state, save_checkpoint, save_state
 from .config import DistillConfig, DistillError, DistillResult
 from .data import batch_plan, bucket_bounds, cut_features, split_data, tokenize
 from .evaluation import evaluate
-from .programs import cache_bytes, step_programs, teacher_outputs
+from .programs import cached_teacher, step_programs
 
 
 class _Progress:
@@ -96,10 +96,7 @@ def distill(model, policy="mpcformer", data="stdlib", config: DistillConfig | No
     state_file = os.path.join(out_dir, STATE_FILE) if out_dir else None
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
-    cache = None
-    if (cfg.teacher_cache_mb > 0 and (cfg.steps - step) * cfg.batch_size >= len(train_ids)
-            and cache_bytes(model, train_ids, train_mask) <= cfg.teacher_cache_mb * 2 ** 20):
-        cache = teacher_outputs(model, train_ids, train_mask, cfg.batch_size)
+    cache = cached_teacher(model, train_ids, train_mask, cfg, cfg.steps - step)
     lengths, bounds = train_mask.sum(axis=1), bucket_bounds(cfg)
     while step < cfg.steps:
         idx, length = batch_plan(lengths, cfg.batch_size, step, cfg.seed, bounds)
