@@ -100,12 +100,12 @@ class Policy:
         m = self.softmax
         if m == "2quad":
             return lambda x, where, axis: GS.softmax_2quad(x, where, axis, self.quad_c,
-                                                          self.softmax_eps, recip)
+                                                           self.softmax_eps, recip)
         if m == "relu":
             return lambda x, where, axis: GS.softmax_relu(x, where, axis, self.softmax_eps, recip)
         if m == "puma":
             return lambda x, where, axis: GS.softmax_puma(x, where, axis, self.exp_iters,
-                                                         self.exp_cutoff, 0.0, recip)
+                                                          self.exp_cutoff, 0.0, recip)
         return lambda x, where, axis: GS.softmax_exact(x, where, axis, self.exp_fn(), 0.0, recip)
 
 

@@ -94,7 +94,8 @@ class Match:
 
 
 # shape-only, cast and stop_gradient primitives: a value passes through them unchanged
-PASS_THROUGH = ("broadcast_in_dim", "reshape", "convert_element_type", "stop_gradient", "expand_dims")
+PASS_THROUGH = ("broadcast_in_dim", "reshape", "convert_element_type", "stop_gradient",
+                "expand_dims")
 
 
 def through(g: Graph, atom, idxs: set):
