@@ -45,7 +45,6 @@ _ROOMS = {
 }
 # Names this module had before it became a package, kept so that callers work unchanged.
 _RENAMED = {"_programs": ("programs", "step_programs"), "_total": ("losses", "total_loss"),
-            "_split_data": ("data", "split_data"), "_fidelity": ("losses", "fidelity_parts"),
             "EMBEDDING_TABLES": ("pcformer.models.bert_params", "EMBEDDING_TABLES"),
             "mean_pool": ("pcformer.models.bert", "sentence_embedding")}
 _WHERE = {name: (room, name) for room, names in _ROOMS.items() for name in names} | _RENAMED
