@@ -471,3 +471,5 @@ def test_held_out_share_fits_a_small_file():
     assert fitting_held_out(3, 64) == 1
     with pytest.raises(DistillError, match="at least 2"):
         fitting_held_out(1, 64)
+    with pytest.raises(DistillError, match="at least 1 example"):
+        D.split_data(["a b", "c d", "e f"], None, D.DistillConfig(held_out=0))

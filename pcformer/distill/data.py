@@ -84,9 +84,13 @@ def fitting_held_out(n_examples: int, wanted: int) -> int:
 
 
 def split_data(data, held_out, cfg: DistillConfig):
+    """(training texts, held-out texts): `held_out` when given, else cfg.held_out distinct
+    examples split off `data` with the seed (at least one: every run is evaluated)."""
     texts = corpus_english.read_texts(data)
     if held_out is not None:
         return texts, corpus_english.read_texts(held_out)
+    if cfg.held_out < 1:
+        raise DistillError(f"held_out={cfg.held_out}: at least 1 example must be held out")
     if len(set(texts)) <= cfg.held_out:
         raise DistillError(f"{len(set(texts))} distinct examples cannot give {cfg.held_out} held-out "
                         f"ones (--held_out={fitting_held_out(len(set(texts)), cfg.held_out)} would fit)")
