@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 from . import approximations as A
+from . import approximations_gelu_softmax as GS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,27 +90,27 @@ class Policy:
         """GeLU replacement; `exact` keeps the matched form (erf or tanh) with polynomial parts."""
         if self.gelu == "exact":
             if form == "tanh":
-                return lambda x: A.gelu_tanh(x, self.exp_fn(), self.recip_iters)
-            return lambda x: A.gelu_erf(x, self.erf_degree)
-        return A.GELUS[self.gelu]
+                return lambda x: GS.gelu_tanh(x, self.exp_fn(), self.recip_iters)
+            return lambda x: GS.gelu_erf(x, self.erf_degree)
+        return GS.GELUS[self.gelu]
 
     def softmax_fn(self):
         """softmax(x, where, axis) with this policy's method and reciprocal."""
         recip = self.reciprocal_fn()
         m = self.softmax
         if m == "2quad":
-            return lambda x, where, axis: A.softmax_2quad(x, where, axis, self.quad_c,
-                                                          self.softmax_eps, recip)
+            return lambda x, where, axis: GS.softmax_2quad(x, where, axis, self.quad_c,
+                                                           self.softmax_eps, recip)
         if m == "relu":
-            return lambda x, where, axis: A.softmax_relu(x, where, axis, self.softmax_eps, recip)
+            return lambda x, where, axis: GS.softmax_relu(x, where, axis, self.softmax_eps, recip)
         if m == "puma":
-            return lambda x, where, axis: A.softmax_puma(x, where, axis, self.exp_iters,
-                                                         self.exp_cutoff, 0.0, recip)
-        return lambda x, where, axis: A.softmax_exact(x, where, axis, self.exp_fn(), 0.0, recip)
+            return lambda x, where, axis: GS.softmax_puma(x, where, axis, self.exp_iters,
+                                                          self.exp_cutoff, 0.0, recip)
+        return lambda x, where, axis: GS.softmax_exact(x, where, axis, self.exp_fn(), 0.0, recip)
 
 
 _CHOICES: dict[str, Any] = {
-    "gelu": A.GELUS, "softmax": A.SOFTMAXES, "exp": A.EXPS, "reciprocal": A.RECIPROCALS,
+    "gelu": GS.GELUS, "softmax": GS.SOFTMAXES, "exp": A.EXPS, "reciprocal": A.RECIPROCALS,
     "rsqrt": A.RSQRTS, "tanh": {"logistic"}, "logistic": {"exp"}, "erf": {"poly"},
     "math": {"poly"},
 }

@@ -6,7 +6,7 @@ domain (docstrings and WordNet sentences of the training domains) and out of dom
 sentences of everyday domains never trained on: food, travel, news, money) -- as mean and minimum
 cosine similarity of the sentence embeddings and agreement of a semantic search (each held-out
 sentence queries the others: top-1 = the same nearest sentence as the exact model, top-5 = the
-exact model's nearest among the student's five nearest; `pcformer.distill_eval`). Then the
+exact model's nearest among the student's five nearest; `pcformer.distill.evaluation`). Then the
 distilled model's private (two-party simulated) embedding of one short sentence is checked
 against its plaintext.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from pcformer import corpus, corpus_english, models
 from pcformer import distill as D
-from pcformer import distill_eval as V
+from pcformer.distill import evaluation as V
 from pcformer.progress import Progress
 
 

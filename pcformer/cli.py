@@ -25,6 +25,8 @@ import sys
 
 from absl import app, flags
 
+from pcformer.distill import cli as distill_cli  # light: absl and DistillConfig, no JAX
+
 FLAGS = flags.FLAGS
 
 # -- flags ----------------------------------------------------------------------------------
@@ -59,18 +61,6 @@ flags.DEFINE_string("trace_network", "lan", "Network the --trace timeline is dra
 flags.DEFINE_string("plot", None, "Write a PNG plot of bytes and rounds by layer and operator class (needs matplotlib).")
 flags.DEFINE_integer("scope_depth", 3, "Module-path components per row of the by-module table.", lower_bound=1)
 flags.DEFINE_integer("max_rows", 40, "Rows printed per table (the JSON report has all).", lower_bound=1)
-# distill
-flags.DEFINE_string("data", None, "A text file with one example per line (default: the built-in English corpus: standard-library docstrings and WordNet sentences; \"stdlib\" for docstrings alone).")
-flags.DEFINE_integer("steps", None, "Training steps (default: DistillConfig's).", lower_bound=1)
-flags.DEFINE_string("out", None, "Output checkpoint folder.")
-flags.DEFINE_float("lr", None, "Peak learning rate of AdamW (default: DistillConfig's).")
-flags.DEFINE_integer("warmup", None, "Linear warm-up steps (default: DistillConfig's).", lower_bound=0)
-flags.DEFINE_integer("batch_size", None, "Examples a step (default: DistillConfig's).", lower_bound=1)
-flags.DEFINE_string("length_buckets", None, "Shorter padded lengths for batches of short examples, "
-                    "comma-separated (empty: none; default: DistillConfig's).")
-flags.DEFINE_string("resume", None, "A saved state file or output folder to continue from.")
-flags.DEFINE_integer("held_out", None, "Held-out examples split off --data (default: 64, or a fifth of a "
-                     "small file).", lower_bound=1)
 # cost
 flags.DEFINE_integer("new_tokens", 1, "Decoders: tokens generated after a --seq_len prompt.", lower_bound=1)
 # a string checked when the command runs (MPCConfig): the families live in the runtime's protocol
@@ -81,6 +71,9 @@ flags.DEFINE_string("protocols", "beaver", "Protocol family, one registered in r
 flags.DEFINE_boolean("compile_cache", True, "Keep compiled XLA programs in a per-user cache folder "
                      "(also PCFORMER_COMPILE_CACHE=0 to turn off, or =<folder>).")
 flags.DEFINE_boolean("debug", False, "Show the traceback of an internal error (or set PCFORMER_DEBUG=1).")
+
+# distill: data, out, resume and one flag per DistillConfig field (seq_len and seed shared)
+_DISTILL = distill_cli.define_flags(FLAGS)
 
 DEBUG_ENV = "PCFORMER_DEBUG"
 _MPC = ("ring_bits", "frac_bits", "trunc_mode", "mode", "seed", "check_overflow", "protocols")
@@ -108,10 +101,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "pcformer.cli_run:main"),
     Command("distill", "Fine-tune a BERT model by distillation so a policy's approximations cost "
             "little accuracy; saves a checkpoint folder that `pcformer run --model` takes.",
-            ("model", "policy", "data", "held_out", "steps", "seq_len", "seed", "lr", "warmup",
-             "batch_size", "length_buckets", "out", "resume"),
+            ("model", "policy", *_DISTILL),
             "pcformer distill --model=minilm --policy=mpcformer --steps=2000 --out=distilled/",
-            "pcformer.cli_run:distill"),
+            "pcformer.distill.cli:main"),
     Command("cost", "A model's static cost from its shapes alone (no weights, no simulation): bytes "
             "per party, rounds, LAN/WAN, per module; decoders: prefill, per token and total.",
             ("model", "seq_len", "new_tokens", "policy", "protocols", "ring_bits", "frac_bits",
@@ -143,6 +135,8 @@ def _default(flag) -> str:
         return "none"
     if isinstance(d, str):
         return repr(d) if (d == "" or " " in d) else d
+    if isinstance(d, tuple):
+        return ",".join(map(str, d)) or "''"
     return str(d)
 
 

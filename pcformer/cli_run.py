@@ -1,4 +1,5 @@
-"""`pcformer run` and `pcformer distill`: the work behind the command table in pcformer/cli.py.
+"""`pcformer run` and `pcformer cost`: the work behind the command table in pcformer/cli.py
+(`pcformer distill` is pcformer/distill/cli.py).
 
 Every check a user's input can fail is made before anything expensive starts (`_plan` before
 the model loads, `_check_model` before compiling), so a bad flag costs a second, not a run, and
@@ -252,32 +253,6 @@ def main() -> int:
         plot_policies([(j.policy, j.report) for j in jobs], FLAGS.plot, title=title)
         print(f"plot      {FLAGS.plot}")
     return 0
-
-
-def distill() -> int:
-    """`pcformer distill`."""
-    from . import distill as d
-    from pcformer.compiler import policies
-    if "," in FLAGS.policy:
-        raise UsageError("distill takes one --policy")
-    policies.load(FLAGS.policy)  # a bad policy (or file) is refused before the model loads
-    if FLAGS.out:
-        out = Path(FLAGS.out)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out={FLAGS.out} is a file; give a folder")
-    if FLAGS.data and FLAGS.data not in ("english", "stdlib") and not Path(FLAGS.data).is_file():
-        raise UsageError(f"--data={FLAGS.data} does not exist")
-    buckets = FLAGS.length_buckets
-    try:
-        buckets = None if buckets is None else d.parse_ints(buckets)
-    except ValueError as e:
-        raise UsageError(f"--length_buckets: {e}") from None
-    from . import distill_cli
-    return distill_cli.run_cli(model=FLAGS.model, policy=FLAGS.policy, data=FLAGS.data,
-                               out=FLAGS.out, resume=FLAGS.resume, steps=FLAGS.steps,
-                               seq_len=FLAGS.seq_len, seed=FLAGS.seed or 0, lr=FLAGS.lr,
-                               warmup=FLAGS.warmup, batch_size=FLAGS.batch_size,
-                               length_buckets=buckets, held_out_size=FLAGS.held_out)
 
 
 def cost() -> int:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pcformer.compiler import approximations as A
+from pcformer.compiler import approximations_gelu_softmax as GS
 from pcformer.compiler import policies as P
 from pcformer.compiler import trace as T
 from pcformer.compiler.rewrite import Graph
@@ -40,10 +41,10 @@ CASES = [
      2e-4),
     ("erf_poly_21", lambda x: A.erf_poly(x, 21), jax.scipy.special.erf,
      jnp.linspace(-10, 10, 20001), "abs", 2e-5),
-    ("gelu_erf", lambda x: A.gelu_erf(x, 21), gelu_ref, jnp.linspace(-20, 20, 20001), "abs",
+    ("gelu_erf", lambda x: GS.gelu_erf(x, 21), gelu_ref, jnp.linspace(-20, 20, 20001), "abs",
      1e-4),
-    ("gelu_tanh", A.gelu_tanh, gelu_tanh_ref, jnp.linspace(-20, 20, 20001), "abs", 1e-5),
-    ("gelu_puma", A.gelu_puma, gelu_ref, jnp.linspace(-20, 20, 20001), "abs", 2.5e-2),
+    ("gelu_tanh", GS.gelu_tanh, gelu_tanh_ref, jnp.linspace(-20, 20, 20001), "abs", 1e-5),
+    ("gelu_puma", GS.gelu_puma, gelu_ref, jnp.linspace(-20, 20, 20001), "abs", 2.5e-2),
 ]
 
 
@@ -70,13 +71,13 @@ def test_reciprocal_newton_fails_outside_its_range():
 
 def test_quad_and_relu_are_the_published_formulas():
     x = jnp.linspace(-5, 5, 11)
-    np.testing.assert_allclose(A.gelu_quad(x), 0.125 * x ** 2 + 0.25 * x + 0.5, rtol=1e-6)
-    np.testing.assert_allclose(A.gelu_relu(x), np.maximum(x, 0))
+    np.testing.assert_allclose(GS.gelu_quad(x), 0.125 * x ** 2 + 0.25 * x + 0.5, rtol=1e-6)
+    np.testing.assert_allclose(GS.gelu_relu(x), np.maximum(x, 0))
 
 
 def test_puma_gelu_pieces():
     x = jnp.array([-5.0, -3.0, 0.0, 2.0, 4.0])
-    y = A.gelu_puma(x)
+    y = GS.gelu_puma(x)
     assert float(y[0]) == 0.0 and float(y[4]) == 4.0
     np.testing.assert_allclose(y[1:4], gelu_ref(x[1:4]), atol=2.5e-2)
 
@@ -89,16 +90,16 @@ def logits():
     return x, mask
 
 
-@pytest.mark.parametrize("name", sorted(A.SOFTMAXES))
+@pytest.mark.parametrize("name", sorted(GS.SOFTMAXES))
 def test_softmax_mask_and_normalisation(name, logits):
     x, mask = logits
-    y = A.SOFTMAXES[name](x, where=mask, axis=-1)
+    y = GS.SOFTMAXES[name](x, where=mask, axis=-1)
     assert float(jnp.abs(jnp.where(mask, 0.0, y)).max()) == 0.0  # masked: exactly 0
     assert float(y.min()) >= 0.0
     tol = 2e-3 if name in ("2quad", "relu") else 1e-5  # eps in the denominator
     np.testing.assert_allclose(y.sum(-1)[(mask * (y > 0)).any(-1)], 1.0, atol=tol)
     # masked entries do not enter the sum: changing them changes nothing
-    y2 = A.SOFTMAXES[name](jnp.where(mask, x, 100.0), where=mask, axis=-1)
+    y2 = GS.SOFTMAXES[name](jnp.where(mask, x, 100.0), where=mask, axis=-1)
     np.testing.assert_allclose(y, y2, atol=1e-6)
 
 
@@ -107,12 +108,12 @@ def test_exp_softmaxes_are_close(name, bound, logits):
     x, mask = logits
     ref = jax.nn.softmax(x, where=mask)
     ref = jnp.where(mask, ref, 0.0)
-    assert float(jnp.abs(A.SOFTMAXES[name](x, where=mask) - ref).max()) < bound
+    assert float(jnp.abs(GS.SOFTMAXES[name](x, where=mask) - ref).max()) < bound
 
 
 def test_softmax_other_axis():
     x = jax.random.normal(jax.random.PRNGKey(3), (5, 7))
-    np.testing.assert_allclose(A.softmax_exact(x, axis=0), jax.nn.softmax(x, axis=0), atol=5e-3)
+    np.testing.assert_allclose(GS.softmax_exact(x, axis=0), jax.nn.softmax(x, axis=0), atol=5e-3)
 
 
 # --- only MPC-friendly primitives -------------------------------------------------------------
@@ -125,10 +126,10 @@ FRIENDLY = {"add", "sub", "mul", "neg", "integer_pow", "square", "dot_general", 
 
 def _all_fns():
     pol = P.EXACT
-    fns = {f"gelu_{k}": v for k, v in A.GELUS.items()}
-    fns["gelu_tanh"] = A.gelu_tanh
+    fns = {f"gelu_{k}": v for k, v in GS.GELUS.items()}
+    fns["gelu_tanh"] = GS.gelu_tanh
     fns.update({f"softmax_{k}": (lambda f: lambda x: f(x, where=x > 0))(v)
-                for k, v in A.SOFTMAXES.items()})
+                for k, v in GS.SOFTMAXES.items()})
     fns.update({"exp": A.exp_limit, "exp_taylor": A.exp_taylor, "recip_gs": A.reciprocal_goldschmidt,
                 "recip_newton": A.reciprocal_newton, "rsqrt_newton": A.rsqrt_newton,
                 "rsqrt_crypten": A.rsqrt_crypten, "logistic": A.logistic_exp,

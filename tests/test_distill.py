@@ -235,12 +235,45 @@ def test_nan_loss_is_refused(tiny, texts):
                   student_fn=student)
 
 
+def parsed_flags(*argv):
+    """`pcformer distill`'s real flags (pcformer/cli.py) parsed from argv, in a private copy."""
+    import copy
+    from pcformer import cli
+    fv = copy.deepcopy(cli.FLAGS)
+    fv.unparse_flags()
+    fv(["pcformer", *argv])
+    return fv
+
+
 def test_cli_flags_build_the_config():
-    from pcformer import distill_cli
-    args = distill_cli._parser().parse_args(["--steps", "5", "--init", "copy", "--freeze_embeddings",
-                                   "false", "--held_out_size", "7", "--held_out", "h.txt"])
-    assert (args.cfg_steps, args.cfg_init, args.cfg_freeze_embeddings) == (5, "copy", False)
-    assert (args.cfg_held_out, args.held_out, args.cfg_lr) == (7, "h.txt", D.DistillConfig().lr)
+    from pcformer.distill import cli as distill_cli
+    cfg = distill_cli.config_from_flags(parsed_flags(
+        "--steps=5", "--init=copy", "--nofreeze_embeddings", "--held_out=7", "--end_lr_ratio=0.1"))
+    assert (cfg.steps, cfg.init, cfg.freeze_embeddings, cfg.held_out) == (5, "copy", False, 7)
+    assert (cfg.end_lr_ratio, cfg.lr, cfg.seed) == (0.1, D.DistillConfig().lr, 0)  # --seed unset
+
+
+def test_every_config_field_is_a_flag_with_its_default():
+    from pcformer.distill import cli as distill_cli
+    fv = parsed_flags()
+    for f in dataclasses.fields(D.DistillConfig):
+        assert f.name in fv and f.metadata["help"]
+    assert distill_cli.config_from_flags(fv) == D.DistillConfig()
+
+
+def test_cli_policy_is_a_yaml_file(tmp_path):
+    """`pcformer distill --policy=FILE.yaml` resolves through policies.load, like `pcformer run`."""
+    from pcformer.distill import cli as distill_cli
+    path = tmp_path / "my_policy.yaml"
+    path.write_text("base: mpcformer\ngelu: relu\nquad_c: 4.0\n")
+    policy, cfg = distill_cli.resolve_flags(parsed_flags(f"--policy={path}", "--steps=3"))
+    assert (policy.name, policy.gelu, policy.softmax, policy.quad_c) == ("my_policy", "relu",
+                                                                           "2quad", 4.0)
+    assert cfg.steps == 3
+    assert D.gelu_of(policy) == "relu" and D.softmax_of(policy) == ("2quad", 4.0)
+    assert D.changes_softmax(policy) and not D.changes_softmax("exact")
+    with pytest.raises(D.DistillError, match="one --policy"):
+        distill_cli.resolve_flags(parsed_flags("--policy=exact,mpcformer"))
 
 
 def test_pcformer_distill_is_callable():
@@ -259,10 +292,14 @@ def test_config_refuses_nonsense():
 
 
 def test_cli_parses_length_buckets():
-    from pcformer import distill_cli
-    args = distill_cli._parser().parse_args(["--length_buckets", "8,24"])
-    assert args.cfg_length_buckets == (8, 24)
-    assert distill_cli._parser().parse_args(["--length_buckets", ""]).cfg_length_buckets == ()
+    from absl import flags
+    from pcformer.distill import cli as distill_cli
+    def buckets(*argv):
+        return distill_cli.config_from_flags(parsed_flags(*argv)).length_buckets
+    assert buckets("--length_buckets=8,24") == (8, 24)
+    assert buckets("--length_buckets=") == ()
+    with pytest.raises(flags.IllegalFlagValueError, match="comma-separated integers"):
+        parsed_flags("--length_buckets=six")
 
 
 # ---------------------------------------------------------------- calibrated Quad init
@@ -331,6 +368,7 @@ def test_distilled_folder_reloads_with_identical_outputs(tiny_bert, texts, tmp_p
     with open(os.path.join(out, D.POLICY_FILE)) as f:
         meta = json.load(f)
     assert meta["policy"] == "mpcformer" and meta["distill"]["steps"] == 3
+    assert (meta["policy_fields"]["gelu"], meta["policy_fields"]["softmax"]) == ("quad", "2quad")
     back = models.load(out)
     leaves = jax.tree_util.tree_leaves
     assert all(np.array_equal(np.asarray(a), np.asarray(b))
@@ -433,3 +471,5 @@ def test_held_out_share_fits_a_small_file():
     assert fitting_held_out(3, 64) == 1
     with pytest.raises(DistillError, match="at least 2"):
         fitting_held_out(1, 64)
+    with pytest.raises(DistillError, match="at least 1 example"):
+        D.split_data(["a b", "c d", "e f"], None, D.DistillConfig(held_out=0))

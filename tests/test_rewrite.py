@@ -104,19 +104,19 @@ def test_scopes_of_inserted_equations(layer):
 
 def test_rewritten_is_the_approximation(layer):
     """Under mpcformer the rewritten program equals a hand-written one with Quad/2Quad."""
-    from pcformer.compiler import approximations as A
+    from pcformer.compiler import approximations_gelu_softmax as GS
     model, params, x, mask, tr = layer
     p = params["params"]
     pol = P.MPCFORMER
     dense = lambda name, h: h @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
     q, k = dense("query", x), dense("key", x)
-    probs = A.softmax_2quad(q @ k.T / math.sqrt(8.0), where=mask, c=pol.quad_c,
+    probs = GS.softmax_2quad(q @ k.T / math.sqrt(8.0), where=mask, c=pol.quad_c,
                             recip=pol.reciprocal_fn())
     h = probs @ x
     mu = h.mean(-1, keepdims=True)
     var = jnp.maximum((h * h).mean(-1, keepdims=True) - mu * mu, 0.0)
     h = (h - mu) * pol.rsqrt_fn()(var + 1e-6) * p["ln"]["scale"] + p["ln"]["bias"]
-    h = A.gelu_quad(dense("intermediate", h))
+    h = GS.gelu_quad(dense("intermediate", h))
     want = dense("output", h) * jnp.exp(dense("gate", x) * 0.1)
     np.testing.assert_allclose(R.rewrite(tr, pol)(params, x, mask), want, rtol=1e-4, atol=1e-4)
 

@@ -1,0 +1,134 @@
+"""MPC-friendly replacements of the transformer's two composite nonlinearities, GeLU and softmax,
+as plain float JAX over the scalar approximations of compiler/approximations.py (same rules:
+cheap primitives only; measured errors in docs/approximations.md).
+
+`GELUS` and `SOFTMAXES` are the names a Policy's `gelu` and `softmax` fields choose from.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax.numpy as jnp
+
+from .approximations import (erf_poly, exp_limit, exp_taylor, logistic_exp, reciprocal_goldschmidt,
+                             relu)
+
+# ---------------------------------------------------------------------------------------------
+# GeLU
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_SQRT2_PI = math.sqrt(2.0 / math.pi)
+
+
+def gelu_quad(x):
+    """MPCFormer's Quad: 0.125 x^2 + 0.25 x + 0.5. Not close to GeLU: needs distillation.
+
+    Range: all reals (as a replacement, not an approximation). Source: MPCFormer (ICLR 2023).
+    """
+    return 0.125 * x * x + 0.25 * x + 0.5
+
+
+def gelu_relu(x):
+    """ReLU as GeLU's replacement (seed paper's reading; MPCFormer's ablation)."""
+    return relu(x)
+
+
+PUMA_F0 = (-0.5054031199708174, -0.42226581151983866, -0.11807612951181953,
+           -0.011034134030615728)
+PUMA_F1 = (0.008526321541038084, 0.5, 0.3603292692789629, 0.0, -0.037688200365904236, 0.0,
+           0.0018067462606141187)
+
+
+def gelu_puma(x):
+    """PUMA's piecewise GeLU: 0 (x < -4), F0 cubic on [-4, -1.95), F1 degree 6 on [-1.95, 3],
+    x (x > 3). Coefficients (low to high degree) as in SecretFlow SPU's PUMA example `hack_gelu`
+    (PUMA, arXiv 2307.12533). Three comparisons, powers x^2, x^3, x^4 = (x^2)^2, x^6 = (x^3)^2.
+    """
+    b0 = x < -4.0
+    b1 = x < -1.95
+    b2 = x > 3.0
+    x2 = x * x
+    x3 = x * x2
+    x4 = x2 * x2
+    x6 = x3 * x3
+    f0 = PUMA_F0[0] + PUMA_F0[1] * x + PUMA_F0[2] * x2 + PUMA_F0[3] * x3
+    f1 = PUMA_F1[0] + PUMA_F1[1] * x + PUMA_F1[2] * x2 + PUMA_F1[4] * x4 + PUMA_F1[6] * x6
+    return jnp.where(b2, x, jnp.where(b1, jnp.where(b0, 0.0, f0), f1))
+
+
+def gelu_erf(x, erf_degree: int = 17):
+    """0.5 x (1 + erf(x / sqrt 2)) with `erf_poly` (high-accuracy; the `exact` policy)."""
+    return 0.5 * x * (1.0 + erf_poly(x * _SQRT1_2, erf_degree))
+
+
+def gelu_tanh(x, exp: Callable | None = None, recip_iters: int = 3):
+    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with `tanh_logistic` (GPT-2's gelu_new).
+
+    Since 1 + tanh(z) = 2 sigmoid(2z), this is x sigmoid(2z): one sigmoid, no extra steps.
+    """
+    z = _SQRT2_PI * (x + 0.044715 * x * x * x)
+    return x * logistic_exp(2.0 * z, exp, recip_iters)
+
+
+# ---------------------------------------------------------------------------------------------
+# Softmax (over `axis`, with an optional boolean mask `where`: masked entries are exactly 0 and
+# do not enter the sum). `recip` is the reciprocal used for the one division per row.
+
+
+def _masked(y, where):
+    return y if where is None else jnp.where(where, y, 0.0)
+
+
+def _normalise(num, axis: int, recip: Callable, eps: float):
+    den = jnp.sum(num, axis=axis, keepdims=True) + eps
+    return num * recip(den)
+
+
+def softmax_2quad(x, where=None, axis: int = -1, c: float = 5.0, eps: float = 1e-3,
+                  recip: Callable = reciprocal_goldschmidt):
+    """MPCFormer's 2Quad: (x + c)^2 / sum (x + c)^2, c = 5; masked entries 0 before the sum.
+
+    Range: all reals (a replacement; needs distillation). Source: MPCFormer (ICLR 2023).
+    """
+    q = x + c
+    return _normalise(_masked(q * q, where), axis, recip, eps)
+
+
+def softmax_relu(x, where=None, axis: int = -1, eps: float = 1e-3,
+                 recip: Callable = reciprocal_goldschmidt):
+    """ReLU softmax: relu(x) / (sum relu(x) + eps) ("ReLU attention" papers)."""
+    return _normalise(_masked(relu(x), where), axis, recip, eps)
+
+
+def _masked_max(x, where, axis: int):
+    if where is not None:
+        x = jnp.where(where, x, -1e4)  # a public large negative: below any real logit
+    return jnp.max(x, axis=axis, keepdims=True)
+
+
+def softmax_puma(x, where=None, axis: int = -1, exp_iters: int = 8, cutoff: float = -14.0,
+                 eps: float = 0.0, recip: Callable = reciprocal_goldschmidt):
+    """PUMA: z = x - max(x); exp(z) by the limit method, 0 for z < -14; divide by the row sum.
+
+    Range: all reals (z <= 0). Source: PUMA (arXiv 2307.12533) Sec. 4; SPU's exp iterations.
+    """
+    z = x - _masked_max(x, where, axis)
+    return _normalise(_masked(exp_limit(z, exp_iters, cutoff), where), axis, recip, eps)
+
+
+def softmax_exact(x, where=None, axis: int = -1, exp: Callable | None = None,
+                  eps: float = 0.0, recip: Callable = reciprocal_goldschmidt):
+    """High-accuracy softmax: z = x - max(x), `exp` (default `exp_taylor`, 0 below -14), one
+    normalised reciprocal per row. The row sum is >= 1 (the max entry contributes exp(0) = 1),
+    so any reciprocal range starting at 1 suffices.
+    """
+    exp = exp or exp_taylor
+    z = x - _masked_max(x, where, axis)
+    return _normalise(_masked(exp(z), where), axis, recip, eps)
+
+
+GELUS: dict[str, Callable] = {"quad": gelu_quad, "relu": gelu_relu, "puma": gelu_puma,
+                              "exact": gelu_erf}
+SOFTMAXES: dict[str, Callable] = {"2quad": softmax_2quad, "relu": softmax_relu,
+                                  "puma": softmax_puma, "exact": softmax_exact}
