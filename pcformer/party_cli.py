@@ -136,7 +136,17 @@ def start_worker(settings: PartySettings, party: int, coordinator: str, timeouts
             "coordinator": coordinator, "connect_timeout": timeouts.connect_s,
             "peer_timeout": timeouts.peer_s}
     return subprocess.Popen([sys.executable, "-m", "pcformer.party_worker", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=log, text=True, env=child_env())
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=child_env(),
+                            preexec_fn=die_with_parent)
+
+
+def die_with_parent() -> None:
+    """(Linux, in the child before exec) The party process dies with its watcher: a watcher
+    killed outright must not leave its party running on alone."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def run_party(settings: PartySettings, role: str, coordinator: str, timeouts: Timeouts,

@@ -38,10 +38,14 @@ def connect(coordinator: str, party: int, connect_timeout: int, peer_timeout: in
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", 1)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=2,
-                               process_id=party, initialization_timeout=connect_timeout,
-                               heartbeat_timeout_seconds=peer_timeout,
-                               shutdown_timeout_seconds=peer_timeout)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=2,
+                                   process_id=party, initialization_timeout=connect_timeout,
+                                   heartbeat_timeout_seconds=peer_timeout,
+                                   shutdown_timeout_seconds=peer_timeout)
+    except Exception as e:  # noqa: BLE001 - JAX raises plain RuntimeErrors / XlaRuntimeErrors
+        raise PartyError(f"could not join the peer through the coordinator {coordinator} within "
+                         f"{connect_timeout} s ({_first_line(e)})") from None
     # both backends start now: each waits for the other's device topology, which must not
     # wait behind anything else (e.g. the client waiting for the server's manifest)
     if len(jax.devices()) != 2:
