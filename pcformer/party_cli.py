@@ -161,6 +161,11 @@ def run_party(settings: PartySettings, role: str, coordinator: str, timeouts: Ti
             os.unlink(log.name)
 
 
+def progress_of(role: str):
+    """Each step of a party process, as `[role] step` on stderr (the tests wait on these)."""
+    return lambda phase: print(f"[{role}] {phase}", file=sys.stderr, flush=True)
+
+
 def describe(role: str, result: dict) -> list[str]:
     sent = result["online_bytes"]
     lines = [f"party     {role} (party {result['party']} of 2: one process each)",
@@ -179,9 +184,8 @@ def party() -> int:
     if FLAGS.role is None or FLAGS.coordinator is None:
         from .cli import UsageError
         raise UsageError("pcformer party needs --role=server|client and --coordinator=HOST:PORT")
-    progress = (lambda phase: print(f"[{FLAGS.role}] {phase}", file=sys.stderr, flush=True))
     out = run_party(settings_from_flags(), FLAGS.role, FLAGS.coordinator, timeouts_from_flags(),
-                    progress)
+                    progress_of(FLAGS.role))
     if out.status != 0:
         print(f"pcformer party: error: {FLAGS.role}: {out.error}", file=sys.stderr, flush=True)
         return out.status
@@ -215,7 +219,8 @@ def run_two() -> int:
     coordinator = f"127.0.0.1:{free_port()}"
     outcomes: dict = {}
     threads = [threading.Thread(target=lambda r=role: outcomes.__setitem__(
-        r, run_party(settings, r, coordinator, timeouts)), daemon=True) for role in ROLES]
+        r, run_party(settings, r, coordinator, timeouts, progress_of(r))), daemon=True)
+        for role in ROLES]
     for t in threads:
         t.start()
     for t in threads:

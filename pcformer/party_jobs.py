@@ -15,6 +15,7 @@ Jobs:
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +114,12 @@ def _public_bert(folder):
                               folder)
 
 
+def _folder(name: str) -> Path:
+    """A named model's folder ("minilm") or the folder given."""
+    from .models import NAMED
+    return NAMED[name.lower()]() if name.lower() in NAMED and not Path(name).exists() else Path(name)
+
+
 def _bert_job(settings: PartySettings, role: int, manifest: dict | None) -> Job:
     from . import models
     from .inference import tokenize_padded
@@ -122,7 +129,7 @@ def _bert_job(settings: PartySettings, role: int, manifest: dict | None) -> Job:
         zeros = np.zeros((1, settings.seq_len), np.int32)
         return Job(model.embed_fn, owners, (model.params, zeros, zeros),
                    weights_manifest(model.params))
-    model = _public_bert(models.loaded._resolve(settings.model))
+    model = _public_bert(_folder(settings.model))
     ids, mask = tokenize_padded(model, [settings.text], settings.seq_len)
     return Job(model.embed_fn, owners, (zeros_from_manifest(manifest), ids, mask))
 
