@@ -32,6 +32,7 @@ FLAGS = flags.FLAGS
 PEER_FAULT = 4
 # Signs, in a child's log, that JAX's coordination service saw the other process go silent.
 GLOG_LINE = re.compile(r"^[IWEF]\d{4} ")   # JAX's C++ log lines: not the error itself
+PEER_LOST_LINE = "the peer process died or stopped answering"
 PEER_LOST = ("heartbeat timeout", "another task died", "detected fatal errors", "unavailable")
 
 
@@ -42,12 +43,22 @@ class Timeouts:
 
     connect_s: int = 120
     peer_s: int = 60
+    announced: float | None = None     # the bound the child gave with its current step
 
     def bound(self, phase: str) -> float | None:
         """How long the child may stay in `phase` (None: local work, not waiting on the peer;
-        a dead peer still ends it through the heartbeat within peer_s)."""
+        a dead peer still ends it through the heartbeat within peer_s). A bound the child
+        announced (its own wait's, plus 30 s) comes first."""
+        if self.announced is not None:
+            return self.announced + 30
         return {"start": self.connect_s + 60, "connect": self.connect_s + 30,
                 "wait": self.peer_s + 30, "run": self.peer_s, "done": self.peer_s + 30}.get(phase)
+
+
+def parse_phase(line: str) -> tuple[str, float, float | None]:
+    """(step, when it began, its announced bound or None) from `phase NAME [BOUND_S]`."""
+    words = line.split()
+    return words[1], time.monotonic(), float(words[2]) if len(words) > 2 else None
 
 
 def settings_from_flags() -> PartySettings:
@@ -84,6 +95,7 @@ class Outcome:
     status: int
     result: dict | None = None
     error: str = ""
+    phase: str = ""          # the step it was in when it ended
 
 
 def explain(returncode: int, log: str) -> str:
@@ -93,8 +105,7 @@ def explain(returncode: int, log: str) -> str:
     if own:
         return own[-1][len("party error: "):]
     if any(sign in log.lower() for sign in PEER_LOST):
-        return ("the peer process died or stopped answering (JAX's coordination service lost "
-                "its heartbeat)")
+        return PEER_LOST_LINE + " (JAX's coordination service lost its heartbeat)"
     plain = [line for line in lines if not GLOG_LINE.match(line)] or lines or ["no output"]
     last = plain[-1]
     return f"the party process failed (exit status {returncode}): {last[:200]}"
@@ -115,11 +126,12 @@ def supervise(proc: subprocess.Popen, log_path: str, timeouts: Timeouts,
             proc.kill()
             proc.wait()
             return Outcome(PEER_FAULT, error=f"no answer from the peer within {bound:g} s "
-                                             f"(step '{phase}'); stopped")
+                                             f"(step '{phase}'); stopped", phase=phase)
         if line is None:
             break
         if line.startswith("phase "):
-            phase, since = line.split(" ", 1)[1], time.monotonic()
+            phase, since, announced = parse_phase(line)
+            timeouts = dataclasses.replace(timeouts, announced=announced)
             progress(phase)
         elif line.startswith("result "):
             result = json.loads(line[len("result "):])
@@ -127,7 +139,7 @@ def supervise(proc: subprocess.Popen, log_path: str, timeouts: Timeouts,
     if returncode == 0 and result is not None:
         return Outcome(0, result)
     with open(log_path, errors="replace") as f:
-        return Outcome(PEER_FAULT, error=explain(returncode, f.read()))
+        return Outcome(PEER_FAULT, error=explain(returncode, f.read()), phase=phase)
 
 
 def start_worker(settings: PartySettings, party: int, coordinator: str, timeouts: Timeouts,
@@ -156,9 +168,14 @@ def run_party(settings: PartySettings, role: str, coordinator: str, timeouts: Ti
                                      delete=False) as log:
         try:
             proc = start_worker(settings, ROLES[role], coordinator, timeouts, log)
-            return supervise(proc, log.name, timeouts, progress)
+            out = supervise(proc, log.name, timeouts, progress)
         finally:
             os.unlink(log.name)
+    if out.phase == "connect" and out.error.startswith(PEER_LOST_LINE):
+        # a peer lost before the two had joined was never there
+        out = dataclasses.replace(out, error=f"could not join the peer through the coordinator "
+                                             f"{coordinator} within {timeouts.connect_s} s")
+    return out
 
 
 def progress_of(role: str):

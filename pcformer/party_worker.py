@@ -29,8 +29,15 @@ class PartyError(RuntimeError):
     """The peer is missing, late or disagrees: one line for the user."""
 
 
-def phase(name: str) -> None:
-    print(f"phase {name}", flush=True)
+def phase(name: str, bound_s: float | None = None) -> None:
+    """Announce a step (and, for a wait whose bound only this process knows, that bound)."""
+    print(f"phase {name}" + ("" if bound_s is None else f" {bound_s:.0f}"), flush=True)
+
+
+def compiled_wait_s(peer_s: int, compile_s: float) -> float:
+    """How long to wait at the `compiled` barrier: the peer compiles the same program, on its
+    own machine and load, so it may take longer than we did: allow it twice our time more."""
+    return peer_s + 2 * compile_s
 
 
 def connect(coordinator: str, party: int, connect_timeout: int, peer_timeout: int) -> None:
@@ -144,8 +151,9 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int) ->
     t0 = time.perf_counter()
     exe.compile([exe._as_input(x) for x in flat])
     compile_s = time.perf_counter() - t0
-    phase("wait")
-    barrier("compiled", peer_s, "compiled")
+    wait_s = compiled_wait_s(peer_s, compile_s)
+    phase("wait", wait_s)
+    barrier("compiled", wait_s, "compiled")
     phase("run")
     outs, entries, times = exe.run_party(flat, key, setup)
     phase("done")

@@ -7,6 +7,7 @@ bounded by subprocess timeouts, so a hang fails the test instead of blocking the
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -81,6 +82,9 @@ def test_waiting_steps_are_bounded_and_local_work_is_not():
     t = party_cli.Timeouts(connect_s=7, peer_s=11)
     assert t.bound("run") == 11 and t.bound("wait") == 41 and t.bound("connect") == 37
     assert t.bound("compile") is None and t.bound("agree") is None
+    assert dataclasses.replace(t, announced=100).bound("wait") == 130
+    assert party_cli.parse_phase("phase wait 75")[::2] == ("wait", 75.0)
+    assert party_worker.compiled_wait_s(11, 50.0) == 111     # the peer may compile slower
 
 
 def test_child_env_drops_the_forced_device_count():
