@@ -181,3 +181,39 @@ def test_a_peer_that_never_comes_ends_the_client_within_the_connect_timeout():
     assert client.returncode == party_cli.PEER_FAULT
     assert "pcformer party: error: client:" in err and coordinator in err
     assert "result" not in out
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A one-layer BERT folder with MiniLM's tokenizer (the client reads only config and
+    tokenizer; the server the weights)."""
+    import shutil
+    from pcformer import models
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    models.make_tiny_bert(folder, num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
+                          intermediate_size=32, vocab_size=30522)
+    minilm = models.loaded.minilm_folder()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(minilm / name, folder / name)
+    return folder
+
+
+@pytest.mark.slow
+def test_tiny_bert_as_two_processes_equals_the_in_process_run(tiny_bert):
+    text, seq_len = "A private sentence.", 8
+    done = subprocess.run(_pcformer("run", "--processes=2", f"--model={tiny_bert}", f"--text={text}",
+                                    f"--seq_len={seq_len}", f"--seed={SEED}", "--peer_timeout=300"),
+                          capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (got,) = _result_outputs(done.stdout)
+    import pcformer
+    from pcformer import models
+    from pcformer.config import MPCConfig
+    from pcformer.inference import tokenize_padded
+    model = models.load(tiny_bert)
+    ids, mask = tokenize_padded(model, [text], seq_len)
+    prog = pcformer.compile(model.embed_fn, model.params, ids, mask, owners=(0, 1, 1),
+                            config=MPCConfig(seed=SEED), executor="program")
+    want = np.asarray(prog.run(model.params, ids, mask)[0])
+    assert got.shape == want.shape == (1, 16)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
