@@ -87,12 +87,10 @@ def test_waiting_steps_are_bounded_and_local_work_is_not():
     assert party_worker.compiled_wait_s(11, 50.0) == 111     # the peer may compile slower
 
 
-def test_child_env_drops_the_forced_device_count():
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_cpu_foo=1"
-    try:
-        assert party_cli.child_env()["XLA_FLAGS"] == "--xla_cpu_foo=1"
-    finally:
-        del os.environ["XLA_FLAGS"]
+def test_child_env_drops_the_forced_device_count(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_cpu_foo=1")
+    env = party_cli.child_env()
+    assert env["XLA_FLAGS"] == "--xla_cpu_foo=1" and env["JAX_PLATFORMS"] == "cpu"
 
 
 # -- two real processes ----------------------------------------------------------------------
