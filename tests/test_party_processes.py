@@ -215,3 +215,14 @@ def test_tiny_bert_as_two_processes_equals_the_in_process_run(tiny_bert):
     want = np.asarray(prog.run(model.params, ids, mask)[0])
     assert got.shape == want.shape == (1, 16)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, says", [("--policy=exact,mpcformer", "one policy"),
+                                        ("--mode=ideal", "protocol mode"),
+                                        ("--report=r.json", "--report")])
+def test_two_process_run_refuses_what_it_cannot_do_before_starting(flag, says, tmp_path):
+    done = subprocess.run(_pcformer("run", "--processes=2", flag), capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and says in done.stderr and not done.stdout
+    assert not (tmp_path / "r.json").exists()
