@@ -158,13 +158,13 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int) ->
     outs, entries, times = exe.run_party(flat, key, setup)
     phase("done")
     barrier("done", peer_s, "done")
-    return {"party": party, "outputs": [_as_json(o) for o in outs],
+    return {"party": party, "outputs": [output_json(o) for o in outs],
             "online_bytes": [sum(e.bits[p] for e in entries if e.phase == "online") // 8
                              for p in (0, 1)],
             "compile_s": compile_s, "run_s": times["run_s"], "fingerprint": mine}
 
 
-def _as_json(x):
+def output_json(x):
     """An output as {shape, dtype, values} (floats by repr: exact for float32), or None."""
     import numpy as np
     if x is None:
@@ -174,7 +174,7 @@ def _as_json(x):
 
 
 def from_json(out: dict):
-    """The array `_as_json` wrote, bit for bit."""
+    """The array `output_json` wrote, bit for bit."""
     import numpy as np
     return np.asarray(out["values"], dtype=out["dtype"]).reshape(out["shape"])
 

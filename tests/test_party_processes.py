@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,15 +205,11 @@ def test_tiny_bert_as_two_processes_equals_the_in_process_run(tiny_bert):
                           capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
     assert done.returncode == 0, done.stderr[-2000:]
     (got,) = _result_outputs(done.stdout)
-    import pcformer
-    from pcformer import models
-    from pcformer.config import MPCConfig
-    from pcformer.inference import tokenize_padded
-    model = models.load(tiny_bert)
-    ids, mask = tokenize_padded(model, [text], seq_len)
-    prog = pcformer.compile(model.embed_fn, model.params, ids, mask, owners=(0, 1, 1),
-                            config=MPCConfig(seed=SEED), executor="program")
-    want = np.asarray(prog.run(model.params, ids, mask)[0])
+    ref = subprocess.run([sys.executable, str(Path(__file__).with_name("party_reference.py")),
+                          str(tiny_bert), text, str(seq_len), str(SEED)],
+                         capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    want = party_worker.from_json(json.loads(ref.stdout.splitlines()[-1]))
     assert got.shape == want.shape == (1, 16)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
