@@ -177,3 +177,10 @@ def persistent_cache_bypassed() -> Iterator[None]:
         yield
     finally:
         _cc._cache_checked, _cc._cache_used = saved
+
+
+def distributed_client():
+    """The `jax.distributed` client of this process (its key-value store and barriers, with
+    timeouts: what a two-process party run agrees on keys with); None before `initialize`."""
+    from jax._src import distributed as _distributed
+    return _distributed.global_state.client

@@ -67,6 +67,19 @@ flags.DEFINE_integer("new_tokens", 1, "Decoders: tokens generated after a --seq_
 # registry, and this module stays light (no JAX import for help and flag errors)
 flags.DEFINE_string("protocols", "beaver", "Protocol family, one registered in runtime/protocols/registry.py "
                     "('beaver': dealer-assisted Beaver triples, the only one today).")
+# Two processes (`party`, `run --processes=2`; pcformer/party_cli.py)
+flags.DEFINE_enum("role", None, ["server", "client"], "party: which party this process is (the server "
+                  "holds the weights, the client the text).")
+flags.DEFINE_string("coordinator", None, "party: HOST:PORT of the coordinator, which the server's "
+                    "process hosts (the client connects to it).")
+flags.DEFINE_integer("processes", 1, "run: 1 simulates both parties in this process; 2 starts a "
+                     "server and a client process on this host (BERT).", lower_bound=1, upper_bound=2)
+flags.DEFINE_integer("peer_timeout", 60, "Two processes: seconds a step may wait for a silent peer "
+                     "before this process gives up with an error.", lower_bound=1)
+flags.DEFINE_integer("connect_timeout", 120, "Two processes: seconds to reach the peer and agree "
+                     "on the run.", lower_bound=1)
+flags.DEFINE_enum("job", "model", ["model", "mlp"], "Two processes: the --model (BERT sentence "
+                  "embedding) or a built-in tiny MLP (a quick check of the pair).")
 # every command
 flags.DEFINE_boolean("compile_cache", True, "Keep compiled XLA programs in a per-user cache folder "
                      "(also PCFORMER_COMPILE_CACHE=0 to turn off, or =<folder>).")
@@ -78,6 +91,7 @@ _DISTILL = distill_cli.define_flags(FLAGS)
 DEBUG_ENV = "PCFORMER_DEBUG"
 _MPC = ("ring_bits", "frac_bits", "trunc_mode", "mode", "seed", "check_overflow", "protocols")
 COMMON = ("compile_cache", "debug")
+_TWO = ("processes", "peer_timeout", "connect_timeout", "job")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +110,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("run", "Private inference of one input under one or more policies: cost by module and "
             "op, totals, latency on LAN/WAN, fidelity.",
             ("model", "text", "prompt", "image", "max_new_tokens", "policy", "seq_len", *_MPC, "bandwidth",
-             "rtt", "report", "dump_ir", "trace", "trace_network", "plot", "scope_depth", "max_rows"),
+             "rtt", "report", "dump_ir", "trace", "trace_network", "plot", "scope_depth", "max_rows",
+             *_TWO),
             'pcformer run --model=minilm --text="A private sentence." --policy=mpcformer,exact --seq_len=32',
             "pcformer.cli_run:main"),
     Command("distill", "Fine-tune a BERT model by distillation so a policy's approximations cost "
@@ -111,6 +126,12 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
              "report", "scope_depth", "max_rows"),
             "pcformer cost --model=llama-7b --seq_len=128 --new_tokens=1 --policy=exact",
             "pcformer.cli_run:cost"),
+    Command("party", "One party of a two-process run: the server (weights) or the client (text) "
+            "in its own process, joined over jax.distributed; the client prints its result.",
+            ("role", "coordinator", "model", "text", "seq_len", "policy", "ring_bits",
+             "frac_bits", "trunc_mode", "seed", "peer_timeout", "connect_timeout", "job"),
+            "pcformer party --role=server --coordinator=127.0.0.1:7777 --model=minilm --seed=0",
+            "pcformer.party_cli:party"),
 )}
 
 _HELP = ("-h", "--help", "-help", "--helpshort", "-helpshort", "-?")

@@ -202,6 +202,9 @@ def _write_text(path: str, text: str) -> None:
 
 def main() -> int:
     """`pcformer run`."""
+    if FLAGS.processes == 2:
+        from .party_cli import run_two
+        return run_two()
     p = plan()
     from . import models
     from .inference import private_embedding, private_generation

@@ -1,0 +1,94 @@
+"""One party per operating-system process: the party-sharded executor (compiler/sharded.py) run
+by two processes joined with `jax.distributed`, each process holding one device = one party.
+
+Every process runs the same compiled program over a global mesh of the two processes' devices
+(`party` axis: process 0's device is the server, process 1's the client), so every message
+(`lax.ppermute` over `party`) travels between the processes through JAX's CPU collectives.
+
+What a process holds: only its own row of every party-sharded argument. An input the other party
+owns is never passed to this process: its place is taken by zeros of the same shape (the global
+array is assembled from each process's own row with `jax.make_array_from_single_device_arrays`,
+so the zeros never leave this process either). What comes back: this party's own block of each
+output (its share of a secret output, its view of a revealed one); nothing of the other party's.
+
+The run key and the deployment (setup) key are passed in: both processes must use the same ones
+(pcformer/party_worker.py agrees on them before the run; docs/distributed.md says what that
+means for the dealer).
+"""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from pcformer.runtime import mesh as M
+from pcformer.runtime import ring
+from pcformer.runtime.shares import AShare
+
+from . import sharded
+
+
+def process_mesh() -> Mesh:
+    """The `party` mesh of a two-process run: party p = the one device of process p."""
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    if len(devices) != 2 or {d.process_index for d in devices} != {0, 1}:
+        raise ValueError(f"a two-process party run needs exactly one device in each of two "
+                         f"processes, found {[(d.process_index, d.id) for d in devices]}")
+    return Mesh(np.array(devices), (M.PARTY,))
+
+
+def own_row(x, owner: int | None, party: int) -> np.ndarray:
+    """This process's row of an input: the value itself when public or ours, zeros of its shape
+    when the other party owns it (what this process was given in its place is never read)."""
+    x = np.asarray(x)
+    return x if owner is None or owner == party else np.zeros_like(x)
+
+
+class ProcessPartyExecutable(sharded.ShardedExecutable):
+    """The sharded executor as seen by ONE of the two processes (`party` 0 or 1).
+
+    `run_party(flat_inputs, run_key, setup_key)` -> (this party's outputs, ledger entries,
+    times); an output this party may not see (another party's private value) is None."""
+
+    def __init__(self, prog, config, party: int, mesh: Mesh | None = None):
+        if any(v.vis.is_secret for v in prog.inputs):
+            raise ValueError("secret-shared inputs (a Secret from an earlier run) are not yet "
+                             "supported in a two-process run")
+        super().__init__(prog, config, process_mesh() if mesh is None else mesh)
+        self.party = party
+        self._sharding = NamedSharding(self.mesh, PartitionSpec(M.PARTY))
+        self._device = next(d for d in self.mesh.devices.flat
+                            if d.process_index == jax.process_index())
+
+    def _blocks(self, flat_inputs):
+        """Each input as a global [2, ...] array of which this process supplies only its row."""
+        out = []
+        for v, x in zip(self.prog.inputs, flat_inputs):
+            row = own_row(x, sharded._owner(v), self.party)
+            local = jax.device_put(row[None], self._device)
+            out.append(jax.make_array_from_single_device_arrays(
+                (2,) + row.shape, self._sharding, [local]))
+        return out
+
+    def _own_view(self, v, out):
+        """This party's block of output `v`: its share of a secret, its view of a revealed
+        value; None for the other party's private value or a value revealed only to it."""
+        block = np.asarray(out.data.addressable_data(0) if isinstance(out, AShare)
+                           else out.addressable_data(0))[0]
+        if isinstance(out, AShare):
+            return AShare(jnp.asarray(block), 0)
+        return None if v.vis.is_private and v.vis.party != self.party else block
+
+    def run_party(self, flat_inputs, run_key, setup_key):
+        flat_inputs = [self._as_input(x) for x in flat_inputs]
+        compiled, entries, _, compile_s = self.compile(flat_inputs)
+        t0 = time.perf_counter()
+        with ring.x64():
+            outs = jax.block_until_ready(compiled(np.asarray(run_key), np.uint64(setup_key),
+                                                  *self._blocks(flat_inputs)))
+        run_s = time.perf_counter() - t0
+        views = [self._own_view(v, o) for v, o in zip(self.prog.outputs, outs)]
+        return views, entries, {"compile_s": compile_s, "run_s": run_s}

@@ -1,0 +1,199 @@
+"""The JAX side of one party process (`python -m pcformer.party_worker SETTINGS_JSON`): started and
+watched by `pcformer party` (pcformer/party_cli.py), which turns its exit into a clear message.
+
+Steps, each announced on stdout as `phase NAME` (the supervisor bounds the waits by them):
+1. connect: `jax.distributed.initialize` (process 0 = server, which also hosts the coordinator),
+   CPU collectives over gloo, one CPU device per process;
+2. agree: the server publishes the public facts of the run in the coordinator's key-value store
+   (its weights' manifest: shapes only; the run and setup keys); the client reads them; both
+   publish their program's fingerprint and refuse to run when they differ (different flags);
+3. compile: each process compiles the same party-sharded program for its own device;
+4. run: after a barrier (both compiled), one run: every message a collective between processes;
+5. result: the client prints `result {json}` (its revealed outputs, bit-exact); both wait at a
+   last barrier so neither leaves while the other still needs it.
+
+Errors print one line `party error: ...` on stderr and exit with status 4.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+
+PEER_EXIT = 4
+KEY_PREFIX = "pcformer/party/"
+
+
+class PartyError(RuntimeError):
+    """The peer is missing, late or disagrees: one line for the user."""
+
+
+def phase(name: str, bound_s: float | None = None) -> None:
+    """Announce a step (and, for a wait whose bound only this process knows, that bound)."""
+    print(f"phase {name}" + ("" if bound_s is None else f" {bound_s:.0f}"), flush=True)
+
+
+def compiled_wait_s(peer_s: int, compile_s: float) -> float:
+    """How long to wait at the `compiled` barrier: the peer compiles the same program, on its
+    own machine and load, so it may take longer than we did: allow it twice our time more."""
+    return peer_s + 2 * compile_s
+
+
+def connect(coordinator: str, party: int, connect_timeout: int, peer_timeout: int) -> None:
+    import jax
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", 1)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=2,
+                                   process_id=party, initialization_timeout=connect_timeout,
+                                   heartbeat_timeout_seconds=peer_timeout,
+                                   shutdown_timeout_seconds=peer_timeout)
+    except Exception as e:  # noqa: BLE001 - JAX raises plain RuntimeErrors / XlaRuntimeErrors
+        raise PartyError(f"could not join the peer through the coordinator {coordinator} within "
+                         f"{connect_timeout} s ({_first_line(e)})") from None
+    # both backends start now: each waits for the other's device topology, which must not
+    # wait behind anything else (e.g. the client waiting for the server's manifest)
+    if len(jax.devices()) != 2:
+        raise PartyError(f"expected one device per process, found {jax.devices()}")
+
+
+def _client():
+    from pcformer.compiler import compat
+    return compat.distributed_client()
+
+
+def publish(name: str, value: str) -> None:
+    _client().key_value_set(KEY_PREFIX + name, value)
+
+
+def fetch(name: str, timeout_s: int, what: str) -> str:
+    try:
+        return _client().blocking_key_value_get(KEY_PREFIX + name, int(timeout_s * 1000))
+    except Exception as e:  # noqa: BLE001 - the coordinator's timeout / unavailable errors
+        raise PartyError(f"no {what} from the peer within {timeout_s} s ({_first_line(e)})") from None
+
+
+def barrier(name: str, timeout_s: int, what: str) -> None:
+    try:
+        _client().wait_at_barrier(KEY_PREFIX + name, int(timeout_s * 1000))
+    except Exception as e:  # noqa: BLE001
+        raise PartyError(f"the peer did not reach '{what}' within {timeout_s} s "
+                         f"({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def keys_as_server(config, prog, flat_inputs) -> tuple:
+    """(run key data, setup key): the in-process executors' keys for these inputs (the seed's,
+    or fresh ones), so a seeded run equals the in-process simulation's."""
+    import numpy as np
+    from pcformer.compiler.deployment import Deployment
+    from pcformer.runtime.shares import run_key
+    return np.asarray(run_key(config, 0)), Deployment(prog, config).key(flat_inputs)
+
+
+def fingerprint(prog) -> str:
+    return hashlib.blake2b(str(prog).encode(), digest_size=16).hexdigest()
+
+
+def _job(settings, party: int, connect_s: int):
+    """This role's job: the server builds it and publishes its weights' manifest; the client
+    builds its own from that manifest."""
+    from pcformer import party_jobs
+    if party == party_jobs.SERVER:
+        job = party_jobs.build(settings, party)
+        publish("manifest", json.dumps(job.manifest))
+        return job
+    manifest = json.loads(fetch("manifest", connect_s, "weights manifest"))
+    return party_jobs.build(settings, party, manifest)
+
+
+def _program(settings, job):
+    import jax
+    from pcformer import costing
+    return costing.lower_only(job.fn, *job.args, owners=job.owners, policy=settings.policy,
+                              config=settings.config()), jax.tree_util.tree_leaves(job.args)
+
+
+def _exchange_keys(party, config, prog, flat, connect_s):
+    import numpy as np
+    if party == 0:
+        key, setup = keys_as_server(config, prog, flat)
+        publish("keys", json.dumps({"run": [int(w) for w in np.asarray(key).ravel()],
+                                    "setup": int(setup)}))
+        return key, setup
+    got = json.loads(fetch("keys", connect_s, "run keys"))
+    return np.asarray(got["run"], np.uint32), np.uint64(got["setup"])
+
+
+def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int) -> dict:
+    phase("connect")
+    connect(coordinator, party, connect_s, peer_s)
+    phase("agree")
+    job = _job(settings, party, connect_s)
+    prog, flat = _program(settings, job)
+    config = settings.config()
+    key, setup = _exchange_keys(party, config, prog, flat, connect_s)
+    mine = fingerprint(prog)
+    publish(f"program/{party}", mine)
+    theirs = fetch(f"program/{1 - party}", connect_s, "program fingerprint")
+    if theirs != mine:
+        raise PartyError("the two processes compiled different programs (give both the same "
+                         "--job, --model, --seq_len, --policy and MPC flags)")
+    phase("compile")
+    from pcformer.compiler.party_process import ProcessPartyExecutable
+    exe = ProcessPartyExecutable(prog, config, party)
+    t0 = time.perf_counter()
+    exe.compile([exe._as_input(x) for x in flat])
+    compile_s = time.perf_counter() - t0
+    wait_s = compiled_wait_s(peer_s, compile_s)
+    phase("wait", wait_s)
+    barrier("compiled", wait_s, "compiled")
+    phase("run")
+    outs, entries, times = exe.run_party(flat, key, setup)
+    phase("done")
+    barrier("done", peer_s, "done")
+    return {"party": party, "outputs": [output_json(o) for o in outs],
+            "online_bytes": [sum(e.bits[p] for e in entries if e.phase == "online") // 8
+                             for p in (0, 1)],
+            "compile_s": compile_s, "run_s": times["run_s"], "fingerprint": mine}
+
+
+def output_json(x):
+    """An output as {shape, dtype, values} (floats by repr: exact for float32), or None."""
+    import numpy as np
+    if x is None:
+        return None
+    a = np.asarray(getattr(x, "data", x))
+    return {"shape": list(a.shape), "dtype": str(a.dtype), "values": a.ravel().tolist()}
+
+
+def from_json(out: dict):
+    """The array `output_json` wrote, bit for bit."""
+    import numpy as np
+    return np.asarray(out["values"], dtype=out["dtype"]).reshape(out["shape"])
+
+
+def main(argv: list[str]) -> int:
+    from pcformer.party_jobs import PartySettings
+    spec = json.loads(argv[1])
+    settings = PartySettings(**spec["settings"])
+    try:
+        result = work(settings, spec["party"], spec["coordinator"], spec["connect_timeout"],
+                      spec["peer_timeout"])
+    except PartyError as e:
+        print(f"party error: {e}", file=sys.stderr, flush=True)
+        return PEER_EXIT
+    print("result " + json.dumps(result), flush=True)
+    import jax
+    jax.distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,225 @@
+"""Two-party runs as two operating-system processes (pcformer/party_cli.py, party_worker.py,
+compiler/party_process.py): the pair's output equals the in-process simulation's bit for bit, and a
+killed peer ends the other side with a clear error within a bound.
+
+The process tests are slow (each process imports JAX and compiles the program) and every one is
+bounded by subprocess timeouts, so a hang fails the test instead of blocking the suite.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcformer import party_cli, party_jobs, party_worker
+
+SEED = 3
+RUN_BOUND_S = 400          # the whole two-process run (imports, two compiles on 2 shared cores)
+PEER_TIMEOUT_S = 10        # what the fault tests give the surviving side
+FAULT_BOUND_S = 90         # the survivor must have exited this long after the kill
+
+
+def _pcformer(*args) -> list[str]:
+    return [sys.executable, "-m", "pcformer", *args]
+
+
+def _result_outputs(stdout: str) -> list:
+    line = next(l for l in stdout.splitlines() if l.startswith("result "))
+    return [party_worker.from_json(o) for o in json.loads(line[len("result "):])["outputs"]]
+
+
+def _in_process_mlp() -> np.ndarray:
+    """The same program simulated in one process (the whole-program executor, same seed)."""
+    import pcformer
+    from pcformer.config import MPCConfig
+    args = party_jobs.mlp_inputs()
+    prog = pcformer.compile(party_jobs.mlp, *args, owners=(0, 0, 0, 1), policy="mpcformer",
+                            config=MPCConfig(seed=SEED), executor="program")
+    out, _ = prog.run(*args)
+    return np.asarray(out)
+
+
+# -- fast checks of the pieces ---------------------------------------------------------------
+
+def test_manifest_round_trip_keeps_tree_shapes_and_no_values():
+    params = {"a": {"kernel": np.ones((3, 2), np.float32), "bias": np.ones((2,), np.float32)},
+              "emb": np.ones((5, 4), np.float16)}
+    manifest = party_jobs.weights_manifest(params)
+    assert json.loads(json.dumps(manifest)) == manifest      # travels as JSON
+    zeros = party_jobs.zeros_from_manifest(manifest)
+    assert np.asarray(zeros["a"]["kernel"]).shape == (3, 2)
+    assert np.asarray(zeros["emb"]).dtype == np.float16
+    assert all(not np.asarray(x).any() for x in (zeros["a"]["kernel"], zeros["a"]["bias"]))
+
+
+def test_each_role_holds_only_its_own_inputs():
+    server = party_jobs.build(party_jobs.PartySettings(job="mlp"), party_jobs.SERVER)
+    client = party_jobs.build(party_jobs.PartySettings(job="mlp"), party_jobs.CLIENT)
+    real = party_jobs.mlp_inputs()
+    assert np.array_equal(server.args[0], real[0]) and not np.asarray(server.args[3]).any()
+    assert np.array_equal(client.args[3], real[3])
+    assert not any(np.asarray(a).any() for a in client.args[:3])
+
+
+def test_explain_names_the_peer_fault():
+    assert party_cli.explain(-6, "F1203 client.h:80] Terminating process because the JAX "
+                                 "distributed service detected fatal errors") .startswith(
+        "the peer process died or stopped answering")
+    assert party_cli.explain(4, "I1203 x\nparty error: no run keys from the peer within 5 s") == \
+        "no run keys from the peer within 5 s"
+    assert "exit status 1" in party_cli.explain(1, "Traceback\nValueError: boom")
+
+
+def test_waiting_steps_are_bounded_and_local_work_is_not():
+    t = party_cli.Timeouts(connect_s=7, peer_s=11)
+    assert t.bound("run") == 11 and t.bound("wait") == 41 and t.bound("connect") == 37
+    assert t.bound("compile") is None and t.bound("agree") is None
+    assert dataclasses.replace(t, announced=100).bound("wait") == 130
+    assert party_cli.parse_phase("phase wait 75")[::2] == ("wait", 75.0)
+    assert party_worker.compiled_wait_s(11, 50.0) == 111     # the peer may compile slower
+
+
+def test_child_env_drops_the_forced_device_count(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_cpu_foo=1")
+    env = party_cli.child_env()
+    assert env["XLA_FLAGS"] == "--xla_cpu_foo=1" and env["JAX_PLATFORMS"] == "cpu"
+
+
+# -- two real processes ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_processes_equal_the_in_process_run_bit_for_bit():
+    done = subprocess.run(_pcformer("run", "--processes=2", "--job=mlp", f"--seed={SEED}",
+                                    "--peer_timeout=120"),
+                          capture_output=True, text=True, timeout=RUN_BOUND_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (got,) = _result_outputs(done.stdout)
+    want = _in_process_mlp()
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def _start_party(role: str, coordinator: str, extra=()) -> subprocess.Popen:
+    return subprocess.Popen(_pcformer("party", f"--role={role}", f"--coordinator={coordinator}",
+                                      "--job=mlp", f"--seed={SEED}",
+                                      f"--peer_timeout={PEER_TIMEOUT_S}", *extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+class _Lines:
+    """A stream read to its end in a thread: its lines so far, and a wait for one of them."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream):
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, needle: str, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: any(needle in l for l in self.lines), timeout_s)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "".join(self.lines)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_killing_the_server_mid_run_ends_the_client_with_a_clear_error_in_bounded_time():
+    coordinator = f"127.0.0.1:{party_cli.free_port()}"
+    server = _start_party("server", coordinator)
+    client = _start_party("client", coordinator)
+    out, err = _Lines(client.stdout), _Lines(client.stderr)
+    try:
+        # the client has joined, agreed on keys and is compiling: the run is under way
+        assert err.wait_for("[client] compile", RUN_BOUND_S), "the run never started"
+        os.killpg(server.pid, signal.SIGKILL)           # the server and its party process
+        t0 = time.monotonic()
+        client.wait(timeout=FAULT_BOUND_S)
+        took = time.monotonic() - t0
+    finally:
+        _stop(server)
+        _stop(client)
+    out, err = out.text(), err.text()
+    assert client.returncode == party_cli.PEER_FAULT
+    assert took < FAULT_BOUND_S
+    assert "pcformer party: error: client:" in err and "peer" in err
+    assert "result" not in out                           # nothing shown as a result
+
+
+@pytest.mark.slow
+def test_a_peer_that_never_comes_ends_the_client_within_the_connect_timeout():
+    coordinator = f"127.0.0.1:{party_cli.free_port()}"
+    client = _start_party("client", coordinator, ("--connect_timeout=5",))
+    try:
+        out, err = client.communicate(timeout=FAULT_BOUND_S + 60)
+    finally:
+        _stop(client)
+    assert client.returncode == party_cli.PEER_FAULT
+    assert "pcformer party: error: client:" in err and coordinator in err
+    assert "result" not in out
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A one-layer BERT folder with MiniLM's tokenizer (the client reads only config and
+    tokenizer; the server the weights)."""
+    import shutil
+    from pcformer import models
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    models.make_tiny_bert(folder, num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
+                          intermediate_size=32, vocab_size=30522)
+    minilm = models.loaded.minilm_folder()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy(minilm / name, folder / name)
+    return folder
+
+
+@pytest.mark.slow
+def test_tiny_bert_as_two_processes_equals_the_in_process_run(tiny_bert):
+    text, seq_len = "A private sentence.", 8
+    done = subprocess.run(_pcformer("run", "--processes=2", f"--model={tiny_bert}", f"--text={text}",
+                                    f"--seq_len={seq_len}", f"--seed={SEED}", "--peer_timeout=300"),
+                          capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (got,) = _result_outputs(done.stdout)
+    ref = subprocess.run([sys.executable, str(Path(__file__).with_name("party_reference.py")),
+                          str(tiny_bert), text, str(seq_len), str(SEED)],
+                         capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    want = party_worker.from_json(json.loads(ref.stdout.splitlines()[-1]))
+    assert got.shape == want.shape == (1, 16)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, says", [("--policy=exact,mpcformer", "one policy"),
+                                        ("--mode=ideal", "protocol mode"),
+                                        ("--report=r.json", "--report")])
+def test_two_process_run_refuses_what_it_cannot_do_before_starting(flag, says, tmp_path):
+    done = subprocess.run(_pcformer("run", "--processes=2", flag), capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and says in done.stderr and not done.stdout
+    assert not (tmp_path / "r.json").exists()
