@@ -91,6 +91,7 @@ def logits():
 
 
 @pytest.mark.parametrize("name", sorted(GS.SOFTMAXES))
+@pytest.mark.slow
 def test_softmax_mask_and_normalisation(name, logits):
     x, mask = logits
     y = GS.SOFTMAXES[name](x, where=mask, axis=-1)
@@ -152,6 +153,7 @@ def test_only_friendly_primitives(name):
 
 
 @pytest.mark.parametrize("name", sorted(_all_fns()))
+@pytest.mark.slow
 def test_gradients_finite_and_nonzero(name):
     fn = _all_fns()[name]
     x = jnp.linspace(0.3, 3.0, 12).reshape(3, 4)

@@ -63,6 +63,7 @@ def pcformer_cli(*args, timeout=900):
 @pytest.mark.parametrize("extra, needle", [([], "--image=FILE.npy"),
                                            (["--text=hello"], "--text is for text models"),
                                            (["--image={d}/missing.npy"], "no such file")])
+@pytest.mark.slow
 def test_run_refuses_bad_vit_input_in_one_line(vit_folder, extra, needle):
     folder, image = vit_folder
     res = pcformer_cli("run", f"--model={folder}", *[e.format(d=image.parent) for e in extra],

@@ -50,6 +50,7 @@ def minilm_run(tmp_path_factory):
     return res, d
 
 
+@pytest.mark.slow
 def test_minilm_run_prints_the_tables_and_writes_a_consistent_report(minilm_run):
     res, d = minilm_run
     assert res.returncode == 0, res.stderr[-3000:]
@@ -102,6 +103,7 @@ def test_minilm_trace_matches_the_report(minilm_run):
                for e in slices)
 
 
+@pytest.mark.slow
 def test_gpt2_private_generation(tmp_path):
     ckpt = tmp_path / "gpt2"
     models.make_tiny_gpt2(ckpt, n_layer=1, n_embd=32, n_head=2, vocab_size=300, n_positions=32)
@@ -159,6 +161,7 @@ def test_run_refuses_a_vision_model(tmp_path):
     (["run", "--trace=t.json", "--trace_network=moon"], "--trace_network=moon"),
     (["run", "--data=x.txt"], "not a flag of `pcformer run`"),
 ])
+@pytest.mark.slow
 def test_bad_input_gives_one_clear_line(args, message):
     res = pcformer(*args, timeout=300)
     assert res.returncode != 0
@@ -208,6 +211,7 @@ def test_distilled_folder_is_compared_with_its_teacher(tmp_path):
     assert ref.folder == teacher and name == "teacher teacher"
 
 
+@pytest.mark.slow
 def test_distill_command_trains_saves_resumes_and_runs(tmp_path):
     """`pcformer distill` as a user types it: flags reach DistillConfig, the folder runs privately."""
     import shutil

@@ -52,6 +52,7 @@ def files(tmp_path_factory):
     (["run", "--policy=exact,mpcformer", "--report={d}"], ["is a folder"]),
     (["distill", "--policy=exact,mpcformer"], ["distill takes one --policy"]),
 ])
+@pytest.mark.slow
 def test_bad_input(files, args, needles):
     one_line_error(pcformer(*[a.format(d=files) for a in args]), *needles)
     assert not list(files.glob("*.json.tmp-*"))

@@ -61,6 +61,7 @@ PROGRAMS = {
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
+@pytest.mark.slow
 def test_primitive_matches_plaintext_and_static_cost(name):
     check(PROGRAMS[name], X, W)
 
@@ -73,6 +74,7 @@ def test_embedding_lookup():
     assert rep.totals()["setup"]["bytes"][0] == 12 * 4 * 8   # the table's mask, once
 
 
+@pytest.mark.slow
 def test_relu_comparisons_and_secret_cond():
     # comparisons are the costliest circuits to compile: one program covers relu (max with 0),
     # a secret comparison used as a 0/1 value, and a cond on a secret predicate (a select)
@@ -84,6 +86,7 @@ def test_relu_comparisons_and_secret_cond():
     assert set(np.unique(np.asarray(outs[1]))) <= {0.0, 1.0}
 
 
+@pytest.mark.slow
 def test_max_and_argmax_tree():
     v = jnp.asarray([[0.5, -1.0, 2.0], [1.5, 1.5, -0.5]], jnp.float32)
     _, outs, _ = check(lambda a, w: (jnp.max(a * w[0, 0], axis=1), jnp.argmax(a, axis=1)),
@@ -92,6 +95,7 @@ def test_max_and_argmax_tree():
 
 
 @pytest.mark.parametrize("executor", ["op", "program"])
+@pytest.mark.slow
 def test_repeated_runs_do_not_retrace(executor):
     # shapes no other test uses: compiled op programs are shared within the process
     x = jnp.asarray(rng.uniform(-2, 2, size=(3, 7)), jnp.float32)
@@ -108,6 +112,7 @@ def test_repeated_runs_do_not_retrace(executor):
     assert ledger_key(r1.entries) == ledger_key(r2.entries)
 
 
+@pytest.mark.slow
 def test_op_executor_matches_the_whole_program_jit():
     """The op-cached executor writes the same ledger and computes what ONE jit computes."""
     fn = lambda x, w: jax.nn.relu(_h(x, w)) * _h(x, w)

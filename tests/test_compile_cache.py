@@ -1,5 +1,6 @@
 """The persistent compile cache: where it goes, how it turns off, and that a second process hits it."""
 import os
+import pytest
 import subprocess
 import sys
 
@@ -42,6 +43,7 @@ def run(env):
     return on == "True", int(hits), int(misses)
 
 
+@pytest.mark.slow
 def test_second_process_hits_the_cache(tmp_path):
     env = {**os.environ, "PCFORMER_COMPILE_CACHE": str(tmp_path / "cache")}
     on, hits, misses = run(env)

@@ -78,6 +78,7 @@ POLICIES = ["exact", "mpcformer", "puma", "paper"]
 
 @pytest.mark.parametrize("causal", [False, True], ids=["bert", "gpt2"])
 @pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.slow
 def test_model_lowers_under_every_policy(causal, policy):
     fn, params, ids, mask = _setup(causal)
     prog = pcformer.compile(fn, params, ids, mask, owners=(0, 1, 1), policy=policy)
@@ -98,6 +99,7 @@ def test_model_lowers_under_every_policy(causal, policy):
 
 @pytest.mark.parametrize("causal", [False, True], ids=["bert", "gpt2"])
 @pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.slow
 def test_model_runs_under_mpc(causal, policy):
     """Both 2-layer models run privately under every named policy (op-cached executor: the
     layers share their compiled protocol ops), equal to the rewritten plaintext program."""

@@ -20,6 +20,7 @@ def folder(tmp_path_factory):
                                vocab_size=64, n_positions=16, tokenizer=False)
 
 
+@pytest.mark.slow
 def test_cost_command_prints_and_writes_the_model_cost(folder, tmp_path):
     out = pcformer("cost", f"--model={folder}", "--seq_len=4", "--new_tokens=3",
                    f"--report={tmp_path / 'cost.json'}")

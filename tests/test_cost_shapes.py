@@ -118,6 +118,7 @@ PARAMS = {"gpt2": 124_439_808, "gpt2-medium": 354_823_168, "gpt2-large": 774_030
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
+@pytest.mark.slow
 def test_presets_have_the_published_shapes(name):
     model = presets.abstract_model(name)
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(model.params))
@@ -139,6 +140,7 @@ def test_model_cost_checks_lengths():
 
 
 @pytest.mark.parametrize("kind", ["llama", "vit"])
+@pytest.mark.slow
 def test_llama_and_vit_cost_from_config_equals_cost_from_weights(kind, tmp_path):
     """A tiny LLaMA (grouped-query attention; prefill and KV-cache step) and a tiny ViT
     classifier: the cost from config.json alone equals the compiled program's on real weights."""

@@ -109,6 +109,7 @@ SMALL = D.DistillConfig(steps=6, batch_size=8, seq_len=12, lr=3e-3, warmup=2, ev
 
 
 # ---------------------------------------------------------------- corpus
+@pytest.mark.slow
 def test_corpus_is_clean_deterministic_and_disjoint():
     train, held = corpus.load_corpus(n_train=500, n_heldout=50, seed=3)
     again = corpus.load_corpus(n_train=500, n_heldout=50, seed=3)
@@ -143,6 +144,7 @@ def test_corpus_reads_bullets_typography_and_emphasis():
                                             'this case.')
 
 
+@pytest.mark.slow
 def test_corpus_is_large_enough_to_distil_without_overfitting():
     # every module and its direct submodules, plus the language reference: thousands of
     # sentences (a couple of thousand overfit within a few epochs of the example's run)
@@ -182,6 +184,7 @@ def test_batches_are_a_pure_function_of_step():
     assert D.bucket_bounds(dataclasses.replace(SMALL, length_buckets=(16, 4))) == (4, 12)
 
 
+@pytest.mark.slow
 def test_few_steps_lower_held_out_loss(tiny, texts):
     model, student = tiny
     train, held = texts
@@ -194,6 +197,7 @@ def test_few_steps_lower_held_out_loss(tiny, texts):
     assert all(np.isfinite(res.train_losses))
 
 
+@pytest.mark.slow
 def test_deterministic_and_resumable(tiny, texts, tmp_path):
     model, student = tiny
     train, held = texts
@@ -221,6 +225,7 @@ def test_deterministic_and_resumable(tiny, texts, tmp_path):
     assert not all(np.allclose(a, b) for a, b in zip(leaves(p), leaves(full.params)))
 
 
+@pytest.mark.slow
 def test_nan_loss_is_refused(tiny, texts):
     model, _ = tiny
     train, held = texts
@@ -329,6 +334,7 @@ def tiny_bert(tmp_path_factory):
 
 
 @pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.slow
 def test_gradients_flow_through_every_policy(tiny_bert, policy):
     """Finite, non-zero gradients reach the parameters upstream of every replaced operator
     (GeLU: intermediate dense; softmax: query/key; LayerNorm rsqrt: LayerNorm scales)."""
@@ -359,6 +365,7 @@ def test_gradients_flow_through_every_policy(tiny_bert, policy):
         assert float(jnp.abs(s["out"] - t["out"]).max()) > 1e-4
 
 
+@pytest.mark.slow
 def test_distilled_folder_reloads_with_identical_outputs(tiny_bert, texts, tmp_path):
     models = pytest.importorskip("pcformer.models")
     train, held = texts
@@ -387,6 +394,7 @@ def test_distilled_folder_reloads_with_identical_outputs(tiny_bert, texts, tmp_p
     assert os.path.isfile(os.path.join(out, D.STATE_FILE))  # resumable (resume: tested above)
 
 
+@pytest.mark.slow
 def test_fit_init_brings_quad_closer(tiny_bert, texts):
     train, held = texts
     ids, mask = D.tokenize(tiny_bert.tokenizer, train[:64], 12)
@@ -418,6 +426,7 @@ def test_quad_softmax_scale_beats_the_plain_shift():
     assert np.all(err(s) <= err(np.full(3, grid[0])) + 1e-9)
 
 
+@pytest.mark.slow
 def test_fit_softmax_init_brings_2quad_attention_closer(tiny_bert, texts):
     train, held = texts
     ids, mask = D.tokenize(tiny_bert.tokenizer, train[:32], 12)
@@ -440,6 +449,7 @@ def test_fit_softmax_init_brings_2quad_attention_closer(tiny_bert, texts):
                               np.asarray(layer(quad)[name]["kernel"]))
 
 
+@pytest.mark.slow
 def test_cached_teacher_trains_like_the_live_teacher(tiny_bert, texts):
     """steps * batch_size covers the training set: the teacher's outputs are computed once and
     reused (cut to each batch's padded length); the run must match one that recomputes them in
@@ -464,6 +474,7 @@ def test_cached_teacher_trains_like_the_live_teacher(tiny_bert, texts):
     assert {a.dtype for a in leaves(held_cache)} == {np.dtype(np.float16)}  # half the memory
 
 
+@pytest.mark.slow
 def test_held_out_share_fits_a_small_file():
     from pcformer.distill import DistillError, fitting_held_out
     assert fitting_held_out(1000, 64) == 64           # enough data: the configured share

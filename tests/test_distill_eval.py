@@ -50,6 +50,7 @@ def _unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_search_agreement_counts_by_hand():
     def circle(degrees):
         a = np.radians(degrees)
@@ -80,6 +81,7 @@ def test_fidelity_of_identical_and_perturbed_embeddings():
     assert noisy["cos_min"] < noisy["cos_mean"] < 1.0 and noisy["top1"] <= 1.0
 
 
+@pytest.mark.slow
 def test_exact_policy_matches_and_friendly_policy_does_not(tiny_bert, small_split):
     sets = small_split.eval_sets()
     exact = V.evaluate_stages(tiny_bert, "exact", {"before": tiny_bert.params}, sets, seq_len=12)
@@ -93,6 +95,7 @@ def test_exact_policy_matches_and_friendly_policy_does_not(tiny_bert, small_spli
     assert "out_of_domain" in table and "mpcformer" in table and len(table.splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_english_report_shape_and_stages(tiny_bert, small_split):
     import jax
     noisy = jax.tree_util.tree_map(lambda a: a * 1.3, tiny_bert.params)
@@ -124,6 +127,7 @@ def test_evaluation_refuses_causal_models():
 
 
 # ---------------------------------------------------------------- hard-example weighting
+@pytest.mark.slow
 def test_hard_weights_follow_the_loss_with_mean_one_and_a_cap():
     import jax
     import jax.numpy as jnp
@@ -139,6 +143,7 @@ def test_hard_weights_follow_the_loss_with_mean_one_and_a_cap():
     assert np.allclose(grad, 0.0)                               # weights carry no gradient
 
 
+@pytest.mark.slow
 def test_hard_examples_config_is_checked_and_changes_training():
     with pytest.raises(ValueError, match="hard_examples"):
         D.DistillConfig(hard_examples=-1.0)

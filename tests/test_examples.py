@@ -15,6 +15,7 @@ def load(name):
     return mod
 
 
+@pytest.mark.slow
 def test_bert_private_semantic_search():
     ex = load("bert_private_inference")
     res = ex.run(["exact"], seq_len=16, query=ex.QUERY)["exact"]
@@ -37,6 +38,7 @@ def test_ranking_agreement_measures():
     assert rev["top1"] == 0.0 and rev["topk_overlap"] == 0.0 and rev["spearman"] == pytest.approx(-1.0)
 
 
+@pytest.mark.slow
 def test_gpt2_private_generation(tmp_path, monkeypatch, capsys):
     import functools
     from pcformer.progress import Progress
@@ -58,6 +60,7 @@ def test_gpt2_private_generation(tmp_path, monkeypatch, capsys):
     assert err.endswith("\n")   # the progress line is ended before the results
 
 
+@pytest.mark.slow
 def test_distill_minilm_example_small(capsys):
     """The distillation example end to end with tiny settings: table rows, private check."""
     import re
@@ -76,6 +79,7 @@ def test_distill_minilm_example_small(capsys):
     assert priv and float(priv.group(1)) < 1e-2 and float(priv.group(2)) > 0.999
 
 
+@pytest.mark.slow
 def test_distill_minilm_example_refuses_mismatched_steps():
     ex = load("distill_minilm")
     with pytest.raises(SystemExit):          # argparse's error, before any model is loaded

@@ -26,6 +26,7 @@ def _check(which: str, devices: int = 2, timeout: int = 600) -> dict:
     return result[which]
 
 
+@pytest.mark.slow
 def test_sharded_protocols_equal_in_process_bit_for_bit_with_the_same_ledger():
     # mul, square, truncate, dot_general, dot_general_private, drelu, relu, reveal (to both, to
     # one): shares, outputs and every ledger entry equal
@@ -33,6 +34,7 @@ def test_sharded_protocols_equal_in_process_bit_for_bit_with_the_same_ledger():
     assert r["entries"] > 20
 
 
+@pytest.mark.slow
 def test_hlo_collective_permute_bytes_equal_the_ledger():
     r = _check("hlo")
     ring = r["ring_only"]
@@ -43,11 +45,13 @@ def test_hlo_collective_permute_bytes_equal_the_ledger():
     assert cmp["hlo_bytes"] == cmp["ledger_word_bytes"] > cmp["ledger_bytes"]
 
 
+@pytest.mark.slow
 def test_sharded_executor_equals_the_whole_program_executor_and_takes_secret_inputs():
     r = _check("compiled")
     assert r["entries"] > 0 and r["max_abs_err"] < 1e-2 and r["secret_input_err"] < 1e-2
 
 
+@pytest.mark.slow
 def test_batch_axis_groups_equal_in_process_runs_of_their_slices():
     # a 2 x 4 mesh of 8 host devices: party x batch
     r = _check("batch", 8)

@@ -60,6 +60,7 @@ def _max_diff(a, b):
 # ---------------------------------------------------------------- BERT / all-MiniLM-L6-v2
 
 
+@pytest.mark.slow
 def test_minilm_last_hidden_state_and_embedding_match_torch(minilm, minilm_torch):
     ids, mask = minilm.tokenize(SENTENCES)
     assert mask.min() == 0 and ids.shape[1] > 10  # really padded, sentences of different lengths
@@ -82,6 +83,7 @@ def test_minilm_last_hidden_state_and_embedding_match_torch(minilm, minilm_torch
     assert _max_diff(alone[0], emb[0]) <= TOL
 
 
+@pytest.mark.slow
 def test_minilm_intermediates_match_torch(minilm, minilm_torch):
     ids, mask = minilm.tokenize(SENTENCES[:2])
     out = jax.jit(minilm.intermediates)(minilm.params, jnp.asarray(ids), jnp.asarray(mask))
@@ -122,6 +124,7 @@ def test_minilm_uses_plain_exact_operators(minilm):
         assert prim in text, prim
 
 
+@pytest.mark.slow
 def test_bert_sequence_classification_matches_torch(tmp_path):
     cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                   intermediate_size=48, max_position_embeddings=40, num_labels=3)
@@ -158,6 +161,7 @@ def test_tiny_gpt2_folder_is_a_real_hf_checkpoint(tiny_gpt2_folder, tiny_gpt2_to
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_tiny_gpt2_logits_match_torch(tiny_gpt2, tiny_gpt2_torch):
     ref_model, _ = tiny_gpt2_torch
     rng = np.random.default_rng(0)
@@ -198,6 +202,7 @@ def test_gpt2_intermediates(tiny_gpt2, tiny_gpt2_torch):
     assert float(jnp.max(jnp.triu(out["attentions"][0][0, 0], k=1))) == 0.0  # causal
 
 
+@pytest.mark.slow
 def test_kv_cache_decoding_equals_full_forward(tiny_gpt2):
     ids = jnp.asarray(np.random.default_rng(1).integers(1, 512, size=(2, 10)), jnp.int32)
     full = tiny_gpt2.apply(ids)
@@ -216,6 +221,7 @@ def test_kv_cache_decoding_equals_full_forward(tiny_gpt2):
     assert float(jnp.min(jnp.abs(cache[0][0][:, :, :10]).sum(-1))) > 0.0
 
 
+@pytest.mark.slow
 def test_generate_greedy_matches_torch(tiny_gpt2, tiny_gpt2_torch):
     ref_model, _ = tiny_gpt2_torch
     prompt = "Secret sharing splits"
@@ -252,6 +258,7 @@ def test_save_load_round_trip(tiny_gpt2, tmp_path):
     assert back.tokenizer("hello there")["input_ids"] == tiny_gpt2.tokenizer("hello there")["input_ids"]
 
 
+@pytest.mark.slow
 def test_minilm_save_keeps_hf_layout(minilm, tmp_path):
     pm.save(minilm, tmp_path)
     orig = checkpoint.read_state(pm.minilm_folder())
@@ -263,6 +270,7 @@ def test_minilm_save_keeps_hf_layout(minilm, tmp_path):
     np.testing.assert_array_equal(back.encode(SENTENCES[:2]), minilm.encode(SENTENCES[:2]))
 
 
+@pytest.mark.slow
 def test_prefixed_and_bare_names_both_load(tmp_path, tiny_gpt2):
     # GPT-2: GPT2LMHeadModel saves `transformer.h.0...`; the original `gpt2` files say `h.0...`
     # and carry buffers (`attn.bias`) and a tied `lm_head.weight`, which are ignored.
@@ -347,6 +355,7 @@ def test_wrong_kind_methods_refuse(minilm, tiny_gpt2):
         tiny_gpt2.encode(["x"])
 
 
+@pytest.mark.slow
 def test_benchmark_timer_runs_on_a_tiny_model(tiny_gpt2):
     import importlib.util
     from pathlib import Path

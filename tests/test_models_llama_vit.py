@@ -42,6 +42,7 @@ def _saved(model, folder):
 
 
 @pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.slow
 def test_llama_causal_lm_matches_transformers(tmp_path, tied):
     ref = _perturbed(transformers.LlamaForCausalLM(_llama_config(tie_word_embeddings=tied)), seed=1)
     m = _saved(ref, tmp_path)
@@ -60,6 +61,7 @@ def test_llama_causal_lm_matches_transformers(tmp_path, tied):
     {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
      "original_max_position_embeddings": 16, "rope_theta": 500.0},
 ], ids=["linear", "llama3"])
+@pytest.mark.slow
 def test_llama_rope_scaling_matches_transformers(tmp_path, rope):
     ref = _perturbed(transformers.LlamaForCausalLM(_llama_config(rope_parameters=rope, head_dim=16)), seed=8)
     m = _saved(ref, tmp_path)
@@ -69,6 +71,7 @@ def test_llama_rope_scaling_matches_transformers(tmp_path, rope):
     np.testing.assert_allclose(np.asarray(m.apply(ids)), want, atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_llama_base_model_and_padding_match_transformers(tmp_path):
     ref = _perturbed(transformers.LlamaModel(_llama_config(num_key_value_heads=1)), seed=2)
     m = _saved(ref, tmp_path)
@@ -82,6 +85,7 @@ def test_llama_base_model_and_padding_match_transformers(tmp_path):
     np.testing.assert_allclose(got[real], want[real], atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_llama_cached_decoding_equals_full_forward(tmp_path):
     ref = _perturbed(transformers.LlamaForCausalLM(_llama_config()), seed=3)
     m = _saved(ref, tmp_path)
@@ -98,6 +102,7 @@ def test_llama_cached_decoding_equals_full_forward(tmp_path):
     np.testing.assert_allclose(np.concatenate(got, axis=1), full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_llama_greedy_generation_matches_transformers(tmp_path):
     folder = M.make_tiny_llama(tmp_path, num_hidden_layers=2, hidden_size=32, intermediate_size=64,
                                max_position_embeddings=64, init_std=0.2, seed=4)
@@ -119,6 +124,7 @@ def _vit_config(**kw):
     return transformers.ViTConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_vit_model_matches_transformers(tmp_path):
     ref = _perturbed(transformers.ViTModel(_vit_config()), seed=5)
     m = _saved(ref, tmp_path)
@@ -130,6 +136,7 @@ def test_vit_model_matches_transformers(tmp_path):
     np.testing.assert_allclose(np.asarray(pooled), want.pooler_output.detach().numpy(), atol=TOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_vit_classifier_matches_transformers(tmp_path):
     ref = _perturbed(transformers.ViTForImageClassification(_vit_config(num_labels=5)), seed=6)
     m = _saved(ref, tmp_path)
@@ -163,6 +170,7 @@ def test_vit_loads_the_older_checkpoint_names(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_tiny_builders_load_in_transformers(tmp_path):
     lf = M.make_tiny_llama(tmp_path / "l", tie_word_embeddings=True, tokenizer=False)
     vf = M.make_tiny_vit(tmp_path / "v")
@@ -183,6 +191,7 @@ def _shapes(tree):
 
 
 @pytest.mark.parametrize("make", ["llama", "vit", "gpt2", "bert"])
+@pytest.mark.slow
 def test_abstract_agrees_with_the_loaded_model(tmp_path, make):
     folder = {"llama": lambda: M.make_tiny_llama(tmp_path, tokenizer=False),
               "vit": lambda: M.make_tiny_vit(tmp_path, num_labels=4),
@@ -213,6 +222,7 @@ def test_abstract_decode_step_shapes():
     assert _shapes(new_cache) == _shapes(cache)
 
 
+@pytest.mark.slow
 def test_abstract_llama_7b_counts_its_parameters_without_allocating():
     hf = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
           "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000,
@@ -276,6 +286,7 @@ def test_tiny_llama_compiles_and_runs_under_exact_mpc(tmp_path):
     np.testing.assert_allclose(np.asarray(out), np.asarray(m.apply(ids)), atol=2e-2, rtol=0)
 
 
+@pytest.mark.slow
 def test_llama_and_vit_save_round_trip(tmp_path):
     m = M.load(M.make_tiny_llama(tmp_path / "l", tie_word_embeddings=True, num_hidden_layers=1))
     again = M.load(M.save(m, tmp_path / "l2"))

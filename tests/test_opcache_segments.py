@@ -8,6 +8,7 @@ segment once.
 from collections import Counter
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
@@ -46,6 +47,7 @@ def _runs(fn, config=pcformer.MPCConfig()):
     return prog, plan, (seg_out, seg_rep), (eager_out, eager_rep)
 
 
+@pytest.mark.slow
 def test_segments_compute_and_place_shares_like_the_eager_path():
     prog, plan, (seg_out, seg_rep), (eager_out, eager_rep) = _runs(two_blocks)
     segments = [s for s in plan if isinstance(s, opcache._Segment)]
@@ -60,6 +62,7 @@ def test_segments_compute_and_place_shares_like_the_eager_path():
     assert ledger_key(seg_rep.entries) == ledger_key(prog.cost.entries)
 
 
+@pytest.mark.slow
 def test_segments_are_bit_identical_to_eager_with_the_same_randomness():
     # the reproducible mode: run 7's keys are the same whichever path runs it
     prog, plan, _, _ = _runs(block, pcformer.MPCConfig(seed=0))
@@ -105,6 +108,7 @@ def test_a_repeated_block_compiles_each_segment_once():
     assert len(opcache._TEMPLATES) == before and rep.time["compile_s"] == 0.0
 
 
+@pytest.mark.slow
 def test_the_template_cache_is_bounded_and_an_evicted_op_compiles_again(monkeypatch):
     """A long process must not keep every compiled op program: each holds memory mappings, and
     past vm.max_map_count XLA's next compile segfaults. With a tiny limit the run still gives

@@ -39,6 +39,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow
 def test_compare_op(name):
     fn, *args = CASES[name]
     check_op(fn, *args, atol=1e-3, rtol=0)

@@ -35,6 +35,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow
 def test_order_op(name):
     fn, args = CASES[name]
     check_op(fn, *args, atol=1e-3, rtol=0)
@@ -55,6 +56,7 @@ def test_batcher_network_sorts_and_rounds_are_log_squared():
         assert len(batcher_rounds(n)) <= k * (k + 1) // 2
 
 
+@pytest.mark.slow
 def test_sort_uses_one_comparison_per_network_round():
     _, rep = check_op(jnp.sort, V, atol=1e-3, rtol=0, kinds=("client",))
     prog = pcformer.compile(lambda a, z: jnp.sort(a + z), V, np.zeros((), np.float32),
@@ -76,6 +78,7 @@ def test_conv_with_the_servers_kernel_uses_the_server_weight_protocol():
 @pytest.mark.parametrize("config", [pcformer.MPCConfig(mode="ideal"),
                                     pcformer.MPCConfig(ring_bits=32, frac_bits=12)],
                          ids=["ideal", "ring32"])
+@pytest.mark.slow
 def test_new_ops_in_ideal_mode_and_on_the_32_bit_ring(config):
     """They are built from existing protocols: ideal mode has their rules, same ledger.
     (log's octave thresholds reach 2^24: the 64-bit ring's range, not the 32-bit one's.)"""

@@ -36,6 +36,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.slow
 def test_structural_op(name):
     fn, *args = CASES[name]
     check_op(fn, *args, atol=1e-3, rtol=0)
@@ -48,6 +49,7 @@ def test_prod_uses_a_tree_of_products():
 
 
 @pytest.mark.parametrize("reveal", [True, False])
+@pytest.mark.slow
 def test_program_executor_accepts_secret_inputs(reveal):
     import pcformer
     from ops_util import ledger_key, make_secret

@@ -50,6 +50,7 @@ def _replacements(traced, policy):
     return sorted((r.op_class, r.rule, r.scope) for r in R.matches(traced, policy))
 
 
+@pytest.mark.slow
 def test_original_has_the_heavy_ops(layer):
     *_, tr = layer
     prims = [e.primitive.name for e in tr.eqns]
@@ -69,6 +70,7 @@ def test_model_ops_replaced_unrelated_exp_falls_back_to_exact(layer, policy):
     assert _heavy_scopes(out) == []
 
 
+@pytest.mark.slow
 def test_exact_also_replaces_the_unrelated_exp(layer):
     model, params, x, mask, tr = layer
     assert ("exp", "exp", "") in _replacements(tr, "exact")
@@ -122,6 +124,7 @@ def test_rewritten_is_the_approximation(layer):
 
 
 @pytest.mark.parametrize("policy", sorted(P.NAMED))
+@pytest.mark.slow
 def test_friendly_jits_and_differentiates(layer, policy):
     model, params, x, mask, tr = layer
     f = R.friendly(model.apply, policy)
@@ -176,6 +179,7 @@ def test_not_gelu_is_not_matched():
     assert _rules(wrong_const, X, policy="mpcformer") == []  # erf None: left alone
 
 
+@pytest.mark.slow
 def test_softmax_forms():
     mask = X > -1.5
     assert _rules(lambda x: jax.nn.softmax(x), X) == ["softmax"]
@@ -267,6 +271,7 @@ def test_public_constants_are_not_rewritten():
     np.testing.assert_allclose(tr(X), fn(X), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_softmax_with_broadcast_mask():
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 3, 4))
     mask = jnp.array([[[1, 1, 0, 1]], [[1, 0, 0, 1]]], bool)  # [2, 1, 4], broadcast over rows

@@ -92,6 +92,7 @@ def _deterministic_ops(ctx, x, y, X, Y, W, w):
 
 
 @pytest.mark.parametrize("l", [64, 32])
+@pytest.mark.slow
 def test_deterministic_ops_match_protocol_mode(l):
     rng = np.random.default_rng(l)
     cfg = MPCConfig(ring_bits=l, frac_bits=12 if l == 32 else 16)
@@ -172,6 +173,7 @@ def _composed(ctx, x, y):
     return {"t": t, "lt": P.less(ctx, t, sy)}
 
 
+@pytest.mark.slow
 def test_composed_program_smaller_and_faster_in_ideal_mode():
     """The whole jitted program: same ledger; fewer StableHLO lines in ideal mode (asserted);
     compile and run times printed, not asserted (the CI machine is shared)."""

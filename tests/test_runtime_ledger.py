@@ -87,6 +87,7 @@ CASES = [
 @pytest.mark.parametrize("cfg", [MPCConfig(), MPCConfig(ring_bits=32, frac_bits=12)],
                          ids=["l64", "l32"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.slow
 def test_each_op_ledger_equals_cost_rule(cfg, case):
     op, call, shapes, attrs = case
     d = 2  # inputs available at depth 2: rule depths are offsets from it

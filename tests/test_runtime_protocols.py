@@ -41,6 +41,7 @@ def _signed(u, l):
 
 
 @pytest.mark.parametrize("l", [64, 32])
+@pytest.mark.slow
 def test_ring_exact_protocols(l):
     cfg = MPCConfig(ring_bits=l, frac_bits=12 if l == 32 else 16)
     rng = np.random.default_rng(l)
@@ -109,6 +110,7 @@ def test_ring_exact_protocols(l):
     np.testing.assert_array_equal(o["reveal_to_0"], xo)
 
 
+@pytest.mark.slow
 def test_fixed_point_and_comparisons():
     cfg = MPCConfig()
     f, l = cfg.frac_bits, cfg.ring_bits
@@ -175,6 +177,7 @@ def test_dealer_truncation_error_at_most_one_lsb(l, f):
     assert (diff == 1).any() and (diff == 0).any()  # the +1 LSB case occurs and is bounded
 
 
+@pytest.mark.slow
 def test_shapes_and_depth_bookkeeping():
     cfg = MPCConfig()
     with x64():

@@ -67,6 +67,7 @@ DNS = [
 
 
 @pytest.mark.parametrize("l", [64, 32])
+@pytest.mark.slow
 def test_limb_matmul_bit_identical_to_native(l):
     rng = np.random.default_rng(l)
     dt = np.uint64 if l == 64 else np.uint32

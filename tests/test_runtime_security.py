@@ -57,6 +57,7 @@ PROTOCOLS = {
 
 @pytest.mark.parametrize("name", sorted(PROTOCOLS))
 @pytest.mark.parametrize("party", [0, 1])
+@pytest.mark.slow
 def test_one_door_first_message_depends_only_on_own_share(name, party):
     rng = np.random.default_rng(4)
     data = rng.integers(0, 2 ** 64, size=(2, N), dtype=np.uint64)
@@ -129,6 +130,7 @@ def test_a_party_share_alone_is_uniform_whatever_the_secret():
             assert _chi2_uniform(((u >> np.uint64(30)) & np.uint64(15)).astype(np.int64)) < 50, key
 
 
+@pytest.mark.slow
 def test_local_truncation_failure_rate_measured():
     """SecureML truncation fails (error ~2^(l-f)) with probability about |x| / 2^l per element
     (the other party's uniform share lands in a window of width |x|).

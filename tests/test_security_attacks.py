@@ -111,6 +111,7 @@ def test_two_processes_use_fresh_masks(tmp_path):
     assert_fresh(*views)
 
 
+@pytest.mark.slow
 def test_reproducible_seed_repeats_masks_and_says_so():
     cfg = MPCConfig(seed=5)
     a = _audited(embed, TABLE, IDS_A, owners=(0, 1), config=cfg)
@@ -152,6 +153,7 @@ def _encoded_difference(a, b):
 
 
 @pytest.mark.parametrize("config", [MPCConfig(), MPCConfig(seed=0)], ids=["fresh", "seeded"])
+@pytest.mark.slow
 def test_two_deployments_with_different_weights_have_independent_setup_views(config):
     f1 = _setup_view(_audited(dense, W1, X, owners=(0, 1), config=config), W1)
     f2 = _setup_view(_audited(dense, W2, X, owners=(0, 1), config=config), W2)
@@ -216,6 +218,7 @@ WO = jnp.eye(4, dtype=jnp.float32)
 
 
 @pytest.mark.parametrize("executor", ["op", "program"])
+@pytest.mark.slow
 def test_a_wrapping_product_is_caught_where_it_happens(executor):
     prog = pcformer.compile(square_of_product, XO, WO, owners=(1, 0), policy=None,
                             executor=executor, config=MPCConfig(check_overflow=True))

@@ -83,6 +83,7 @@ def test_padding_without_a_pad_token_says_what_to_do(folders):
         tok(["a", "a b c"], padding=True)
 
 
+@pytest.mark.slow
 def test_load_imports_neither_transformers_nor_torch():
     code = ("import sys, pcformer.models as m; x = m.load('minilm'); x.encode(['hi']);"
             "print('transformers' in sys.modules, 'torch' in sys.modules)")
