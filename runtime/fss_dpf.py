@@ -1,0 +1,113 @@
+"""Function secret sharing, part 2: Boyle-Gilboa-Ishai DPF keys (point functions), vectorised.
+
+A DPF key pair for f(x) = beta if x == alpha else 0 (x, alpha n-bit; beta in Z_2^l) lets each
+party evaluate an additive share of f anywhere, or on the whole domain at once (lookup tables).
+Construction: Boyle, Gilboa, Ishai, "Function Secret Sharing: Improvements and Extensions"
+(CCS 2016), Fig. 1: the GGM tree with one seed and two control bits corrected per level.
+
+Same layout as `fss_keys` (whose PRG and level helpers it uses): one tree per tensor element, a
+`lax.scan` over the n levels. The full-domain evaluation doubles a leaf axis per level, so its
+cost is 2^n PRG calls per element: meant for small n (SIGMA's lookup tables use 6-13 bits).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .fss_keys import (LAMBDA_BITS, bit_at, convert, expand, party_signs, pick, sign, times_bit,
+                       xor_if)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DPFKeys:
+    """Both parties' DPF keys (uint64): seeds [2, W, *shape] (private), s_cw [n, W, *shape],
+    t_cw [n, 2, *shape] (0/1) and final [*shape] (common correction words)."""
+    seeds: jax.Array
+    s_cw: jax.Array
+    t_cw: jax.Array
+    final: jax.Array
+
+
+def _swap(a):
+    return jnp.swapaxes(a, 0, 1)
+
+
+def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
+    """DPF keys for x == alpha -> beta per element: root_seeds [2, W, *shape] uniform uint64,
+    alpha [*shape] n-bit unsigned, beta [*shape] group element (uint64)."""
+    shape = alpha.shape
+    alpha = alpha.astype(jnp.uint64)
+    t0 = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])
+
+    def level(carry, i):
+        s, t = carry                                  # s [P, W, ...], t [P, ...]
+        e = expand(_swap(s), 0, kind)
+        a = bit_at(alpha, n, i)
+        s_lose = pick(a, e.s_left, e.s_right)
+        s_keep = pick(a, e.s_right, e.s_left)
+        s_cw = s_lose[:, 0] ^ s_lose[:, 1]
+        tl_cw = e.t_left[0] ^ e.t_left[1] ^ a ^ jnp.uint64(1)
+        tr_cw = e.t_right[0] ^ e.t_right[1] ^ a
+        t_keep_cw = pick(a, tr_cw, tl_cw)
+        s_next = xor_if(t[:, None], _swap(s_keep), s_cw[None])
+        t_next = pick(a, e.t_right, e.t_left) ^ (t & t_keep_cw)
+        return (s_next, t_next), (s_cw, jnp.stack([tl_cw, tr_cw]))
+
+    (s, t), (s_cw, t_cw) = lax.scan(level, (root_seeds, t0), jnp.arange(n, dtype=jnp.int32))
+    final = sign(t[1]) * (beta.astype(jnp.uint64) - convert(s[0], 1)[0] + convert(s[1], 1)[0])
+    return DPFKeys(root_seeds, s_cw, t_cw, final)
+
+
+def _leaf_value(s, t, final, sg):
+    """(-1)^b (Convert(s) + t * final): a party's share at a leaf."""
+    return sg * (convert(s, 1)[0] + times_bit(t, final))
+
+
+def dpf_eval(keys: DPFKeys, x, n: int, kind: str = "splitmix"):
+    """Both parties' shares [2, *shape] of beta * [x == alpha] at public n-bit x."""
+    shape = x.shape
+    x = x.astype(jnp.uint64)
+    t0 = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])
+
+    def level(carry, cw):
+        s, t = carry
+        i, s_cw, t_cw = cw
+        e = expand(_swap(s), 0, kind)
+        b = bit_at(x, n, i)
+        s_next = xor_if(t[:, None], _swap(pick(b, e.s_right, e.s_left)), s_cw[None])
+        t_next = pick(b, e.t_right, e.t_left) ^ (t & pick(b, t_cw[1], t_cw[0]))
+        return (s_next, t_next), None
+
+    (s, t), _ = lax.scan(level, (keys.seeds, t0),
+                         (jnp.arange(n, dtype=jnp.int32), keys.s_cw, keys.t_cw))
+    sg = party_signs(shape)
+    return _leaf_value(_swap(s), t, keys.final[None], sg)
+
+
+def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
+    """Both parties' shares [2, 2^n, *shape] of beta * [j == alpha] for every point j (full
+    domain, in increasing j). Level by level: the leaf axis doubles (children interleaved)."""
+    shape = keys.final.shape
+    s = keys.seeds[:, :, None]                           # [P, W, 1, ...]: one node per element
+    t = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])[:, None]
+    for i in range(n):                                   # unrolled: node counts differ per level
+        e = expand(_swap(s), 0, kind)                    # [W, P, nodes, ...]
+        tm = t[:, None]
+        s_cw = keys.s_cw[i][:, None, None]               # [W, 1, 1, ...]
+        s_l = xor_if(tm, _swap(e.s_left), _swap(s_cw))
+        s_r = xor_if(tm, _swap(e.s_right), _swap(s_cw))
+        t_l = e.t_left ^ (t & keys.t_cw[i, 0][None, None])
+        t_r = e.t_right ^ (t & keys.t_cw[i, 1][None, None])
+        s = jnp.stack([s_l, s_r], axis=3).reshape(s_l.shape[:2] + (-1,) + s_l.shape[3:])
+        t = jnp.stack([t_l, t_r], axis=2).reshape(t_l.shape[:1] + (-1,) + t_l.shape[2:])
+    sg = party_signs(shape)[:, None]
+    return _leaf_value(_swap(s), t, keys.final[None, None], sg)
+
+
+def dpf_key_bits(n: int, ring_bits: int) -> int:
+    """Bits of one party's whole DPF key per element: lambda + n (lambda + 2) + l."""
+    return LAMBDA_BITS + n * (LAMBDA_BITS + 2) + ring_bits

@@ -1,0 +1,147 @@
+"""The function-secret-sharing (FSS) family: DReLU, ReLU, select, exact truncation and lookup
+tables, each ONE online round (docs/fss.md has the formulas and the papers).
+
+Same contract as the Beaver family (arith.py, compare.py): additive shares `AShare` over Z_2^l,
+every message through `channel` (which writes the ledger), row i of every local computation uses
+only party i's share, party i's dealer material and what party i received. Comparison results
+are integer bits 0/1 (scale 1). The masked-input paradigm: the parties open x + r for a dealer
+mask r (n bits each) and evaluate their FSS keys at the public masked value.
+
+`prg` picks the tree PRG ("splitmix" fast, "threefry" JAX's block cipher); `bits` (n) is the
+bit width the input is known to fit as a signed value (|x| < 2^(n-1)): SIGMA's reduced-width
+comparisons open n bits instead of l and have n-level keys.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from pcformer.runtime import channel, fss_dealer, ring
+from pcformer.runtime.fss_dpf import dpf_eval_all
+from pcformer.runtime.fss_keys import dcf_eval
+from pcformer.runtime.shares import AShare
+
+from . import arith
+from . import fss_ideal  # noqa: F401  (fills FSS_IDEAL_RULES)
+from ._base import as_ring, const, only_party0
+from ._fss_base import fss_protocol, low_bits
+
+
+def open_masked(ctx, x: AShare, r, n: int, depth: int | None = None):
+    """Open (x + r) mod 2^n in one exchange of n bits per element each; returns (public, depth)."""
+    payload = low_bits(x.data + r, n)
+    recv, d = channel.exchange(ctx, payload, x.depth if depth is None else depth, n)
+    return low_bits(channel.opened(ctx, payload + recv), n), d
+
+
+def _ring(ctx, v):
+    return v.astype(ring.ring_dtype(ctx.ring_bits))
+
+
+def _width(ctx, bits):
+    n = ctx.ring_bits if bits is None else int(bits)
+    if not 2 <= n <= ctx.ring_bits:
+        raise ValueError(f"bits must be in [2, {ctx.ring_bits}] (the ring), got {n}")
+    return n
+
+
+def _msb_shares(ctx, xh, n: int, m, v_beta):
+    """Shares of msb_n(x) from the public masked value and the DCF output beta*[low(xh) < low(r)]:
+    msb(x) = a xor w with a = msb(xh) public and w = msb(r) + beta*c = msb(r) xor carry."""
+    a = (xh >> jnp.asarray(n - 1, xh.dtype)) & const(ctx, 1)
+    w = m + v_beta
+    return a, only_party0(a) + (const(ctx, 1) - const(ctx, 2) * a) * w
+
+
+def _dcf_low(ctx, keys, xh, n: int, prg: str):
+    """DCF outputs [2, k, *shape] (ring) at the low n-1 bits of the opened value."""
+    return _ring(ctx, dcf_eval(keys, low_bits(xh, n - 1), n - 1, prg))
+
+
+@fss_protocol("drelu")
+def drelu(ctx, x: AShare, bits: int | None = None, prg: str = "splitmix") -> AShare:
+    """[x >= 0] for |x| < 2^(n-1): open x + r (n bits each, one round), evaluate a DCF on n-1 bits
+    (Boyle et al. 2021, SIGMA's DReLU)."""
+    n = _width(ctx, bits)
+    r, m, _, keys = fss_dealer.drelu_material(ctx, x.shape, n, prg, with_relu=False)
+    xh, d = open_masked(ctx, x, r, n)
+    _, msb = _msb_shares(ctx, xh, n, m, _dcf_low(ctx, keys, xh, n, prg)[:, 0])
+    return AShare(only_party0(jnp.broadcast_to(const(ctx, 1), x.shape)) - msb, d)
+
+
+@fss_protocol("relu")
+def relu(ctx, x: AShare, bits: int | None = None, prg: str = "splitmix") -> AShare:
+    """max(x, 0) in ONE round: open x + r (l bits each); a DCF with the two-word payload
+    (beta, beta*r) gives shares of drelu(x) and of drelu(x)*r, and relu = drelu*(x+r) - drelu*r."""
+    n = _width(ctx, bits)
+    r, m, mr, keys = fss_dealer.drelu_material(ctx, x.shape, n, prg, with_relu=True)
+    xh, d = open_masked(ctx, x, r, ctx.ring_bits)
+    v = _dcf_low(ctx, keys, low_bits(xh, n), n, prg)
+    a, msb = _msb_shares(ctx, low_bits(xh, n), n, m, v[:, 0])
+    one = const(ctx, 1)
+    dre = only_party0(jnp.broadcast_to(one, x.shape)) - msb
+    msb_r = a * r + (one - const(ctx, 2) * a) * (mr + v[:, 1])      # shares of msb(x) * r
+    return AShare(dre * xh - (r - msb_r), d)
+
+
+@fss_protocol("select")
+def select(ctx, b: AShare, x: AShare, y: AShare) -> AShare:
+    """b ? x : y for a shared bit b in ONE round: open b xor r_b (1 bit each; arithmetic shares of
+    a bit reduce mod 2 to XOR shares) and (x - y) + r_d (l bits each) in the same round."""
+    d = arith.sub(ctx, x, y)
+    rd, rb, rb_sh, rbrd = fss_dealer.select_material(ctx, d.shape)
+    depth = max(b.depth, d.depth)
+    one = const(ctx, 1)
+    bh, _ = open_masked(ctx, AShare(jnp.broadcast_to(b.data, (2,) + d.shape) ^ rb, b.depth),
+                        jnp.zeros_like(rd), 1, depth)
+    dh, dd = open_masked(ctx, d, rd, ctx.ring_bits, depth)
+    # b*(x-y) = (bh xor rb)(dh - rd) = bh dh - bh rd + (1 - 2 bh)(rb dh - rb rd)
+    bd = only_party0(bh * dh) - bh * rd + (one - const(ctx, 2) * bh) * (rb_sh * dh - rbrd)
+    return arith.add(ctx, AShare(bd, dd), y)
+
+
+@fss_protocol("truncate")
+def truncate(ctx, x: AShare, bits: int | None = None, mode: str | None = None,
+             prg: str = "splitmix") -> AShare:
+    """Exact floor(x / 2^f) for |x| < 2^(l-2), ONE round (SIGMA's truncation): open
+    x' + r with x' = x + 2^(l-2) >= 0 (l bits each); a DCF on f bits gives the borrow of the low
+    bits, and the wrap of x' + r is msb(r) * (1 - msb(x' + r)) (x' < 2^(l-1)). `mode` is
+    accepted for the Beaver family's signature and ignored (FSS truncation is always exact)."""
+    l = ctx.ring_bits
+    f = ctx.config.frac_bits if bits is None else int(bits)
+    if not 1 <= f < l - 2:
+        raise ValueError(f"truncation bits must be in [1, {l - 3}], got {f}")
+    r, q, m, keys = fss_dealer.trunc_material(ctx, x.shape, f, prg)
+    xp = x.data + only_party0(jnp.broadcast_to(const(ctx, 1 << (l - 2)), x.shape))
+    xh, d = open_masked(ctx, AShare(xp, x.depth), r, l)
+    borrow = _ring(ctx, dcf_eval(keys, low_bits(xh, f), f, prg))[:, 0]
+    a = xh >> jnp.asarray(l - 1, xh.dtype)
+    wrap = m * (const(ctx, 1) - a)
+    z = (only_party0((xh >> jnp.asarray(f, xh.dtype)) - const(ctx, 1 << (l - 2 - f)))
+         - q - borrow + wrap * const(ctx, 1 << (l - f)))
+    return AShare(z, d)
+
+
+def lut_table(ctx, table, bits: int):
+    """The public table as ring elements, checked to have 2^bits entries."""
+    t = as_ring(ctx, table)
+    if t.shape != (1 << bits,):
+        raise ValueError(f"a {bits}-bit lookup table needs {1 << bits} entries, got {t.shape}")
+    return t
+
+
+@fss_protocol("lut")
+def lut(ctx, x: AShare, table, bits: int, prg: str = "splitmix") -> AShare:
+    """table[x mod 2^n] for a public ring table of 2^n entries, ONE round (SIGMA's lookup):
+    open (x + r) mod 2^n (n bits each); a DPF at r, evaluated on the whole domain, gives shares
+    y_j of [j == r], and table[x] = sum_j y_j table[(xh - j) mod 2^n]. Keys and local work grow
+    as 2^n: meant for n <= 10 or so."""
+    n = int(bits)
+    if not 1 <= n <= min(16, ctx.ring_bits):
+        raise ValueError(f"lookup tables take 1 to 16 bits, got {n}")
+    t = lut_table(ctx, table, n)
+    r, keys = fss_dealer.lut_material(ctx, x.shape, n, prg)
+    xh, d = open_masked(ctx, x, r, n)
+    y = _ring(ctx, dpf_eval_all(keys, n, prg))                      # [2, 2^n, *shape]
+    j = jnp.arange(1 << n, dtype=xh.dtype).reshape((-1,) + (1,) * xh.ndim)
+    shifted = t[low_bits(xh[None] - j, n).astype(jnp.int32)]       # [2^n, *shape]
+    return AShare(jnp.sum(y * shifted[None], axis=1, dtype=xh.dtype), d)
