@@ -76,7 +76,8 @@ flags.DEFINE_integer("new_tokens", 1, "Decoders: tokens generated after a --seq_
 # a string checked when the command runs (MPCConfig): the families live in the runtime's protocol
 # registry, and this module stays light (no JAX import for help and flag errors)
 flags.DEFINE_string("protocols", "beaver", "Protocol family, one registered in runtime/protocols/registry.py "
-                    "('beaver': dealer-assisted Beaver triples, the only one today).")
+                    "('beaver': dealer-assisted Beaver triples; 'fss': function secret sharing for "
+                    "comparisons and truncation, docs/fss.md).")
 # every command
 flags.DEFINE_boolean("compile_cache", True, "Keep compiled XLA programs in a per-user cache folder "
                      "(also PCFORMER_COMPILE_CACHE=0 to turn off, or =<folder>).")
