@@ -75,7 +75,7 @@ def cost(fn: Callable, *args, owners, policy="mpcformer", config: MPCConfig = MP
     args: arrays or `jax.ShapeDtypeStruct` pytrees (only shapes and dtypes are read); an argument
     with owner "secret" may be a `pcformer.Secret` or a ShapeDtypeStruct of the value's shape.
     owners, policy, config, reveal: as `pcformer.compile`. protocols: a registered protocol family
-    (runtime/protocols/registry.py; "beaver" today), None: `config.protocols`.
+    (runtime/protocols/registry.py: "beaver", "fss"), None: `config.protocols`.
     times: a dict to accumulate the passes' seconds in (trace_s, rewrite_s, lower_s, cost_s).
     """
     config = _with_protocols(config, protocols)
