@@ -2,6 +2,7 @@
 
     python benchmarks/bert_layers.py [--layers 1] [--seq_len 128] [--policy mpcformer,exact]
                                      [--mode protocol|ideal] [--repeats 3] [--mesh]
+                                     [--protocols beaver|fss]
 
 Builds an all-MiniLM-L6-v2-shaped encoder (`pcformer.models.bert.BertEncoder`, hidden 384,
 12 heads, MLP 1536, random weights) with `--layers` layers. The weights belong to the server
@@ -19,6 +20,8 @@ Run time per layer = run time / layers (the layers run inside one jitted program
 as collectives; on CPU the script asks XLA for 2 host devices) and reports its compile and run
 time beside the in-process executor's, and (with `--executor program`, the same randomness)
 whether outputs and ledger agree bit for bit (both runs use the same `--seed`).
+--protocols picks the protocol family (`MPCConfig.protocols`, one registered in
+runtime/protocols/registry.py; "fss": docs/fss.md); the output and the JSON name it.
 """
 from __future__ import annotations
 
@@ -125,7 +128,7 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
     inputs = (params, x) if args.mask == "none" else (params, x, mask)
     owners = (0, 1) if args.mask == "none" else (0, 1, None if args.mask == "public" else 1)
     config = pcformer.MPCConfig(mode=args.mode, trunc_mode=args.trunc_mode,
-                                matmul_kernel=args.matmul_kernel,
+                                matmul_kernel=args.matmul_kernel, protocols=args.protocols,
                                 seed=args.seed if args.mesh else None)
     options = {"xla_backend_optimization_level": args.opt_level} if args.opt_level >= 0 else None
 
@@ -224,6 +227,11 @@ def print_result(r: dict, shape: Shape) -> None:
           f"max |err| vs rewritten plaintext {r['max_abs_err_vs_rewritten_plaintext']:.3g}")
 
 
+def _families() -> tuple[str, ...]:
+    from pcformer.runtime.protocols import registry
+    return registry.families()
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = Shape()
@@ -238,6 +246,8 @@ def parse(argv=None):
     p.add_argument("--executor", default="op", choices=("op", "program"),
         help="op: one jit per protocol-op signature (default); program: ONE jit of the whole run")
     p.add_argument("--mode", default="protocol", choices=["protocol", "ideal"])
+    p.add_argument("--protocols", default="beaver", choices=_families(),
+                   help="protocol family (the registry's; fss: docs/fss.md)")
     p.add_argument("--trunc_mode", default="dealer", choices=["dealer", "local"])
     p.add_argument("--matmul_kernel", default="auto", choices=["auto", "limb", "native"])
     p.add_argument("--mask", default="public", choices=["public", "client", "none"])
@@ -255,8 +265,8 @@ def main(argv=None) -> dict:
     args = parse(argv)
     shape = Shape(args.layers, args.seq_len, args.batch, args.hidden, args.heads,
                   args.intermediate, args.act)
-    print(f"shape {dataclasses.asdict(shape)}, mode {args.mode}, device "
-          f"{jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}, "
+    print(f"shape {dataclasses.asdict(shape)}, protocols {args.protocols}, mode {args.mode}, "
+          f"device {jax.devices()[0].device_kind}, {platform.processor() or platform.machine()}, "
           f"allocator {_allocator.status()}")
     results = []
     for policy in [s.strip() for s in args.policy.split(",") if s.strip()]:
@@ -264,7 +274,7 @@ def main(argv=None) -> dict:
         print_result(r, shape)
         results.append(r)
     summary = {"bench": "bert_layers", "shape": dataclasses.asdict(shape), "mode": args.mode,
-               "trunc_mode": args.trunc_mode, "mask": args.mask,
+               "protocols": args.protocols, "trunc_mode": args.trunc_mode, "mask": args.mask,
                "device": jax.devices()[0].device_kind, "allocator": _allocator.status(),
                "results": results}
     print(json.dumps(summary, separators=(",", ":")))

@@ -66,7 +66,8 @@ flags.DEFINE_integer("new_tokens", 1, "Decoders: tokens generated after a --seq_
 # a string checked when the command runs (MPCConfig): the families live in the runtime's protocol
 # registry, and this module stays light (no JAX import for help and flag errors)
 flags.DEFINE_string("protocols", "beaver", "Protocol family, one registered in runtime/protocols/registry.py "
-                    "('beaver': dealer-assisted Beaver triples, the only one today).")
+                    "('beaver': dealer-assisted Beaver triples; 'fss': function secret sharing for "
+                    "comparisons and truncation, docs/fss.md).")
 # Two processes (`party`, `run --processes=2`; pcformer/party_cli.py)
 flags.DEFINE_enum("role", None, ["server", "client"], "party: which party this process is (the server "
                   "holds the weights, the client the text).")

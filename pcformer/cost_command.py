@@ -43,13 +43,19 @@ def summary_rows(parts: list[tuple[str, object]], nets: dict) -> str:
     return tables.render(header, rows)
 
 
+# what each family is, in a few words (a family registered elsewhere prints without a note)
+FAMILY_NOTES = {"beaver": "dealer-assisted 2PC",
+                "fss": "dealer-assisted 2PC, FSS comparisons and truncation"}
+
+
 def format_cost(mc, nets: dict, scope_depth: int = 2, max_rows: int = 40) -> str:
     """The text `pcformer cost` prints for a ModelCost."""
     out = []
     from .presets import DECODERS
     kind = "decoder" if mc.kind in DECODERS else "encoder"
     out.append(f"model     {mc.name} ({mc.kind}, {_human_count(mc.params)} parameters, shapes only)")
-    out.append(f"policy    {mc.policy}, protocols beaver (dealer-assisted 2PC)")
+    out.append(f"policy    {mc.policy}, protocols {mc.protocols} "
+               f"({FAMILY_NOTES.get(mc.protocols, 'registered family')})")
     if kind == "decoder":
         out.append(f"job       prompt of {mc.seq_len} tokens, {mc.new_tokens} new token(s): "
                    f"prefill + {mc.steps} decoding step(s)")

@@ -75,7 +75,7 @@ def cost(fn: Callable, *args, owners, policy="mpcformer", config: MPCConfig = MP
     args: arrays or `jax.ShapeDtypeStruct` pytrees (only shapes and dtypes are read); an argument
     with owner "secret" may be a `pcformer.Secret` or a ShapeDtypeStruct of the value's shape.
     owners, policy, config, reveal: as `pcformer.compile`. protocols: a registered protocol family
-    (runtime/protocols/registry.py; "beaver" today), None: `config.protocols`.
+    (runtime/protocols/registry.py: "beaver", "fss"), None: `config.protocols`.
     times: a dict to accumulate the passes' seconds in (trace_s, rewrite_s, lower_s, cost_s).
     """
     config = _with_protocols(config, protocols)
@@ -130,13 +130,15 @@ class ModelCost:
     params: int
     times: dict
     tokens: int = 0  # the sequence the model sees (ViT: its patches + CLS, whatever seq_len)
+    protocols: str = "beaver"  # the protocol family costed (MPCConfig.protocols)
 
     def to_json(self, scope_depth: int | None = None, networks: dict | None = None) -> dict:
         parts = {"prefill": self.prefill, "per_token": self.step, "total": self.total}
         out: dict[str, Any] = {"model": self.name, "kind": self.kind, "seq_len": self.seq_len,
                                "tokens": self.tokens, "new_tokens": self.new_tokens,
                                "decoding_steps": self.steps,
-                               "policy": self.policy, "parameters": self.params,
+                               "policy": self.policy, "protocols": self.protocols,
+                               "parameters": self.params,
                                "wall_time": dict(self.times)}
         for key, rep in parts.items():
             if rep is None:
@@ -184,7 +186,7 @@ def model_cost(spec, seq_len: int, new_tokens: int = 1, *, policy="mpcformer",
     name = policy if isinstance(policy, str) else getattr(policy, "name", "custom")
     tokens = (model.config.num_patches + 1) if model.kind == "vit" else seq_len
     return ModelCost(model.name, model.kind, seq_len, new_tokens, name, prefill, step, steps,
-                     total, params, times, tokens)
+                     total, params, times, tokens, config.protocols)
 
 
 def shape_of(x) -> jax.ShapeDtypeStruct:

@@ -13,6 +13,7 @@ TRUNC_MODES = ("dealer", "local")
 MODES = ("protocol", "ideal")
 MATMUL_KERNELS = ("auto", "limb", "native")
 DEFAULT_PROTOCOLS = "beaver"
+FSS_PRGS = ("splitmix", "threefry")   # runtime/fss_keys.PRGS (not imported: it imports JAX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +33,10 @@ class MPCConfig:
     matmul_kernel: "auto" | "limb" | "native", see `ring.ring_matmul`.
     reveal_to: the party that learns the program outputs (1 = the client).
     protocols: the protocol family every op is looked up in (runtime/protocols/registry.py;
-        "beaver": dealer-assisted Beaver triples, the only family today).
+        "beaver": dealer-assisted Beaver triples; "fss": function secret sharing for the
+        comparisons and truncation, docs/fss.md).
+    fss_prg: the tree PRG of the FSS keys ("splitmix" fast, "threefry" JAX's block cipher);
+        only the "fss" family reads it, and it changes no message size.
     """
 
     ring_bits: int = 64
@@ -44,6 +48,7 @@ class MPCConfig:
     matmul_kernel: str = "auto"
     reveal_to: int = 1
     protocols: str = DEFAULT_PROTOCOLS
+    fss_prg: str = "splitmix"
 
     @property
     def reproducible(self) -> bool:
@@ -70,6 +75,8 @@ class MPCConfig:
                 f"matmul_kernel must be one of {MATMUL_KERNELS}, got {self.matmul_kernel!r}")
         if self.reveal_to not in (0, 1):
             raise ValueError(f"reveal_to must be 0 or 1, got {self.reveal_to}")
+        if self.fss_prg not in FSS_PRGS:
+            raise ValueError(f"fss_prg must be one of {FSS_PRGS}, got {self.fss_prg!r}")
         if self.protocols != DEFAULT_PROTOCOLS:
             _check_family(self.protocols)
 

@@ -54,7 +54,7 @@ def test_cost_from_shapes_equals_cost_from_arrays_and_ledger(tiny_bert):
 def test_cost_refuses_unknown_protocols(tiny_bert):
     fn, params, ids, mask = tiny_bert
     with pytest.raises(ValueError, match="protocols"):
-        pcformer.cost(fn, shapes(params), ids, mask, owners=(0, 1, 1), protocols="fss")
+        pcformer.cost(fn, shapes(params), ids, mask, owners=(0, 1, 1), protocols="nope")
 
 
 @pytest.fixture(scope="module")

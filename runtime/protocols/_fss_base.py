@@ -7,9 +7,16 @@ share `_base.IDEAL_RULES`. The wrapper behaves like `_base.protocol` otherwise.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax.numpy as jnp
+
+from pcformer.runtime import fss_costs
+
+from . import registry
+
+FAMILY = "fss"
 
 FSS_IDEAL_RULES: dict = {}
 """op name -> ideal rule(ctx, like, *args, **kwargs) for the FSS family (filled by fss_ideal)."""
@@ -41,3 +48,19 @@ def low_bits(v, n: int):
     if n >= jnp.iinfo(v.dtype).bits:
         return v
     return v & jnp.asarray((1 << n) - 1, v.dtype)
+
+
+def fss_entry(name: str, run, from_ir=None) -> registry.ProtocolOp:
+    """The family's registry entry of op `name`: its cost formula from fss_costs.COSTS and its
+    ideal rule from FSS_IDEAL_RULES (the same rule the decorator applies)."""
+    return registry.ProtocolOp(name, run, fss_costs.COSTS[name], FSS_IDEAL_RULES[name], from_ir,
+                               family=FAMILY)
+
+
+def inherited_beaver_ops(own) -> list:
+    """The Beaver family's ops the FSS family does not replace (share, reveal, the products, the
+    boolean ops, max_argmax), as entries of family "fss": FSS multiplications stay Beaver's.
+    Call it once every Beaver module has registered (protocols/__init__.py imports them first)."""
+    mine = {op.name for op in own}
+    return [dataclasses.replace(registry.lookup(name), family=FAMILY)
+            for name in registry.names(registry.DEFAULT_FAMILY) if name not in mine]

@@ -7,7 +7,8 @@ only party i's share, party i's dealer material and what party i received. Compa
 are integer bits 0/1 (scale 1). The masked-input paradigm: the parties open x + r for a dealer
 mask r (n bits each) and evaluate their FSS keys at the public masked value.
 
-`prg` picks the tree PRG ("splitmix" fast, "threefry" JAX's block cipher); `bits` (n) is the
+`prg` picks the tree PRG ("splitmix" fast, "threefry" JAX's block cipher; None: the run's
+`MPCConfig.fss_prg`); `bits` (n) is the
 bit width the input is known to fit as a signed value (|x| < 2^(n-1)): SIGMA's reduced-width
 comparisons open n bits instead of l and have n-level keys.
 """
@@ -23,7 +24,9 @@ from pcformer.runtime.shares import AShare
 from . import arith
 from . import fss_ideal  # noqa: F401  (fills FSS_IDEAL_RULES)
 from ._base import as_ring, const, only_party0
-from ._fss_base import fss_protocol, low_bits
+from ._fss_base import fss_entry, fss_protocol, low_bits
+from .adapt import unary
+from .registry import register
 
 
 def open_masked(ctx, x: AShare, r, n: int, depth: int | None = None):
@@ -35,6 +38,11 @@ def open_masked(ctx, x: AShare, r, n: int, depth: int | None = None):
 
 def _ring(ctx, v):
     return v.astype(ring.ring_dtype(ctx.ring_bits))
+
+
+def _prg(ctx, prg):
+    """The explicit PRG, else the run's (one setting for the whole program)."""
+    return ctx.config.fss_prg if prg is None else prg
 
 
 def _width(ctx, bits):
@@ -58,10 +66,11 @@ def _dcf_low(ctx, keys, xh, n: int, prg: str):
 
 
 @fss_protocol("drelu")
-def drelu(ctx, x: AShare, bits: int | None = None, prg: str = "splitmix") -> AShare:
+def drelu(ctx, x: AShare, bits: int | None = None, prg: str | None = None) -> AShare:
     """[x >= 0] for |x| < 2^(n-1): open x + r (n bits each, one round), evaluate a DCF on n-1 bits
     (Boyle et al. 2021, SIGMA's DReLU)."""
     n = _width(ctx, bits)
+    prg = _prg(ctx, prg)
     r, m, _, keys = fss_dealer.drelu_material(ctx, x.shape, n, prg, with_relu=False)
     xh, d = open_masked(ctx, x, r, n)
     _, msb = _msb_shares(ctx, xh, n, m, _dcf_low(ctx, keys, xh, n, prg)[:, 0])
@@ -69,10 +78,11 @@ def drelu(ctx, x: AShare, bits: int | None = None, prg: str = "splitmix") -> ASh
 
 
 @fss_protocol("relu")
-def relu(ctx, x: AShare, bits: int | None = None, prg: str = "splitmix") -> AShare:
+def relu(ctx, x: AShare, bits: int | None = None, prg: str | None = None) -> AShare:
     """max(x, 0) in ONE round: open x + r (l bits each); a DCF with the two-word payload
     (beta, beta*r) gives shares of drelu(x) and of drelu(x)*r, and relu = drelu*(x+r) - drelu*r."""
     n = _width(ctx, bits)
+    prg = _prg(ctx, prg)
     r, m, mr, keys = fss_dealer.drelu_material(ctx, x.shape, n, prg, with_relu=True)
     xh, d = open_masked(ctx, x, r, ctx.ring_bits)
     v = _dcf_low(ctx, keys, low_bits(xh, n), n, prg)
@@ -101,7 +111,7 @@ def select(ctx, b: AShare, x: AShare, y: AShare) -> AShare:
 
 @fss_protocol("truncate")
 def truncate(ctx, x: AShare, bits: int | None = None, mode: str | None = None,
-             prg: str = "splitmix") -> AShare:
+             prg: str | None = None) -> AShare:
     """Exact floor(x / 2^f) for |x| < 2^(l-2), ONE round (SIGMA's truncation): open
     x' + r with x' = x + 2^(l-2) >= 0 (l bits each); a DCF on f bits gives the borrow of the low
     bits, and the wrap of x' + r is msb(r) * (1 - msb(x' + r)) (x' < 2^(l-1)). `mode` is
@@ -110,6 +120,7 @@ def truncate(ctx, x: AShare, bits: int | None = None, mode: str | None = None,
     f = ctx.config.frac_bits if bits is None else int(bits)
     if not 1 <= f < l - 2:
         raise ValueError(f"truncation bits must be in [1, {l - 3}], got {f}")
+    prg = _prg(ctx, prg)
     r, q, m, keys = fss_dealer.trunc_material(ctx, x.shape, f, prg)
     xp = x.data + only_party0(jnp.broadcast_to(const(ctx, 1 << (l - 2)), x.shape))
     xh, d = open_masked(ctx, AShare(xp, x.depth), r, l)
@@ -130,7 +141,7 @@ def lut_table(ctx, table, bits: int):
 
 
 @fss_protocol("lut")
-def lut(ctx, x: AShare, table, bits: int, prg: str = "splitmix") -> AShare:
+def lut(ctx, x: AShare, table, bits: int, prg: str | None = None) -> AShare:
     """table[x mod 2^n] for a public ring table of 2^n entries, ONE round (SIGMA's lookup):
     open (x + r) mod 2^n (n bits each); a DPF at r, evaluated on the whole domain, gives shares
     y_j of [j == r], and table[x] = sum_j y_j table[(xh - j) mod 2^n]. Keys and local work grow
@@ -139,9 +150,24 @@ def lut(ctx, x: AShare, table, bits: int, prg: str = "splitmix") -> AShare:
     if not 1 <= n <= min(16, ctx.ring_bits):
         raise ValueError(f"lookup tables take 1 to 16 bits, got {n}")
     t = lut_table(ctx, table, n)
+    prg = _prg(ctx, prg)
     r, keys = fss_dealer.lut_material(ctx, x.shape, n, prg)
     xh, d = open_masked(ctx, x, r, n)
     y = _ring(ctx, dpf_eval_all(keys, n, prg))                      # [2, 2^n, *shape]
     j = jnp.arange(1 << n, dtype=xh.dtype).reshape((-1,) + (1,) * xh.ndim)
     shifted = t[low_bits(xh[None] - j, n).astype(jnp.int32)]       # [2^n, *shape]
     return AShare(jnp.sum(y * shifted[None], axis=1, dtype=xh.dtype), d)
+
+
+# ----------------------------------------------------------------------------- registry table
+# Family "fss": these replace the Beaver ops of the same name (fss_compare.py adds the rest and
+# the Beaver ops it keeps). truncate's IR adapter is Beaver's: the shift is the IR's `shift`.
+# lut has no adapter: the lowering does not emit table lookups yet.
+TABLE = (
+    fss_entry("drelu", drelu, unary()),
+    fss_entry("relu", relu, unary()),
+    fss_entry("select", select),
+    fss_entry("truncate", truncate, unary(lambda op: {"bits": op.attrs["shift"]})),
+    fss_entry("lut", lut),
+)
+register(*TABLE)

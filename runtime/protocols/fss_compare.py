@@ -13,7 +13,9 @@ from pcformer.runtime.shares import AShare
 
 from . import arith, fss
 from ._base import as_ring, const, only_party0
-from ._fss_base import fss_protocol
+from ._fss_base import fss_entry, fss_protocol, inherited_beaver_ops
+from .adapt import unary
+from .registry import register
 
 
 def _one_minus(ctx, b: AShare) -> AShare:
@@ -21,13 +23,13 @@ def _one_minus(ctx, b: AShare) -> AShare:
 
 
 @fss_protocol("less")
-def less(ctx, x: AShare, y: AShare, bits: int | None = None, prg: str = "splitmix") -> AShare:
+def less(ctx, x: AShare, y: AShare, bits: int | None = None, prg: str | None = None) -> AShare:
     """[x < y] = 1 - drelu(x - y): one round."""
     return _one_minus(ctx, fss.drelu(ctx, arith.sub(ctx, x, y), bits=bits, prg=prg))
 
 
 @fss_protocol("less_public")
-def less_public(ctx, x: AShare, c, bits: int | None = None, prg: str = "splitmix") -> AShare:
+def less_public(ctx, x: AShare, c, bits: int | None = None, prg: str | None = None) -> AShare:
     """[x < c] for a public ring value c: one round."""
     shifted = arith.add_public(ctx, x, -as_ring(ctx, c))
     return _one_minus(ctx, fss.drelu(ctx, shifted, bits=bits, prg=prg))
@@ -57,7 +59,7 @@ def _check_nonempty(x: AShare):
 
 @fss_protocol("max")
 def max_(ctx, x: AShare, axis: int = -1, bits: int | None = None,
-         prg: str = "splitmix") -> AShare:
+         prg: str | None = None) -> AShare:
     """Maximum over `axis`: ceil(log2 k) levels of b + relu(a - b), one round each."""
     v = _front(x, axis)
     _check_nonempty(v)
@@ -70,7 +72,7 @@ def max_(ctx, x: AShare, axis: int = -1, bits: int | None = None,
 
 @fss_protocol("argmax")
 def argmax(ctx, x: AShare, axis: int = -1, bits: int | None = None,
-           prg: str = "splitmix") -> AShare:
+           prg: str | None = None) -> AShare:
     """Index of the maximum over `axis` (integer share; the first index wins ties): per level
     d = drelu(a - b) = [a >= b], then one select of values and indices together."""
     v = _front(x, axis)
@@ -89,3 +91,18 @@ def argmax(ctx, x: AShare, axis: int = -1, bits: int | None = None,
         v = _cat(AShare(both.data[:, :h], both.depth), rest)
         idx = _cat(AShare(both.data[:, h:], both.depth), irest)
     return AShare(idx.data[:, 0], idx.depth)
+
+
+# ----------------------------------------------------------------------------- registry table
+def _axis(op) -> dict:
+    return {"axis": op.attrs["axis"]}
+
+
+TABLE = (
+    fss_entry("less", less),
+    fss_entry("less_public", less_public),
+    fss_entry("max", max_, unary(_axis)),
+    fss_entry("argmax", argmax, unary(_axis)),
+)
+# the family is complete here: fss.py's ops, these, and the Beaver ops neither replaces
+register(*TABLE, *inherited_beaver_ops(fss.TABLE + TABLE))

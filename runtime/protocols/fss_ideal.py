@@ -77,6 +77,11 @@ def _less(ctx, like, x, y, bits=None, prg="splitmix"):
     return fresh(ctx, 1 - drelu_value(ctx, value(x) - value(y), bits), like.depth)
 
 
+@_rule("less_public")
+def _less_public(ctx, like, x, c, bits=None, prg=None):
+    return fresh(ctx, 1 - drelu_value(ctx, value(x) - as_ring(ctx, c), bits), like.depth)
+
+
 @_rule("max")
 def _max(ctx, like, x, axis=-1, bits=None, prg="splitmix"):
     s = ring.to_signed(value(x))

@@ -1,0 +1,208 @@
+"""The FSS protocol family in the registry (`MPCConfig(protocols="fss")`, docs/fss.md): whole
+programs run with outputs close to plaintext and to the Beaver family's, the measured ledger equals
+the static cost, both parties receive FSS key material offline, ideal mode writes the same ledger,
+and the CLI and the benchmark take the family."""
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+from collections import Counter
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pcformer
+from pcformer.runtime import MPCConfig, fss_costs
+from pcformer.runtime.protocols import arith, fss, fss_compare, registry
+from pcformer.runtime.protocols._fss_base import FSS_IDEAL_RULES
+
+FSS_OPS = ("drelu", "relu", "select", "truncate", "lut", "less", "less_public", "max", "argmax")
+
+
+def key(entries):
+    """Entries as a multiset (the measured ledger's order within a depth may differ)."""
+    return Counter((e.op, e.scope, e.phase, tuple(e.bits), e.depth) for e in entries)
+
+
+# ----------------------------------------------------------------------------- the registry
+def test_the_fss_family_replaces_the_comparisons_and_truncation_and_keeps_beaver_products():
+    assert "fss" in registry.families()
+    for name in FSS_OPS:
+        entry = registry.lookup(name, "fss")
+        assert entry.family == "fss"
+        assert entry.cost is fss_costs.COSTS[name], name
+        assert entry.ideal is FSS_IDEAL_RULES[name], name
+        assert entry.run.__module__ in (fss.__name__, fss_compare.__name__), name
+    mul = registry.lookup("mul", "fss")
+    assert mul.run is arith.mul and mul.cost is registry.lookup("mul").cost
+    # every Beaver op has an FSS-family entry: a program lowered for one family runs in the other
+    assert set(registry.names("beaver")) <= set(registry.names("fss"))
+
+
+def test_every_op_the_lowering_emits_has_an_fss_adapter():
+    for name in registry.names("beaver"):
+        if registry.lookup(name).from_ir is not None:
+            assert registry.lookup(name, "fss").from_ir is not None, name
+
+
+def test_fss_prg_is_validated():
+    assert MPCConfig().fss_prg == "splitmix"
+    assert MPCConfig(fss_prg="threefry").fss_prg == "threefry"
+    with pytest.raises(ValueError, match="fss_prg must be one of"):
+        MPCConfig(fss_prg="aes")
+
+
+# ----------------------------------------------------------------------------- a small program
+def _mlp(x, w):
+    """ReLU, a comparison, a max and an argmax of a private product."""
+    h = x @ w
+    r = jnp.maximum(h, 0.0)
+    return r, h > 0.25, jnp.max(r * r, axis=-1), jnp.argmax(h, axis=-1)
+
+
+@pytest.fixture(scope="module")
+def mlp_inputs():
+    rng = np.random.default_rng(3)
+    return (rng.uniform(-1, 1, (2, 4)).astype(np.float32),
+            rng.uniform(-1, 1, (4, 5)).astype(np.float32))
+
+
+def _run(inputs, **config):
+    prog = pcformer.compile(_mlp, *inputs, owners=(1, 0), policy=None,
+                            config=MPCConfig(seed=0, **config))
+    outs, report = prog.run(*inputs)
+    return prog, [np.asarray(o) for o in outs], report
+
+
+def _check_close(outs, ref):
+    np.testing.assert_allclose(outs[0], ref[0], atol=1e-3)
+    np.testing.assert_array_equal(outs[1], ref[1])
+    np.testing.assert_allclose(outs[2], ref[2], atol=1e-3)
+    np.testing.assert_array_equal(outs[3], ref[3])
+
+
+@pytest.fixture(scope="module")
+def both_families(mlp_inputs):
+    return {fam: _run(mlp_inputs, protocols=fam) for fam in ("beaver", "fss")}
+
+
+def test_fss_program_matches_plaintext_and_beaver(mlp_inputs, both_families):
+    ref = [np.asarray(o) for o in _mlp(*mlp_inputs)]
+    _, fss_outs, _ = both_families["fss"]
+    _, beaver_outs, _ = both_families["beaver"]
+    _check_close(fss_outs, ref)
+    _check_close(fss_outs, beaver_outs)
+
+
+def test_fss_ledger_equals_static_cost(both_families):
+    prog, _, report = both_families["fss"]
+    assert key(report.entries) == key(prog.cost.entries)
+    assert report.totals() == prog.cost.totals()
+
+
+def test_fss_deals_keys_to_both_parties_and_needs_fewer_rounds(both_families):
+    fss_t = both_families["fss"][2].totals()
+    beaver_t = both_families["beaver"][2].totals()
+    assert beaver_t["offline"]["bytes"][0] == 0                  # Beaver: party 1 only
+    assert min(fss_t["offline"]["bytes"]) > 0                    # FSS keys: both parties
+    # the DCF keys to party 0 are offline entries of the FSS ops themselves
+    fss_ops = {e.op.split("/")[-1] for e in both_families["fss"][2].entries
+               if e.phase == "offline" and e.bits[0] > 0}
+    assert fss_ops & {"drelu", "relu", "truncate"}
+    assert fss_t["online"]["rounds"] < beaver_t["online"]["rounds"]
+    assert sum(fss_t["online"]["bytes"]) < sum(beaver_t["online"]["bytes"])
+
+
+def test_ideal_mode_under_fss_writes_the_protocol_ledger(mlp_inputs, both_families):
+    _, protocol_outs, protocol_report = both_families["fss"]
+    prog, ideal_outs, ideal_report = _run(mlp_inputs, protocols="fss", mode="ideal")
+    assert key(ideal_report.entries) == key(protocol_report.entries)
+    assert key(ideal_report.entries) == key(prog.cost.entries)
+    _check_close(ideal_outs, protocol_outs)
+
+
+@pytest.mark.slow  # threefry keys compile and run several times slower than splitmix
+def test_threefry_prg_gives_the_same_program_and_ledger(mlp_inputs, both_families):
+    _, outs, report = _run(mlp_inputs, protocols="fss", fss_prg="threefry")
+    _check_close(outs, both_families["fss"][1])
+    assert key(report.entries) == key(both_families["fss"][2].entries)
+
+
+# ----------------------------------------------------------------------------- tiny BERT
+@pytest.fixture(scope="module")
+def tiny_bert():
+    from pcformer.models import bert, tiny
+    cfg = bert.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=32,
+                          max_position_embeddings=16, add_pooling_layer=False)
+    module = bert.BertModel(cfg)
+    params = tiny.random_params(module, seed=1)
+    ids = np.array([[5, 9, 3, 7, 0, 0]], np.int32)
+    mask = np.array([[1, 1, 1, 1, 0, 0]], np.int32)
+
+    def fn(p, i, m):
+        return bert.sentence_embedding(module.apply({"params": p}, i, m), m)
+    return fn, params, ids, mask
+
+
+@pytest.mark.slow  # compiles the FSS ops of a whole BERT layer (about a minute per policy)
+@pytest.mark.parametrize("policy", ["mpcformer", "exact"])
+def test_tiny_bert_under_fss(tiny_bert, policy):
+    fn, params, ids, mask = tiny_bert
+    prog = pcformer.compile(fn, params, ids, mask, owners=(0, 1, 1), policy=policy,
+                            config=MPCConfig(seed=0, protocols="fss"))
+    out, report = prog.run(params, ids, mask)
+    ref = np.asarray(prog.plaintext(params, ids, mask))
+    np.testing.assert_allclose(np.asarray(out), ref, atol=0.05)
+    assert key(report.entries) == key(prog.cost.entries)
+    assert min(report.totals()["offline"]["bytes"]) > 0
+
+
+# ----------------------------------------------------------------------------- CLI, benchmark
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "pcformer", *args], capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.mark.slow  # a subprocess costing a tiny GPT-2 twice
+def test_cost_command_takes_the_fss_family(tmp_path):
+    from pcformer.models import tiny
+    folder = tiny.make_tiny_gpt2(tmp_path / "gpt2", n_layer=1, n_embd=16, n_head=2,
+                                 vocab_size=64, n_positions=16, tokenizer=False)
+    reports = {}
+    for fam in ("beaver", "fss"):
+        out = _cli("cost", f"--model={folder}", "--seq_len=4", f"--protocols={fam}",
+                   f"--report={tmp_path / fam}.json")
+        assert out.returncode == 0, out.stderr
+        assert f"protocols {fam}" in out.stdout
+        reports[fam] = json.loads((tmp_path / f"{fam}.json").read_text())
+        assert reports[fam]["protocols"] == fam
+    fss_t, beaver_t = (reports[f]["total"]["totals"] for f in ("fss", "beaver"))
+    assert fss_t["online"]["rounds"] < beaver_t["online"]["rounds"]
+    assert fss_t["offline"]["bytes"][0] > 0 == beaver_t["offline"]["bytes"][0]
+    bad = _cli("cost", f"--model={folder}", "--seq_len=4", "--protocols=nope")
+    assert bad.returncode != 0 and "fss" in bad.stderr
+
+
+@pytest.mark.slow  # a subprocess running MiniLM at a short sequence under FSS
+def test_run_command_takes_the_fss_family(tmp_path):
+    out = _cli("run", "--model=minilm", "--text=Keys for both parties.", "--policy=mpcformer",
+               "--seq_len=8", "--protocols=fss", f"--report={tmp_path}/r.json")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["static_equals_measured"] is True
+    assert min(rep["totals"]["offline"]["bytes"]) > 0
+
+
+def test_benchmark_takes_protocols(monkeypatch):
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bert_layers.py"
+    spec = importlib.util.spec_from_file_location("bert_layers", path)
+    bert_layers = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bert_layers", bert_layers)   # its dataclasses look it up
+    spec.loader.exec_module(bert_layers)
+    assert bert_layers.parse(["--protocols", "fss"]).protocols == "fss"
+    assert bert_layers.parse([]).protocols == "beaver"
+    with pytest.raises(SystemExit):
+        bert_layers.parse(["--protocols", "nope"])
