@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .fss_keys import (LAMBDA_BITS, bit_at, convert, expand, party_signs, pick, sign, times_bit,
-                       xor_if)
+from .fss_keys import (LAMBDA_BITS, bit_at, both_parties, convert, expand, party_signs, pick, sign,
+                       times_bit, xor_if)
 
 
 @jax.tree_util.register_dataclass
@@ -32,10 +32,6 @@ class DPFKeys:
     final: jax.Array
 
 
-def _swap(a):
-    return jnp.swapaxes(a, 0, 1)
-
-
 def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
     """DPF keys for x == alpha -> beta per element: root_seeds [2, W, *shape] uniform uint64,
     alpha [*shape] n-bit unsigned, beta [*shape] group element (uint64)."""
@@ -45,7 +41,7 @@ def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
 
     def level(carry, i):
         s, t = carry                                  # s [P, W, ...], t [P, ...]
-        e = expand(_swap(s), 0, kind)
+        e = expand(both_parties(s), 0, kind)
         a = bit_at(alpha, n, i)
         s_lose = pick(a, e.s_left, e.s_right)
         s_keep = pick(a, e.s_right, e.s_left)
@@ -53,7 +49,7 @@ def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
         tl_cw = e.t_left[0] ^ e.t_left[1] ^ a ^ jnp.uint64(1)
         tr_cw = e.t_right[0] ^ e.t_right[1] ^ a
         t_keep_cw = pick(a, tr_cw, tl_cw)
-        s_next = xor_if(t[:, None], _swap(s_keep), s_cw[None])
+        s_next = xor_if(t[:, None], both_parties(s_keep), s_cw[None])
         t_next = pick(a, e.t_right, e.t_left) ^ (t & t_keep_cw)
         return (s_next, t_next), (s_cw, jnp.stack([tl_cw, tr_cw]))
 
@@ -76,16 +72,16 @@ def dpf_eval(keys: DPFKeys, x, n: int, kind: str = "splitmix"):
     def level(carry, cw):
         s, t = carry
         i, s_cw, t_cw = cw
-        e = expand(_swap(s), 0, kind)
+        e = expand(both_parties(s), 0, kind)
         b = bit_at(x, n, i)
-        s_next = xor_if(t[:, None], _swap(pick(b, e.s_right, e.s_left)), s_cw[None])
+        s_next = xor_if(t[:, None], both_parties(pick(b, e.s_right, e.s_left)), s_cw[None])
         t_next = pick(b, e.t_right, e.t_left) ^ (t & pick(b, t_cw[1], t_cw[0]))
         return (s_next, t_next), None
 
     (s, t), _ = lax.scan(level, (keys.seeds, t0),
                          (jnp.arange(n, dtype=jnp.int32), keys.s_cw, keys.t_cw))
     sg = party_signs(shape)
-    return _leaf_value(_swap(s), t, keys.final[None], sg)
+    return _leaf_value(both_parties(s), t, keys.final[None], sg)
 
 
 def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
@@ -95,17 +91,17 @@ def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
     s = keys.seeds[:, :, None]                           # [P, W, 1, ...]: one node per element
     t = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])[:, None]
     for i in range(n):                                   # unrolled: node counts differ per level
-        e = expand(_swap(s), 0, kind)                    # [W, P, nodes, ...]
+        e = expand(both_parties(s), 0, kind)                    # [W, P, nodes, ...]
         tm = t[:, None]
         s_cw = keys.s_cw[i][:, None, None]               # [W, 1, 1, ...]
-        s_l = xor_if(tm, _swap(e.s_left), _swap(s_cw))
-        s_r = xor_if(tm, _swap(e.s_right), _swap(s_cw))
+        s_l = xor_if(tm, both_parties(e.s_left), both_parties(s_cw))
+        s_r = xor_if(tm, both_parties(e.s_right), both_parties(s_cw))
         t_l = e.t_left ^ (t & keys.t_cw[i, 0][None, None])
         t_r = e.t_right ^ (t & keys.t_cw[i, 1][None, None])
         s = jnp.stack([s_l, s_r], axis=3).reshape(s_l.shape[:2] + (-1,) + s_l.shape[3:])
         t = jnp.stack([t_l, t_r], axis=2).reshape(t_l.shape[:1] + (-1,) + t_l.shape[2:])
     sg = party_signs(shape)[:, None]
-    return _leaf_value(_swap(s), t, keys.final[None, None], sg)
+    return _leaf_value(both_parties(s), t, keys.final[None, None], sg)
 
 
 def dpf_key_bits(n: int, ring_bits: int) -> int:

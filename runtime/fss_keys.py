@@ -142,7 +142,7 @@ class DCFKeys:
     final: jax.Array
 
 
-def _both_parties(seeds_pw):
+def both_parties(seeds_pw):
     """[P, W, ...] -> [W, P, ...]: expand both parties' nodes in one PRG call."""
     return jnp.swapaxes(seeds_pw, 0, 1)
 
@@ -160,7 +160,7 @@ def dcf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DCFKeys:
 
     def level(carry, i):
         s, t, v_alpha = carry                       # s [P, W, ...], t [P, ...], v_alpha [k, ...]
-        e = expand(_both_parties(s), k, kind)        # fields [W or k or -, P, ...]
+        e = expand(both_parties(s), k, kind)        # fields [W or k or -, P, ...]
         a = bit_at(alpha, n, i)
         s_lose = pick(a, e.s_left, e.s_right)
         s_keep = pick(a, e.s_right, e.s_left)
@@ -204,7 +204,7 @@ def dcf_eval(keys: DCFKeys, x, n: int, kind: str = "splitmix"):
     def level(carry, cw):
         s, t, acc = carry                            # s [P, W, ...], t [P, ...], acc [P, k, ...]
         i, s_cw, t_cw, v_cw = cw
-        e = expand(_both_parties(s), k, kind)
+        e = expand(both_parties(s), k, kind)
         b = bit_at(x, n, i)
         s_pick = jnp.swapaxes(pick(b, e.s_right, e.s_left), 0, 1)     # [P, W, ...]
         t_pick = pick(b, e.t_right, e.t_left) ^ (t & pick(b, t_cw[1], t_cw[0]))

@@ -32,3 +32,21 @@ def _release_compiled_programs():
     opcache.clear_templates()
     jax.clear_caches()
     gc.collect()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert():
+    """A one-layer BERT with random weights: (fn, params, ids, mask), fn(params, ids, mask) its
+    mean-pooled sentence embedding. Shared by the cost-from-shapes and FSS-family tests."""
+    import numpy as np
+    from pcformer.models import bert, tiny
+    cfg = bert.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, max_position_embeddings=16, add_pooling_layer=False)
+    module = bert.BertModel(cfg)
+    params = tiny.random_params(module, seed=1)
+    ids = np.array([[5, 9, 3, 7, 0, 0]], np.int32)
+    mask = np.array([[1, 1, 1, 1, 0, 0]], np.int32)
+
+    def fn(p, i, m):
+        return bert.sentence_embedding(module.apply({"params": p}, i, m), m)
+    return fn, params, ids, mask

@@ -24,20 +24,6 @@ def shapes(tree):
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), tree)
 
 
-@pytest.fixture(scope="module")
-def tiny_bert():
-    cfg = bert.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=32, max_position_embeddings=16, add_pooling_layer=False)
-    module = bert.BertModel(cfg)
-    params = tiny.random_params(module, seed=1)
-    ids = np.array([[5, 9, 3, 7, 0, 0]], np.int32)
-    mask = np.array([[1, 1, 1, 1, 0, 0]], np.int32)
-
-    def fn(p, i, m):
-        return bert.sentence_embedding(module.apply({"params": p}, i, m), m)
-    return fn, params, ids, mask
-
-
 @pytest.mark.slow  # the run compiles the protocol ops (~1 min on a loaded 2-core CPU)
 def test_cost_from_shapes_equals_cost_from_arrays_and_ledger(tiny_bert):
     fn, params, ids, mask = tiny_bert

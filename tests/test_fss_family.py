@@ -131,22 +131,6 @@ def test_threefry_prg_gives_the_same_program_and_ledger(mlp_inputs, both_familie
 
 
 # ----------------------------------------------------------------------------- tiny BERT
-@pytest.fixture(scope="module")
-def tiny_bert():
-    from pcformer.models import bert, tiny
-    cfg = bert.BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
-                          num_attention_heads=2, intermediate_size=32,
-                          max_position_embeddings=16, add_pooling_layer=False)
-    module = bert.BertModel(cfg)
-    params = tiny.random_params(module, seed=1)
-    ids = np.array([[5, 9, 3, 7, 0, 0]], np.int32)
-    mask = np.array([[1, 1, 1, 1, 0, 0]], np.int32)
-
-    def fn(p, i, m):
-        return bert.sentence_embedding(module.apply({"params": p}, i, m), m)
-    return fn, params, ids, mask
-
-
 @pytest.mark.slow  # compiles the FSS ops of a whole BERT layer (about a minute per policy)
 @pytest.mark.parametrize("policy", ["mpcformer", "exact"])
 def test_tiny_bert_under_fss(tiny_bert, policy):
