@@ -188,7 +188,11 @@ def describe(role: str, result: dict) -> list[str]:
     lines = [f"party     {role} (party {result['party']} of 2: one process each)",
              f"program   fingerprint {result['fingerprint']} (both processes compiled the same)",
              f"time      XLA compile {result['compile_s']:.1f} s, run {result['run_s']:.2f} s",
-             f"online    server sent {sent[0]} B, client sent {sent[1]} B"]
+             f"online    server sent {sent[0]} B, client sent {sent[1]} B",
+             # said on every run: the one property this pair does not have yet
+             "dealer    replicated in both processes (not yet separated): inputs, messages and "
+             "outputs are each party's own, the correlated randomness is not, so this pair is "
+             "not a secure deployment (docs/distributed.md)"]
     if role == "client":
         lines.append("result    " + json.dumps({"outputs": result["outputs"]}))
     else:
