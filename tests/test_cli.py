@@ -86,6 +86,7 @@ def assert_documented(rep):
     assert not missing, f"docs/compiler.md does not list {missing}"
 
 
+@pytest.mark.slow  # its fixture runs MiniLM privately (about 30 s)
 def test_minilm_trace_matches_the_report(minilm_run):
     res, d = minilm_run
     assert res.returncode == 0, res.stderr[-3000:]

@@ -115,6 +115,7 @@ def test_fss_deals_keys_to_both_parties_and_needs_fewer_rounds(both_families):
     assert sum(fss_t["online"]["bytes"]) < sum(beaver_t["online"]["bytes"])
 
 
+@pytest.mark.slow  # compiles the MLP a third time, in ideal mode
 def test_ideal_mode_under_fss_writes_the_protocol_ledger(mlp_inputs, both_families):
     _, protocol_outs, protocol_report = both_families["fss"]
     prog, ideal_outs, ideal_report = _run(mlp_inputs, protocols="fss", mode="ideal")
