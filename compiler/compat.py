@@ -26,10 +26,11 @@ SourceInfo = _siu.SourceInfo
 new_jaxpr_eqn = _xcore.new_jaxpr_eqn
 
 # Primitives whose sub-jaxpr is a plain function call: inlining them changes nothing but the
-# jaxpr's shape. `pjit` was renamed `jit` in recent JAX; both are listed.
+# jaxpr's shape. `pjit` was renamed `jit` in recent JAX; both are listed. The one list that
+# trace, rewrite and lower share.
 CALL_PRIMITIVES = frozenset({
     "jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
-    "custom_vjp_call_jaxpr", "remat", "remat2", "checkpoint",
+    "custom_vjp_call_jaxpr", "custom_lin", "remat", "remat2", "checkpoint",
 })
 
 
@@ -55,6 +56,32 @@ def sub_jaxpr(eqn) -> tuple[Jaxpr, list]:
     if isinstance(sub, ClosedJaxpr):
         return sub.jaxpr, list(sub.consts)
     return sub, []
+
+
+def walk(jaxpr, consts, args, step, literal=literal_value) -> list:
+    """The one environment-passing loop over a jaxpr, shared by trace, rewrite and lower.
+
+    Binds constvars to `consts` and invars to `args`, then calls `step(index, eqn, read)` for
+    each equation in order; `read(atom)` gives an atom's current value (a Literal through
+    `literal`). `step` returns the equation's output values, or None when it produces none
+    here (the rewrite pass swallows the equations of a matched pattern). Returns the values
+    of `jaxpr.outvars`.
+    """
+    env: dict = {}
+
+    def read(atom):
+        return literal(atom) if is_literal(atom) else env[atom]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for i, eqn in enumerate(jaxpr.eqns):
+        outs = step(i, eqn, read)
+        if outs is None:
+            continue
+        for v, o in zip(eqn.outvars, outs):
+            if is_var(v):
+                env[v] = o
+    return [read(v) for v in jaxpr.outvars]
 
 
 def name_stack_of(eqn) -> NameStack:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import numpy as np
 
+from . import compat
 from .ir import PUBLIC, SECRET, PRIVATE, Value, Op
 
 # Operators the rewrite pass must have replaced before lowering (error if left on a secret).
@@ -21,10 +22,8 @@ HEAVY = frozenset({
     "rsqrt", "sqrt", "cbrt", "pow", "sin", "cos", "tan", "atan2", "lgamma", "digamma",
 })
 # Sub-jaxpr wrappers inlined during lowering (trace.trace already inlines them; this is a
-# second line of defence so that lowering also works on a raw jax.make_jaxpr).
-CALLS = frozenset({"pjit", "jit", "closed_call", "core_call", "custom_jvp_call",
-                   "custom_vjp_call", "custom_vjp_call_jaxpr", "remat", "checkpoint",
-                   "custom_lin"})
+# second line of defence so that lowering also works on a raw jax.make_jaxpr): compat's list.
+CALLS = compat.CALL_PRIMITIVES
 MAX_FOLD = 1 << 20          # constant-fold public values up to this many elements
 MAX_INT_CONST = 1 << 20     # integer-valued public constants up to this magnitude get scale 0
 
@@ -57,20 +56,11 @@ def _where(eqn, root=None) -> str:
 
 
 def _sub_jaxpr(eqn):
-    """The (closed) sub-jaxpr of a call-like equation, as (jaxpr, consts)."""
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
-        j = eqn.params.get(key)
-        if j is None:
-            continue
-        if hasattr(j, "jaxpr") and hasattr(j, "consts"):
-            return j.jaxpr, list(j.consts)
-        if hasattr(j, "eqns"):
-            return j, []
-    raise LoweringError(f"cannot find the body of {eqn.primitive.name} at {_where(eqn)}")
-
-
-def _is_literal(x) -> bool:
-    return hasattr(x, "val") and not hasattr(x, "count") and type(x).__name__ == "Literal"
+    """The sub-jaxpr of a call-like equation, as (jaxpr, consts)."""
+    try:
+        return compat.sub_jaxpr(eqn)
+    except KeyError:
+        raise LoweringError(f"cannot find the body of {eqn.primitive.name} at {_where(eqn)}")
 
 
 @dataclasses.dataclass

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import compat
 from .ir import Value
-from .lower_base import (CALLS, LOWER_RULES, MAX_FOLD, Lowerer, _is_literal, _join,
-                         _sub_jaxpr)
+from .lower_base import LOWER_RULES, MAX_FOLD, Lowerer, _join, _sub_jaxpr
 
 
 def _local(L: Lowerer, eqn, vals: list[Value]) -> list[Value]:
@@ -39,38 +39,31 @@ def _local(L: Lowerer, eqn, vals: list[Value]) -> list[Value]:
 
 def lower_jaxpr(L: Lowerer, jaxpr, consts: list, args: list[Value]) -> list[Value]:
     """Lower one jaxpr given its operand Values; returns the output Values."""
-    env: dict = {}
+    consts = [c if isinstance(c, Value) else L.const(np.asarray(c)) for c in consts]
 
-    def read(x):
-        if _is_literal(x):
-            return L.const(np.asarray(x.val, dtype=x.aval.dtype))
-        return env[x]
+    def literal(x) -> Value:
+        return L.const(np.asarray(x.val, dtype=x.aval.dtype))
 
-    for var, c in zip(jaxpr.constvars, consts):
-        env[var] = c if isinstance(c, Value) else L.const(np.asarray(c))
-    for var, a in zip(jaxpr.invars, args):
-        env[var] = a
-    for eqn in jaxpr.eqns:
+    def step(_, eqn, read) -> list[Value]:
         L.eqn = eqn
         vals = [read(x) for x in eqn.invars]
         name = eqn.primitive.name
-        if name in CALLS:
+        if name in compat.CALL_PRIMITIVES:
             sub, sub_consts = _sub_jaxpr(eqn)
-            outs = lower_jaxpr(L, sub, sub_consts, vals)
-        elif _join(vals) is not None:
-            outs = _local(L, eqn, vals)
-        else:
-            rule_ = LOWER_RULES.get(name)
-            if rule_ is None:
-                L.fail(f"unsupported primitive '{name}' on secret or cross-party data "
-                       f"(see docs/compiler.md for the supported list)")
-            outs = rule_(L, eqn, *vals)
-            L.eqn = eqn
-        for var, v in zip(eqn.outvars, outs):
-            if type(var).__name__ != "DropVar":
-                env[var] = v
+            return lower_jaxpr(L, sub, sub_consts, vals)
+        if _join(vals) is not None:
+            return _local(L, eqn, vals)
+        rule_ = LOWER_RULES.get(name)
+        if rule_ is None:
+            L.fail(f"unsupported primitive '{name}' on secret or cross-party data "
+                   f"(see docs/compiler.md for the supported list)")
+        outs = rule_(L, eqn, *vals)
+        L.eqn = eqn
+        return outs
+
+    outs = compat.walk(jaxpr, consts, args, step, literal)
     L.eqn = None
-    return [read(x) for x in jaxpr.outvars]
+    return outs
 
 
 def _slice(L, x: Value, axis: int, start: int, stop: int, step: int = 1) -> Value:

@@ -72,16 +72,8 @@ def _interpret(closed, matches: list[Match], policy: P.Policy, args):
     jaxpr = closed.jaxpr
     by_anchor = {m.anchor: m for m in matches}
     skip = set().union(*[m.eqns for m in matches]) if matches else set()
-    env: dict = {}
 
-    def read(v):
-        return compat.literal_value(v) if compat.is_literal(v) else env[v]
-
-    for v, x in zip(jaxpr.constvars, closed.consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, args):
-        env[v] = x
-    for i, eqn in enumerate(jaxpr.eqns):
+    def step(i, eqn, read):
         if i in by_anchor:
             m = by_anchor[i]
             rule = RULES[m.rule]
@@ -93,16 +85,13 @@ def _interpret(closed, matches: list[Match], policy: P.Policy, args):
                 out = jnp.asarray(out, out_aval.dtype)
                 if out.shape != out_aval.shape:
                     out = jnp.broadcast_to(out, out_aval.shape)
-            env[eqn.outvars[0]] = out
-            continue
+            return [out]
         if i in skip:
-            continue
+            return None
         with compat.user_context(compat.traceback_of(eqn), compat.name_stack_of(eqn)):
-            outs = compat.bind_folding(eqn, [read(v) for v in eqn.invars])
-        for v, o in zip(eqn.outvars, outs):
-            if compat.is_var(v):
-                env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+            return compat.bind_folding(eqn, [read(v) for v in eqn.invars])
+
+    return compat.walk(jaxpr, closed.consts, args, step)
 
 
 def rewrite(traced: T.Traced, policy="exact") -> T.Traced:

@@ -75,16 +75,8 @@ def eval_inlined(jaxpr, consts: Sequence, args: Sequence, prefix=None, call_tb=N
     its own (`jnp.fft.fft`, `jnp.linalg.inv`) was traced once, with no frame of the user's code;
     its equations take the call's traceback instead, so errors point at the user's line."""
     prefix = compat.empty_name_stack() if prefix is None else prefix
-    env: dict = {}
 
-    def read(v):
-        return compat.literal_value(v) if compat.is_literal(v) else env[v]
-
-    for v, x in zip(jaxpr.constvars, consts):
-        env[v] = x
-    for v, x in zip(jaxpr.invars, args):
-        env[v] = x
-    for eqn in jaxpr.eqns:
+    def step(_, eqn, read):
         invals = [read(v) for v in eqn.invars]
         stack = compat.join_name_stacks(prefix, compat.name_stack_of(eqn))
         tb = compat.traceback_of(eqn)
@@ -92,15 +84,12 @@ def eval_inlined(jaxpr, consts: Sequence, args: Sequence, prefix=None, call_tb=N
             tb = call_tb
         if eqn.primitive.name in compat.CALL_PRIMITIVES:
             sub, sub_consts = compat.sub_jaxpr(eqn)
-            outs = eval_inlined(sub, sub_consts, invals, stack,
+            return eval_inlined(sub, sub_consts, invals, stack,
                                 tb if compat.has_user_frame(tb) else call_tb)
-        else:
-            with compat.user_context(tb, stack):
-                outs = compat.bind_folding(eqn, invals)
-        for v, o in zip(eqn.outvars, outs):
-            if compat.is_var(v):
-                env[v] = o
-    return [read(v) for v in jaxpr.outvars]
+        with compat.user_context(tb, stack):
+            return compat.bind_folding(eqn, invals)
+
+    return compat.walk(jaxpr, consts, args, step)
 
 
 def trace(fn: Callable, *example_args) -> Traced:
