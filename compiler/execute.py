@@ -188,30 +188,44 @@ def run_protocol(ctx, op: ir.Op, args):
 
 
 # ============================================================ the interpreter
-def interpret(prog: ir.Program, ctx: Context, flat_inputs, check: bool = False):
-    """Run the IR on the runtime; returns (plaintext outputs, overflow probes)."""
-    cfg = ctx.config
-    env: dict[int, Any] = {}
-    for v, x in zip(prog.inputs, flat_inputs):
-        env[v.id] = x
-    probes = []
-    for k, op in enumerate(prog.ops):
+def run_ops(cfg, steps, env: dict, protocol=None, on_result=None) -> None:
+    """The one interpreter loop over IR ops, shared by both executors (this module's and the
+    op-program cache's): for each (k, op) in `steps`, read its operands from `env` (value id ->
+    value), run it and write its results back. Local and share-local ops run here; a protocol op
+    runs through `protocol(k, op, args)` and a reveal's ring output is decoded. `on_result(k, op,
+    args, result, output)` sees every result (the overflow probes)."""
+    for k, op in steps:
         args = [env[v.id] for v in op.operands]
         if op.kind == "local":
             outs = _run_local(op, args)
         elif op.kind == "share_local":
             outs = _run_share_local(cfg, op, args)
         else:
-            with ctx.scope(op.scope), ctx.op(op.name):
-                out = run_protocol(ctx, op, args)
+            out = protocol(k, op, args)
             if op.name == "reveal":
-                r = op.results[0]
-                out = _decode(cfg, out, r)
+                out = _decode(cfg, out, op.results[0])
             outs = [out]
         for r, o in zip(op.results, outs):
             env[r.id] = o
-            if check and r.vis.is_secret:
-                probes.append((k, r, _overflow.probe(cfg, op, args, o, r)))
+            if on_result is not None:
+                on_result(k, op, args, r, o)
+
+
+def interpret(prog: ir.Program, ctx: Context, flat_inputs, check: bool = False):
+    """Run the IR on the runtime; returns (plaintext outputs, overflow probes)."""
+    cfg = ctx.config
+    env: dict[int, Any] = {v.id: x for v, x in zip(prog.inputs, flat_inputs)}
+    probes = []
+
+    def protocol(_, op, args):
+        with ctx.scope(op.scope), ctx.op(op.name):
+            return run_protocol(ctx, op, args)
+
+    def probe(k, op, args, r, o):
+        if check and r.vis.is_secret:
+            probes.append((k, r, _overflow.probe(cfg, op, args, o, r)))
+
+    run_ops(cfg, enumerate(prog.ops), env, protocol, probe)
     return [env[v.id] for v in prog.outputs], probes
 
 

@@ -214,12 +214,7 @@ class OpCachedExecutable:
             def fn(arrays):
                 local = {v: AShare(a, 0) if sh else a
                          for v, a, sh in zip(seg.in_ids, arrays, shared)}
-                for op in seg.ops:
-                    ins = [local[v.id] for v in op.operands]
-                    outs = (execute._run_local(op, ins) if op.kind == "local"
-                            else execute._run_share_local(cfg, op, ins))
-                    for r, o in zip(op.results, outs):
-                        local[r.id] = o
+                execute.run_ops(cfg, enumerate(seg.ops), local)   # local ops only: no protocol
                 res = [local[v] for v in seg.out_ids]
                 record["shared"] = [isinstance(o, AShare) for o in res]
                 return [o.data if isinstance(o, AShare) else o for o in res]
@@ -275,6 +270,18 @@ class OpCachedExecutable:
             # the overflow oracle probes every secret result: that path runs op by op
             steps = range(len(self.prog.ops)) if cfg.check_overflow else self._plan
             compiled = 0
+
+            def protocol(k, op, args):
+                nonlocal compile_s, compiled
+                out, es, c = self._protocol(k, op, args, run_key, setup_key)
+                entries.extend(es)
+                compile_s, compiled = compile_s + c, compiled + (c > 0)
+                return out
+
+            def probe(k, op, args, r, o):
+                if cfg.check_overflow and r.vis.is_secret:
+                    probes.append(((k, r), float(_overflow.probe(cfg, op, args, o, r))))
+
             for done, step in enumerate(steps):
                 if self.progress is not None:
                     self.progress(done, len(steps), compiled)
@@ -282,23 +289,7 @@ class OpCachedExecutable:
                     c = self._segment(step, env)
                     compile_s, compiled = compile_s + c, compiled + (c > 0)
                     continue
-                k, op = step, self.prog.ops[step]
-                args = [env[v.id] for v in op.operands]
-                if op.kind == "local":
-                    outs = execute._run_local(op, args)
-                elif op.kind == "share_local":
-                    outs = execute._run_share_local(cfg, op, args)
-                else:
-                    out, es, c = self._protocol(k, op, args, run_key, setup_key)
-                    entries += es
-                    compile_s, compiled = compile_s + c, compiled + (c > 0)
-                    if op.name == "reveal":
-                        out = execute._decode(cfg, out, op.results[0])
-                    outs = [out]
-                for r, o in zip(op.results, outs):
-                    env[r.id] = o
-                    if cfg.check_overflow and r.vis.is_secret:
-                        probes.append(((k, r), float(_overflow.probe(cfg, op, args, o, r))))
+                execute.run_ops(cfg, [(step, self.prog.ops[step])], env, protocol, probe)
             outs = jax.block_until_ready([env[v.id] for v in self.prog.outputs])
         total = time.perf_counter() - t_start
         overflow = None
