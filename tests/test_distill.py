@@ -281,6 +281,37 @@ def test_cli_policy_is_a_yaml_file(tmp_path):
         distill_cli.resolve_flags(parsed_flags("--policy=exact,mpcformer"))
 
 
+def test_cli_held_out_file_reaches_distill(tmp_path, monkeypatch):
+    """--held_out_data: checked before any model loads, then handed to `distill` as its held-out
+    set (the small --data file then keeps all its examples for training)."""
+    from pcformer import models
+    from pcformer.distill import cli as distill_cli
+    from pcformer.distill import evaluation, train
+    data, held, empty = tmp_path / "data.txt", tmp_path / "held.txt", tmp_path / "empty.txt"
+    data.write_text("one example\nanother example\na third example\n")
+    held.write_text("a held-out sentence\n")
+    empty.write_text("")
+    with pytest.raises(D.DistillError, match="does not exist"):
+        distill_cli.resolve_flags(parsed_flags(f"--held_out_data={tmp_path / 'nothing.txt'}"))
+    with pytest.raises(D.DistillError, match="no non-empty examples"):
+        distill_cli.resolve_flags(parsed_flags(f"--held_out_data={empty}"))
+    fv = parsed_flags(f"--data={data}", f"--held_out_data={held}", "--steps=1")
+    _, cfg = distill_cli.resolve_flags(fv)
+    assert cfg.held_out == D.DistillConfig().held_out       # no fifth of --data split off
+    seen = {}
+
+    def fake_distill(teacher, policy, data_arg, config, **kw):
+        seen.update(kw, data=data_arg)
+        return D.DistillResult(params={}, policy=policy.name, config=config, step=1,
+                               history=({"step": 1},), train_losses=(0.0,))
+
+    monkeypatch.setattr(models, "load", lambda name: name)
+    monkeypatch.setattr(train, "distill", fake_distill)
+    monkeypatch.setattr(evaluation, "cli_fidelity", lambda *a: {})
+    assert distill_cli.main(fv) == 0
+    assert (seen["data"], seen["held_out"]) == (str(data), str(held))
+
+
 def test_pcformer_distill_is_callable():
     import pcformer
     assert callable(pcformer.distill) and pcformer.distill.DistillConfig is D.DistillConfig

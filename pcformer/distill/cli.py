@@ -57,13 +57,17 @@ def define_flags(flag_values=flags.FLAGS) -> tuple[str, ...]:
     flags.DEFINE_string("data", None, "A text file with one example per line (default: the "
                         "built-in English corpus: standard-library docstrings and WordNet "
                         "sentences; \"stdlib\" for docstrings alone).", flag_values=flag_values)
+    flags.DEFINE_string("held_out_data", None, "A text file of held-out examples, one per line "
+                        "(default: --held_out examples split off --data with the seed).",
+                        flag_values=flag_values)
     flags.DEFINE_string("out", None, "Output checkpoint folder.", flag_values=flag_values)
     flags.DEFINE_string("resume", None, "A saved state file or output folder to continue from.",
                         flag_values=flag_values)
     for field in dataclasses.fields(DistillConfig):
         if field.name not in flag_values:
             _define_field(field, flag_values)
-    return ("data", "out", "resume", *(f.name for f in dataclasses.fields(DistillConfig)))
+    return ("data", "held_out_data", "out", "resume",
+            *(f.name for f in dataclasses.fields(DistillConfig)))
 
 
 def config_from_flags(flag_values) -> DistillConfig:
@@ -74,7 +78,7 @@ def config_from_flags(flag_values) -> DistillConfig:
              if flag_values[f.name].value is not None}
     cfg = DistillConfig(**given)
     data = flag_values["data"].value
-    if flag_values["held_out"].present or not data:
+    if flag_values["held_out"].present or flag_values["held_out_data"].value or not data:
         return cfg
     from pcformer import corpus_english
     from .data import fitting_held_out
@@ -88,7 +92,7 @@ def config_from_flags(flag_values) -> DistillConfig:
 def resolve_flags(flag_values):
     """(Policy, DistillConfig) from parsed flags, every check made before any model loads: one
     policy (a name or a JSON/YAML file, through `policies.load`), an --out that is not a file, a
-    --data that exists."""
+    --data and a readable, non-empty --held_out_data that exist."""
     from pcformer.compiler import policies
     spec = flag_values["policy"].value
     if "," in spec:
@@ -99,7 +103,20 @@ def resolve_flags(flag_values):
         raise DistillError(f"--out={out} is a file; give a folder")
     if data and data not in BUILTIN_DATA and not Path(data).is_file():
         raise DistillError(f"--data={data} does not exist")
+    held = flag_values["held_out_data"].value
+    if held is not None:
+        _check_held_out_file(held)
     return policy, config_from_flags(flag_values)
+
+
+def _check_held_out_file(path: str) -> None:
+    from pcformer import corpus_english
+    if not Path(path).is_file():
+        raise DistillError(f"--held_out_data={path} does not exist")
+    try:
+        corpus_english.read_texts(path)       # refuses an empty or undecodable file
+    except (ValueError, UnicodeError) as e:
+        raise DistillError(f"--held_out_data={path}: {e}") from None
 
 
 def main(flag_values=flags.FLAGS) -> int:
@@ -110,6 +127,7 @@ def main(flag_values=flags.FLAGS) -> int:
     from .train import distill
     teacher = models.load(flag_values["model"].value)
     result = distill(teacher, policy, flag_values["data"].value or "english", cfg,
+                     held_out=flag_values["held_out_data"].value,
                      out_dir=flag_values["out"].value, resume=flag_values["resume"].value)
     fidelity = cli_fidelity(teacher, policy, result.params, cfg.seq_len)
     print(json.dumps({"policy": result.policy, "steps": result.step, "out": result.out_dir,
