@@ -4,7 +4,6 @@ compiler and models are there) gradients through every policy and the saved chec
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 
@@ -16,6 +15,7 @@ import pytest
 
 from pcformer import corpus
 from pcformer import distill as D
+from word_tokenizer import WordTokenizer
 
 
 # ---------------------------------------------------------------- a tiny stand-in model
@@ -63,23 +63,6 @@ class TinyEncoder(nn.Module):
         return {"last_hidden_state": x, "hidden_states": tuple(hidden), "attentions": tuple(attns)}
 
 
-class WordTokenizer:
-    """Hash words to ids; the Hugging Face call signature that `distill.tokenize` uses."""
-
-    pad_token = "[PAD]"
-
-    def __call__(self, texts, padding, truncation, max_length, return_tensors):
-        ids = np.zeros((len(texts), max_length), np.int32)
-        mask = np.zeros_like(ids)
-        for i, text in enumerate(texts):
-            toks = [1] + [2 + int(hashlib.md5(w.encode()).hexdigest(), 16) % 62
-                          for w in text.lower().split()]
-            toks = toks[:max_length]
-            ids[i, :len(toks)] = toks
-            mask[i, :len(toks)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
-
-
 @dataclasses.dataclass(frozen=True)
 class TinyModel:
     module: nn.Module
@@ -94,7 +77,7 @@ def tiny():
     module = TinyEncoder()
     ids = jnp.ones((1, 8), jnp.int32)
     params = module.init(jax.random.PRNGKey(0), ids, jnp.ones((1, 8), jnp.int32))["params"]
-    model = TinyModel(module=module, params=params, tokenizer=WordTokenizer())
+    model = TinyModel(module=module, params=params, tokenizer=WordTokenizer(vocab_size=64))
     student = D.features_fn(dataclasses.replace(model, module=TinyEncoder(friendly=True)))
     return model, student
 
@@ -361,7 +344,7 @@ def tiny_bert(tmp_path_factory):
     folder = models.make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), num_hidden_layers=2,
                                    hidden_size=32, num_attention_heads=2, intermediate_size=64,
                                    vocab_size=128, init_std=0.2)
-    return dataclasses.replace(models.load(folder), tokenizer=WordTokenizer())
+    return dataclasses.replace(models.load(folder), tokenizer=WordTokenizer(vocab_size=64))
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 import numpy as np
 import pytest
@@ -11,23 +10,7 @@ import pytest
 from pcformer import corpus_english as E
 from pcformer import distill as D
 from pcformer import distill_eval as V
-
-
-class WordTokenizer:
-    """Hash words to ids; the Hugging Face call signature that `distill.tokenize` uses."""
-
-    pad_token = "[PAD]"
-
-    def __call__(self, texts, padding, truncation, max_length, return_tensors):
-        ids = np.zeros((len(texts), max_length), np.int32)
-        mask = np.zeros_like(ids)
-        for i, text in enumerate(texts):
-            toks = [1] + [2 + int(hashlib.md5(w.encode()).hexdigest(), 16) % 126
-                          for w in text.lower().split()]
-            toks = toks[:max_length]
-            ids[i, :len(toks)] = toks
-            mask[i, :len(toks)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
+from word_tokenizer import WordTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +19,7 @@ def tiny_bert(tmp_path_factory):
     folder = models.make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), num_hidden_layers=2,
                                    hidden_size=32, num_attention_heads=2, intermediate_size=64,
                                    vocab_size=128, init_std=0.2)
-    return dataclasses.replace(models.load(folder), tokenizer=WordTokenizer())
+    return dataclasses.replace(models.load(folder), tokenizer=WordTokenizer(vocab_size=128))
 
 
 @pytest.fixture(scope="module")
