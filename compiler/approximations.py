@@ -4,7 +4,7 @@ Every function here uses only primitives a secret-sharing backend evaluates chea
 neg, mul, positive integer powers, dot products, comparisons, `where`/select, max/min,
 reduce_sum/reduce_max, broadcast/reshape, and multiplication/division by Python constants. No
 exp/log/erf/tanh/sqrt/rsqrt and no division by an array. Measured max errors are in
-docs/approximations.md (and re-checked by tests/test_approximations.py).
+docs/approximations.md (and re-checked by tests/compiler/test_approximations.py).
 
 Range normalisation without bit decomposition: a value x in [2^lo, 2^hi) lies in exactly one
 octave [2^k, 2^(k+1)); the comparison bits c_k = [x >= 2^k] (all computed in parallel, one

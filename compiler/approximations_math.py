@@ -4,7 +4,7 @@ cbrt. Plain float JAX over the cheap primitives only (see approximations.py); `f
 are cheap too (one truncation and one comparison, compiler/lower_cmp.py).
 
 Each function states its formula, valid range and measured max error (re-measured by
-tests/test_ops_math.py; the table is docs/approximations.md). Polynomials are Chebyshev
+tests/compiler/test_ops_math.py; the table is docs/approximations.md). Polynomials are Chebyshev
 least-squares fits computed at first use (numpy, deterministic), evaluated in the Chebyshev
 basis so intermediate values stay in [-1, 1]. Reciprocal, rsqrt and exp are the policy's
 (passed in), so a policy's choice applies here too.

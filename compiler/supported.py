@@ -8,7 +8,7 @@
   default family.
 
 `markdown()` is the section of docs/compiler.md between the GENERATED markers;
-`python -m pcformer.compiler.supported` rewrites it; tests/test_ops_registry.py checks it.
+`python -m pcformer.compiler.supported` rewrites it; tests/compiler/test_ops_registry.py checks it.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ program is traced, rewritten and lowered exactly as `pcformer.compile` does, the
 cost is read off (compiler/cost.py). No weight is allocated, no share is made and no protocol is
 compiled by XLA: the executor is never built. The result is the same `Report` `Program.cost`
 gives, so a cost from shapes equals the cost from real arrays and the measured ledger
-(tests/test_cost_shapes.py).
+(tests/frontdoor/test_cost_shapes.py).
 
 `model_cost` does the same for a whole model described by a Hugging Face config (a preset name, a
 config.json or a checkpoint folder; see pcformer/presets.py): the program `pcformer run` would

@@ -8,7 +8,7 @@ with a `party` axis of size 2, so device p runs party p's program:
 - `channel.exchange` sends the device's own row of the payload with `lax.ppermute` over `party`,
   and `channel.send` is a one-way `ppermute` whose receiver keeps the result: every message is a
   collective-permute in the compiled HLO, so XLA's count of the bytes moved can be checked against
-  the ledger (tests/test_mesh.py);
+  the ledger (tests/e2e/test_mesh.py);
 - outputs come back as each party's own block: a share's `data` is [2, ...] with row p from
   device p (the in-process shares, bit for bit), a public output is [2, ...] of the parties' views.
 

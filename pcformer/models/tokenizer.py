@@ -5,7 +5,7 @@ MiniLM. A Hugging Face folder's `tokenizer.json` is the fast tokenizer itself (n
 pre-tokeniser, model, post-processor with the special tokens); `tokenizers` runs it directly,
 and `tokenizer_config.json` / `special_tokens_map.json` name the pad and end-of-sequence tokens.
 `FastTokenizer` answers the calls pcformer makes of a transformers tokenizer, with the same
-results (tests/test_tokenizer.py compares them on BERT, GPT-2 and LLaMA-style folders):
+results (tests/models/test_tokenizer.py compares them on BERT, GPT-2 and LLaMA-style folders):
 
     tok("text")["input_ids"]                                  -> list of ids
     tok(texts, padding=True | "max_length", truncation=..., max_length=..., return_tensors="np")

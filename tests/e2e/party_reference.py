@@ -1,9 +1,9 @@
-"""The in-process reference of a two-process BERT run, printed as JSON (tests/test_party_processes.py).
+"""The in-process reference of a two-process BERT run, printed as JSON (tests/e2e/test_party_processes.py).
 
-    python tests/party_reference.py FOLDER TEXT SEQ_LEN SEED
+    python tests/e2e/party_reference.py FOLDER TEXT SEQ_LEN SEED
 
 Both parties in ONE process, party-sharded over two host devices (`executor="sharded"`, which
-tests/test_mesh.py holds equal, bit for bit, to the whole-program in-process executor and which
+tests/e2e/test_mesh.py holds equal, bit for bit, to the whole-program in-process executor and which
 XLA compiles several times faster on CPU). The host-device flag must be set before JAX is
 imported, hence a script of its own.
 """

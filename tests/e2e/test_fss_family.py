@@ -182,7 +182,7 @@ def test_run_command_takes_the_fss_family(tmp_path):
 
 
 def test_benchmark_takes_protocols(monkeypatch):
-    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bert_layers.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bert_layers.py"
     spec = importlib.util.spec_from_file_location("bert_layers", path)
     bert_layers = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bert_layers", bert_layers)   # its dataclasses look it up

@@ -1,7 +1,7 @@
 """Party-sharded execution (runtime/mesh.py, compiler/sharded.py) against the in-process one.
 
 The checks need several host devices, which XLA fixes when JAX is first imported, so each runs
-tests/mesh_checks.py in a fresh subprocess with XLA_FLAGS set there.
+tests/e2e/mesh_checks.py in a fresh subprocess with XLA_FLAGS set there.
 """
 import json
 import os

@@ -34,7 +34,7 @@ def test_build_script_reproduces_the_shipped_file(tmp_path):
     """Only where WordNet's database is installed (Debian: apt-get install wordnet-base)."""
     if not os.path.exists("/usr/share/wordnet/data.noun"):
         pytest.skip("WordNet's database files are not installed here")
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "build_english_corpus.py")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "build_english_corpus.py")
     spec = importlib.util.spec_from_file_location("build_english_corpus", path)
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
@@ -44,7 +44,7 @@ def test_build_script_reproduces_the_shipped_file(tmp_path):
 
 
 def test_gloss_sentences_read_as_english():
-    path = os.path.join(os.path.dirname(__file__), "..", "tools", "build_english_corpus.py")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "build_english_corpus.py")
     spec = importlib.util.spec_from_file_location("build_english_corpus", path)
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)

@@ -12,7 +12,7 @@ import pytest
 
 from pcformer import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", ROOT / "BUILD.md", *(ROOT / "docs").glob("*.md"),
                *(ROOT / "benchmarks").glob("*.md"), *(ROOT / "examples").glob("*.md")])
 DOCS = [d for d in DOCS if d.is_file()]

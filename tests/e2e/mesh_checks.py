@@ -1,8 +1,8 @@
-"""Checks of party-sharded execution, run by tests/test_mesh.py in a subprocess: they need
+"""Checks of party-sharded execution, run by tests/e2e/test_mesh.py in a subprocess: they need
 several host devices, i.e. XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is
 imported, which the test process (JAX already imported) cannot do for itself.
 
-    python tests/mesh_checks.py protocols|bert|hlo [devices]
+    python tests/e2e/mesh_checks.py protocols|bert|hlo [devices]
 
 Each check prints one JSON line of findings and exits non-zero on the first mismatch.
 """

@@ -15,7 +15,7 @@ from pcformer.runtime.protocols import arith, registry
 from pcformer.runtime.protocols.adapt import unary
 from pcformer.runtime.shares import AShare
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _emitted_protocol_names() -> set[str]:

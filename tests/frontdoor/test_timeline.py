@@ -1,6 +1,6 @@
 """The Chrome trace timeline and the cost plots' grouping, on hand-made ledger entries.
 
-End-to-end checks on a real compiled program live in tests/test_cli.py.
+End-to-end checks on a real compiled program live in tests/frontdoor/test_cli.py.
 """
 
 import json

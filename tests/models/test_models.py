@@ -360,7 +360,7 @@ def test_benchmark_timer_runs_on_a_tiny_model(tiny_gpt2):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "models.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "models.py"
     spec = importlib.util.spec_from_file_location("bench_models", path)
     bench = importlib.util.module_from_spec(spec)
     import sys
