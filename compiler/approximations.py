@@ -25,6 +25,8 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
+from .approximation_table import approximation
+
 # ---------------------------------------------------------------------------------------------
 # Building blocks.
 
@@ -128,7 +130,18 @@ def exp_limit(x, iters: int = 8, cutoff: float | None = None):
     return y
 
 
-EXPS: dict[str, Callable] = {"limit": exp_limit, "taylor": exp_taylor}
+@approximation("exp", "limit", params=("exp_iters", "exp_cutoff"), valid=(-20.0, 0.0),
+               error=("abs", 1.2e-3), reference=np.exp, measured_with={"exp_iters": 8})
+def _exp_limit(pol):
+    """(1 + x/2^n)^(2^n), 0 below the cut-off (CrypTen's exp)."""
+    return lambda x: exp_limit(x, pol.exp_iters, pol.exp_cutoff)
+
+
+@approximation("exp", "taylor", params=("exp_iters", "exp_degree", "exp_cutoff"),
+               valid=(-20.0, 0.0), error=("abs", 2e-6), reference=np.exp)
+def _exp_taylor(pol):
+    """Taylor polynomial at x/2^s, then s squarings; 0 below the cut-off."""
+    return lambda x: exp_taylor(x, pol.exp_iters, pol.exp_degree, pol.exp_cutoff)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,10 +179,20 @@ def reciprocal_newton(x, iters: int = 10, exp_iters: int = 8):
     return y
 
 
-RECIPROCALS: dict[str, Callable] = {
-    "goldschmidt": reciprocal_goldschmidt,
-    "newton": reciprocal_newton,
-}
+@approximation("reciprocal", "goldschmidt", params=("recip_iters", "recip_range"),
+               valid=(2.0 ** -12, 2.0 ** 20 * 0.999), error=("rel", 1e-6),
+               reference=np.reciprocal)
+def _goldschmidt(pol):
+    """Octave-normalised Goldschmidt iterations (SPU's reciprocal, comparisons for the octave)."""
+    lo, hi = pol.recip_range
+    return lambda x: reciprocal_goldschmidt(x, pol.recip_iters, lo, hi)
+
+
+@approximation("reciprocal", "newton", params=("recip_iters",), valid=(1.0, 200.0),
+               error=("rel", 1e-6), reference=np.reciprocal, measured_with={"recip_iters": 10})
+def _reciprocal_newton(pol):
+    """Newton from CrypTen's exp-based guess (CrypTen's reciprocal; about [1, 200] only)."""
+    return lambda x: reciprocal_newton(x, pol.recip_iters)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +240,23 @@ def _fit_rsqrt_line() -> tuple[float, float]:
 
 _RSQRT_A, _RSQRT_B = _fit_rsqrt_line()
 
-RSQRTS: dict[str, Callable] = {"newton": rsqrt_newton, "crypten": rsqrt_crypten}
+def _rsqrt_ref(x):
+    return 1.0 / np.sqrt(x)
+
+
+@approximation("rsqrt", "newton", params=("rsqrt_iters", "rsqrt_range"),
+               valid=(4.0 ** -8, 4.0 ** 10 * 0.999), error=("rel", 5e-6), reference=_rsqrt_ref)
+def _rsqrt_newton(pol):
+    """Base-4 octave normalisation, fitted linear guess, Newton steps."""
+    lo, hi = pol.rsqrt_range
+    return lambda x: rsqrt_newton(x, pol.rsqrt_iters, lo, hi)
+
+
+@approximation("rsqrt", "crypten", params=("rsqrt_iters",), valid=(0.1, 100.0),
+               error=("rel", 1e-2), reference=_rsqrt_ref)
+def _rsqrt_crypten(pol):
+    """Newton from CrypTen's exp-based guess (CrypTen's inv_sqrt; about [0.1, 100] only)."""
+    return lambda x: rsqrt_crypten(x, pol.rsqrt_iters)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +286,20 @@ def logistic_exp(x, exp: Callable | None = None, recip_iters: int = 3):
 def tanh_logistic(x, exp: Callable | None = None, recip_iters: int = 3):
     """tanh(x) = 2 sigmoid(2x) - 1 with `logistic_exp`. Range: all reals."""
     return 2.0 * logistic_exp(2.0 * x, exp, recip_iters) - 1.0
+
+
+@approximation("logistic", "exp", params=("recip_iters",), valid=(-30.0, 30.0),
+               error=("abs", 2e-6), reference=lambda x: 1.0 / (1.0 + np.exp(-x)))
+def _logistic_exp(pol):
+    """1 / (1 + exp(-|x|)) with the policy's exp, mirrored for x < 0."""
+    return lambda x: logistic_exp(x, pol.fn("exp"), pol.recip_iters)
+
+
+@approximation("tanh", "logistic", params=("recip_iters",), valid=(-30.0, 30.0),
+               error=("abs", 4e-6), reference=np.tanh)
+def _tanh_logistic(pol):
+    """2 sigmoid(2x) - 1 with the policy's exp."""
+    return lambda x: tanh_logistic(x, pol.fn("exp"), pol.recip_iters)
 
 
 def _chebyshev_odd_fit(f: Callable, bound: float, degree: int) -> np.ndarray:
@@ -300,6 +353,13 @@ def erf_poly(x, degree: int = 17):
     """
     u = jnp.clip(x * (1.0 / ERF_BOUND), -1.0, 1.0)
     return _chebyshev_eval(u, np.asarray(_erf_coef(degree)))
+
+
+@approximation("erf", "poly", params=("erf_degree",), valid=(-10.0, 10.0), error=("abs", 2e-5),
+               reference=_erf_np)
+def _erf_poly(pol):
+    """Odd Chebyshev polynomial on [-3.5, 3.5], +-1 outside."""
+    return lambda x: erf_poly(x, pol.erf_degree)
 
 
 def erfc_poly(x, degree: int = 17):

@@ -2,7 +2,10 @@
 as plain float JAX over the scalar approximations of compiler/approximations.py (same rules:
 cheap primitives only; measured errors in docs/approximations.md).
 
-`GELUS` and `SOFTMAXES` are the names a Policy's `gelu` and `softmax` fields choose from.
+Each is an entry of the approximation table (compiler/approximation_table.py) under the operator
+class `gelu` or `softmax`: the names a Policy's `gelu` and `softmax` fields choose from. A bound
+GeLU takes (x, form): the matched GeLU's form, "erf" or "tanh" (only `exact` keeps it); a bound
+softmax takes (x, where, axis).
 """
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import math
 from typing import Callable
 
 import jax.numpy as jnp
+import numpy as np
 
+from .approximation_table import approximation
 from .approximations import (erf_poly, exp_limit, exp_taylor, logistic_exp, reciprocal_goldschmidt,
                              relu)
 
@@ -128,7 +133,64 @@ def softmax_exact(x, where=None, axis: int = -1, exp: Callable | None = None,
     return _normalise(_masked(exp(z), where), axis, recip, eps)
 
 
-GELUS: dict[str, Callable] = {"quad": gelu_quad, "relu": gelu_relu, "puma": gelu_puma,
-                              "exact": gelu_erf}
-SOFTMAXES: dict[str, Callable] = {"2quad": softmax_2quad, "relu": softmax_relu,
-                                  "puma": softmax_puma, "exact": softmax_exact}
+def _gelu_ref(x):
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x * _SQRT1_2))
+
+
+@approximation("gelu", "quad")
+def _quad(pol):
+    """MPCFormer's Quad 0.125 x^2 + 0.25 x + 0.5 (a replacement: needs distillation)."""
+    return lambda x, form="erf": gelu_quad(x)
+
+
+@approximation("gelu", "relu")
+def _relu(pol):
+    """max(x, 0) (a replacement: needs distillation)."""
+    return lambda x, form="erf": gelu_relu(x)
+
+
+@approximation("gelu", "puma", valid=(-20.0, 20.0), error=("abs", 2.5e-2), reference=_gelu_ref)
+def _puma(pol):
+    """PUMA's piecewise polynomial GeLU."""
+    return lambda x, form="erf": gelu_puma(x)
+
+
+@approximation("gelu", "exact", params=("erf_degree", "recip_iters"), valid=(-20.0, 20.0),
+               error=("abs", 1e-4), reference=_gelu_ref)
+def _gelu_exact(pol):
+    """The matched form kept: 0.5x(1 + erf(x/sqrt2)) with polynomial erf, or the tanh form with
+    the policy's exp (the claim: the erf form)."""
+    def gelu(x, form="erf"):
+        if form == "tanh":
+            return gelu_tanh(x, pol.fn("exp"), pol.recip_iters)
+        return gelu_erf(x, pol.erf_degree)
+    return gelu
+
+
+@approximation("softmax", "2quad", params=("quad_c", "softmax_eps"))
+def _softmax_2quad(pol):
+    """MPCFormer's 2Quad (x + c)^2 / row sum (a replacement: needs distillation)."""
+    recip = pol.fn("reciprocal")
+    return lambda x, where, axis: softmax_2quad(x, where, axis, pol.quad_c, pol.softmax_eps, recip)
+
+
+@approximation("softmax", "relu", params=("softmax_eps",))
+def _softmax_relu(pol):
+    """relu(x) / row sum (a replacement: needs distillation)."""
+    recip = pol.fn("reciprocal")
+    return lambda x, where, axis: softmax_relu(x, where, axis, pol.softmax_eps, recip)
+
+
+@approximation("softmax", "puma", params=("exp_iters", "exp_cutoff"), error=("abs", 4.9e-3))
+def _softmax_puma(pol):
+    """PUMA's max-subtracted limit-exp softmax with a cut-off (error: docs/approximations.md)."""
+    recip = pol.fn("reciprocal")
+    return lambda x, where, axis: softmax_puma(x, where, axis, pol.exp_iters, pol.exp_cutoff,
+                                               0.0, recip)
+
+
+@approximation("softmax", "exact", error=("abs", 4.6e-6))
+def _softmax_exact(pol):
+    """Max-subtracted softmax with the policy's exp and reciprocal (error: docs/approximations.md)."""
+    exp, recip = pol.fn("exp"), pol.fn("reciprocal")
+    return lambda x, where, axis: softmax_exact(x, where, axis, exp, 0.0, recip)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import approximations as A
+from .approximation_table import approximation
 
 LN2 = math.log(2.0)
 # log is valid on [2^-16, 2^24): the fixed-point range at l = 64, f = 16. Its octave thresholds
@@ -203,3 +204,21 @@ def acosh_via(x, rsqrt: Callable):
 def atanh_via(x):
     """(log(1 + x) - log(1 - x)) / 2. Range: |x| <= 1 - 2^-16; max abs error: float 7.1e-10; in MPC <= 2e-3."""
     return 0.5 * (log_poly(1.0 + x) - log_poly(1.0 - x))
+
+
+@approximation("math", "poly", params=("exp_iters", "exp_degree", "exp_cutoff", "recip_iters",
+                                        "recip_range", "rsqrt_iters", "rsqrt_range"))
+def _math_poly(pol):
+    """This module's family, one function per primitive, over the policy's exp, reciprocal and
+    rsqrt (errors: docs/approximations.md, held by tests/compiler/test_ops_math.py)."""
+    exp, recip, rsqrt = pol.fn("exp"), pol.fn("reciprocal"), pol.fn("rsqrt")
+    return {
+        "log": log_poly, "log1p": log1p_poly, "sin": sin_poly, "cos": cos_poly, "atanh": atanh_via,
+        "exp2": lambda x: exp2_via(x, exp), "expm1": lambda x: expm1_via(x, exp),
+        "pow": lambda x, y: pow_via(x, y, exp), "cbrt": lambda x: cbrt_via(x, exp),
+        "sinh": lambda x: sinh_via(x, exp), "cosh": lambda x: cosh_via(x, exp),
+        "tan": lambda x: tan_via(x, recip), "atan": lambda x: atan_via(x, recip),
+        "atan2": lambda y, x: atan2_via(y, x, recip),
+        "asin": lambda x: asin_via(x, rsqrt, recip), "acos": lambda x: acos_via(x, rsqrt, recip),
+        "asinh": lambda x: asinh_via(x, rsqrt), "acosh": lambda x: acosh_via(x, rsqrt),
+    }

@@ -11,18 +11,20 @@ import json
 import os
 from typing import Any, Mapping
 
-from . import approximations as A
-from . import approximations_gelu_softmax as GS
+from . import approximation_table as table
+# the modules that declare the table's entries (importing them fills it)
+from . import approximations, approximations_gelu_softmax, approximations_math  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """One approximation name per operator class, plus the parameters they use.
+    """One approximation name per operator class, plus the parameters they use: a mapping from
+    operator class to an entry of the approximation table (compiler/approximation_table.py).
 
     Operator classes: `gelu` (quad | relu | puma | exact), `softmax` (2quad | relu | puma |
     exact), `exp` (taylor | limit), `reciprocal` (goldschmidt | newton), `rsqrt` (newton | crypten),
-    `tanh` (logistic), `logistic` (exp), `erf` (poly). `reciprocal` also serves the division
-    inside every softmax; `exp` applies to a standalone `exp` only (softmax has its own).
+    `tanh` (logistic), `logistic` (exp), `erf` (poly), `math` (poly). `reciprocal` also serves the
+    division inside every softmax; `exp` applies to a standalone `exp` only (softmax has its own).
     """
     name: str = "custom"
     doc: str = dataclasses.field(default="", compare=False)  # what the policy is, its sources
@@ -50,70 +52,25 @@ class Policy:
     def __post_init__(self):
         object.__setattr__(self, "recip_range", tuple(self.recip_range))
         object.__setattr__(self, "rsqrt_range", tuple(self.rsqrt_range))
-        for field, table in _CHOICES.items():
-            value = getattr(self, field)
-            if value is not None and value not in table:
-                raise ValueError(f"policy {self.name!r}: {field}={value!r} is not one of "
-                                 f"{sorted(table)} (or None to leave {field} alone)")
+        for op_class in table.TABLE:
+            value = getattr(self, op_class)
+            if value is not None and value not in table.names(op_class):
+                raise ValueError(f"policy {self.name!r}: {op_class}={value!r} is not one of "
+                                 f"{list(table.names(op_class))} (or None to leave {op_class} "
+                                 f"alone)")
 
-    # -- the approximations, bound to this policy's parameters -------------------------------
-    def reciprocal_fn(self):
-        """The reciprocal used for divisions and softmax rows (goldschmidt if unset)."""
-        method = self.reciprocal or "goldschmidt"
-        if method == "goldschmidt":
-            lo, hi = self.recip_range
-            return lambda x: A.reciprocal_goldschmidt(x, self.recip_iters, lo, hi)
-        return lambda x: A.reciprocal_newton(x, self.recip_iters)  # CrypTen's own exp (n=8)
-
-    def rsqrt_fn(self):
-        if self.rsqrt == "crypten":
-            return lambda x: A.rsqrt_crypten(x, self.rsqrt_iters)  # CrypTen's own exp (n=8)
-        lo, hi = self.rsqrt_range
-        return lambda x: A.rsqrt_newton(x, self.rsqrt_iters, lo, hi)
-
-    def exp_fn(self):
-        """The exp used standalone and inside exact softmax / logistic / tanh (taylor if unset)."""
-        if self.exp == "limit":
-            return lambda x: A.exp_limit(x, self.exp_iters, self.exp_cutoff)
-        return lambda x: A.exp_taylor(x, self.exp_iters, self.exp_degree, self.exp_cutoff)
-
-    def logistic_fn(self):
-        return lambda x: A.logistic_exp(x, self.exp_fn(), self.recip_iters)
-
-    def tanh_fn(self):
-        return lambda x: A.tanh_logistic(x, self.exp_fn(), self.recip_iters)
-
-    def erf_fn(self):
-        return lambda x: A.erf_poly(x, self.erf_degree)
-
-    def gelu_fn(self, form: str = "erf"):
-        """GeLU replacement; `exact` keeps the matched form (erf or tanh) with polynomial parts."""
-        if self.gelu == "exact":
-            if form == "tanh":
-                return lambda x: GS.gelu_tanh(x, self.exp_fn(), self.recip_iters)
-            return lambda x: GS.gelu_erf(x, self.erf_degree)
-        return GS.GELUS[self.gelu]
-
-    def softmax_fn(self):
-        """softmax(x, where, axis) with this policy's method and reciprocal."""
-        recip = self.reciprocal_fn()
-        m = self.softmax
-        if m == "2quad":
-            return lambda x, where, axis: GS.softmax_2quad(x, where, axis, self.quad_c,
-                                                           self.softmax_eps, recip)
-        if m == "relu":
-            return lambda x, where, axis: GS.softmax_relu(x, where, axis, self.softmax_eps, recip)
-        if m == "puma":
-            return lambda x, where, axis: GS.softmax_puma(x, where, axis, self.exp_iters,
-                                                          self.exp_cutoff, 0.0, recip)
-        return lambda x, where, axis: GS.softmax_exact(x, where, axis, self.exp_fn(), 0.0, recip)
+    def fn(self, op_class: str):
+        """The approximation this policy chooses for `op_class`, bound to its parameters (the
+        approximation table, compiler/approximation_table.py). A class the policy leaves alone
+        (None) still serves the approximations built on it (softmax's reciprocal, a standalone
+        exp) with the default choice."""
+        name = getattr(self, op_class) or _DEFAULT_CHOICE[op_class]
+        return table.lookup(op_class, name).bind(self)
 
 
-_CHOICES: dict[str, Any] = {
-    "gelu": GS.GELUS, "softmax": GS.SOFTMAXES, "exp": A.EXPS, "reciprocal": A.RECIPROCALS,
-    "rsqrt": A.RSQRTS, "tanh": {"logistic"}, "logistic": {"exp"}, "erf": {"poly"},
-    "math": {"poly"},
-}
+# What an unset class means where another approximation builds on it: the field's default.
+_DEFAULT_CHOICE = {f.name: f.default for f in dataclasses.fields(Policy)
+                   if f.name in table.TABLE}
 
 EXACT = Policy(name="exact", doc=(
     "High-accuracy approximations of every heavy operator (max errors in "

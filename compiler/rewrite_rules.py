@@ -29,7 +29,7 @@ class Rule:
 
 def _signed_recip(policy: P.Policy):
     """1/b for b of either sign: sign by one comparison, the positive reciprocal of |b|."""
-    recip = policy.reciprocal_fn()
+    recip = policy.fn("reciprocal")
 
     def f(b):
         s = jnp.where(b < 0, -1.0, 1.0).astype(b.dtype)
@@ -43,59 +43,40 @@ def _build_int_pow(policy, vals, attrs):
     return r if y == -1 else jax.lax.integer_pow(r, -y)
 
 
-def _math(prim: str, build: Callable):
-    """A single-primitive rule of the `math` class (compiler/approximations_math.py)."""
-    return Rule(prim, "math", single(prim, prim), build, False)
+def _math(prim: str) -> Rule:
+    """A single-primitive rule of the `math` class: the policy's math family's function for it
+    (compiler/approximations_math.py)."""
+    return Rule(prim, "math", single(prim, prim), lambda pol, v, a: pol.fn("math")[prim](*v),
+                False)
 
 
-def _math_rules():
-    from . import approximations_math as M
-    exp = lambda pol: pol.exp_fn()
-    return [
-        _math("log", lambda pol, v, a: M.log_poly(v[0])),
-        _math("log1p", lambda pol, v, a: M.log1p_poly(v[0])),
-        _math("exp2", lambda pol, v, a: M.exp2_via(v[0], exp(pol))),
-        _math("expm1", lambda pol, v, a: M.expm1_via(v[0], exp(pol))),
-        _math("pow", lambda pol, v, a: M.pow_via(v[0], v[1], exp(pol))),
-        _math("cbrt", lambda pol, v, a: M.cbrt_via(v[0], exp(pol))),
-        _math("sin", lambda pol, v, a: M.sin_poly(v[0])),
-        _math("cos", lambda pol, v, a: M.cos_poly(v[0])),
-        _math("tan", lambda pol, v, a: M.tan_via(v[0], pol.reciprocal_fn())),
-        _math("atan", lambda pol, v, a: M.atan_via(v[0], pol.reciprocal_fn())),
-        _math("atan2", lambda pol, v, a: M.atan2_via(v[0], v[1], pol.reciprocal_fn())),
-        _math("asin", lambda pol, v, a: M.asin_via(v[0], pol.rsqrt_fn(), pol.reciprocal_fn())),
-        _math("acos", lambda pol, v, a: M.acos_via(v[0], pol.rsqrt_fn(), pol.reciprocal_fn())),
-        _math("sinh", lambda pol, v, a: M.sinh_via(v[0], exp(pol))),
-        _math("cosh", lambda pol, v, a: M.cosh_via(v[0], exp(pol))),
-        _math("asinh", lambda pol, v, a: M.asinh_via(v[0], pol.rsqrt_fn())),
-        _math("acosh", lambda pol, v, a: M.acosh_via(v[0], pol.rsqrt_fn())),
-        _math("atanh", lambda pol, v, a: M.atanh_via(v[0])),
-    ]
+MATH_PRIMITIVES = ("log", "log1p", "exp2", "expm1", "pow", "cbrt", "sin", "cos", "tan", "atan",
+                   "atan2", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh")
 
 
-MATH_RULES = _math_rules()
+MATH_RULES = [_math(prim) for prim in MATH_PRIMITIVES]
 
 RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("gelu_erf", "gelu", match_gelu_erf,
-         lambda pol, v, a: pol.gelu_fn("erf")(v[0]), True),
+         lambda pol, v, a: pol.fn("gelu")(v[0], "erf"), True),
     Rule("gelu_tanh", "gelu", match_gelu_tanh,
-         lambda pol, v, a: pol.gelu_fn("tanh")(v[0]), True),
+         lambda pol, v, a: pol.fn("gelu")(v[0], "tanh"), True),
     Rule("softmax", "softmax", match_softmax,
-         lambda pol, v, a: pol.softmax_fn()(v[0], v[1] if len(v) > 1 else None,
+         lambda pol, v, a: pol.fn("softmax")(v[0], v[1] if len(v) > 1 else None,
                                             dict(a)["axis"]), True),
     Rule("div_sqrt", "rsqrt", match_div_sqrt,
-         lambda pol, v, a: v[0] * pol.rsqrt_fn()(v[1]), True),
-    Rule("exp", "exp", single("exp", "exp"), lambda pol, v, a: pol.exp_fn()(v[0]), False),
-    Rule("tanh", "tanh", single("tanh", "tanh"), lambda pol, v, a: pol.tanh_fn()(v[0]), False),
+         lambda pol, v, a: v[0] * pol.fn("rsqrt")(v[1]), True),
+    Rule("exp", "exp", single("exp", "exp"), lambda pol, v, a: pol.fn("exp")(v[0]), False),
+    Rule("tanh", "tanh", single("tanh", "tanh"), lambda pol, v, a: pol.fn("tanh")(v[0]), False),
     Rule("logistic", "logistic", single("logistic", "logistic"),
-         lambda pol, v, a: pol.logistic_fn()(v[0]), False),
-    Rule("erf", "erf", single("erf", "erf"), lambda pol, v, a: pol.erf_fn()(v[0]), False),
+         lambda pol, v, a: pol.fn("logistic")(v[0]), False),
+    Rule("erf", "erf", single("erf", "erf"), lambda pol, v, a: pol.fn("erf")(v[0]), False),
     Rule("erfc", "erf", single("erfc", "erfc"),
-         lambda pol, v, a: 1.0 - pol.erf_fn()(v[0]), False),
+         lambda pol, v, a: 1.0 - pol.fn("erf")(v[0]), False),
     Rule("rsqrt", "rsqrt", single("rsqrt", "rsqrt"),
-         lambda pol, v, a: pol.rsqrt_fn()(v[0]), False),
+         lambda pol, v, a: pol.fn("rsqrt")(v[0]), False),
     Rule("sqrt", "rsqrt", single("sqrt", "sqrt"),
-         lambda pol, v, a: v[0] * pol.rsqrt_fn()(v[0]), False),
+         lambda pol, v, a: v[0] * pol.fn("rsqrt")(v[0]), False),
     Rule("div", "reciprocal",
          single("div", "div", lambda g, e: not g.is_const(e.invars[1])),
          lambda pol, v, a: v[0] * _signed_recip(pol)(v[1]), False),

@@ -1,4 +1,5 @@
 """Approximations: accuracy over each stated range, masked softmax, friendly primitives only."""
+import dataclasses
 import math
 
 import jax
@@ -6,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from pcformer.compiler import approximation_table as table
 from pcformer.compiler import approximations as A
 from pcformer.compiler import approximations_gelu_softmax as GS
 from pcformer.compiler import policies as P
@@ -20,31 +22,13 @@ def _geom(lo, hi, n=20001):
 gelu_ref = lambda x: jax.nn.gelu(x, approximate=False)  # noqa: E731
 gelu_tanh_ref = lambda x: jax.nn.gelu(x, approximate=True)  # noqa: E731
 
-# (name, approximation, reference, inputs, error kind, bound): the bounds are the table in
-# docs/approximations.md rounded up; a regression in any approximation fails here.
+# Claims beyond the table's own (tests below hold every table entry to its claim): other ranges,
+# degrees and forms. The bounds are docs/approximations.md's figures rounded up.
 CASES = [
-    ("exp_limit", lambda x: A.exp_limit(x, 8, -14.0), jnp.exp, jnp.linspace(-20, 0, 20001),
-     "abs", 1.2e-3),
-    ("exp_taylor", A.exp_taylor, jnp.exp, jnp.linspace(-20, 0, 20001), "abs", 2e-6),
     ("exp_taylor_rel", A.exp_taylor, jnp.exp, jnp.linspace(-14, 0, 20001), "rel", 5e-5),
-    ("reciprocal_goldschmidt", A.reciprocal_goldschmidt, lambda x: 1 / x,
-     _geom(2.0 ** -12, 2.0 ** 20 * 0.999), "rel", 1e-6),
-    ("reciprocal_newton", A.reciprocal_newton, lambda x: 1 / x, jnp.linspace(1, 200, 20001),
-     "rel", 1e-6),
-    ("rsqrt_newton", A.rsqrt_newton, jax.lax.rsqrt, _geom(4.0 ** -8, 4.0 ** 10 * 0.999),
-     "rel", 5e-6),
-    ("rsqrt_crypten", A.rsqrt_crypten, jax.lax.rsqrt, jnp.linspace(0.1, 100, 20001),
-     "rel", 1e-2),
-    ("logistic_exp", A.logistic_exp, jax.nn.sigmoid, jnp.linspace(-30, 30, 20001), "abs", 2e-6),
-    ("tanh_logistic", A.tanh_logistic, jnp.tanh, jnp.linspace(-30, 30, 20001), "abs", 4e-6),
     ("erf_poly_17", A.erf_poly, jax.scipy.special.erf, jnp.linspace(-10, 10, 20001), "abs",
      2e-4),
-    ("erf_poly_21", lambda x: A.erf_poly(x, 21), jax.scipy.special.erf,
-     jnp.linspace(-10, 10, 20001), "abs", 2e-5),
-    ("gelu_erf", lambda x: GS.gelu_erf(x, 21), gelu_ref, jnp.linspace(-20, 20, 20001), "abs",
-     1e-4),
     ("gelu_tanh", GS.gelu_tanh, gelu_tanh_ref, jnp.linspace(-20, 20, 20001), "abs", 1e-5),
-    ("gelu_puma", GS.gelu_puma, gelu_ref, jnp.linspace(-20, 20, 20001), "abs", 2.5e-2),
 ]
 
 
@@ -60,6 +44,54 @@ def max_error(approx, ref, xs, kind):
 def test_accuracy_over_stated_range(name, approx, ref, xs, kind, bound):
     err = max_error(approx, ref, xs, kind)
     assert np.isfinite(err) and err <= bound, f"{name}: max {kind} error {err:.3g} > {bound}"
+
+
+CLAIMED = [e for e in table.entries() if e.reference is not None]
+
+
+def _grid(lo, hi, n=20001):
+    """Geometric over a positive range of many octaves, else even."""
+    return _geom(lo, hi, n) if lo > 0 and hi / lo > 1e3 else jnp.linspace(lo, hi, n)
+
+
+@pytest.mark.parametrize("entry", CLAIMED, ids=[f"{e.op_class}={e.name}" for e in CLAIMED])
+def test_each_table_entry_holds_its_claim(entry):
+    """The approximation table's stated error over its stated range, with the policy parameters
+    the claim names: a regression in any approximation, or a claim that drifts, fails here."""
+    fn = entry.bind(P.Policy(**dict(entry.measured_with)))
+    kind, bound = entry.error
+    err = max_error(fn, lambda x: entry.reference(np.asarray(x, np.float64)), _grid(*entry.valid),
+                    kind)
+    assert np.isfinite(err) and err <= bound, f"{entry}: max {kind} error {err:.3g} > {bound}"
+
+
+def test_every_policy_choice_is_a_table_entry():
+    for op_class in table.TABLE:
+        assert op_class in {f.name for f in dataclasses.fields(P.Policy)}
+        for name in table.names(op_class):
+            entry = table.lookup(op_class, name)
+            assert entry.doc and set(entry.params) <= {f.name for f in dataclasses.fields(P.Policy)}
+            bound = P.Policy(**{op_class: name}).fn(op_class)
+            assert callable(bound) or all(map(callable, bound.values()))   # math: a family
+    with pytest.raises(ValueError, match="not one of"):
+        P.Policy(gelu="cubic")
+
+
+def test_a_new_approximation_is_one_table_entry(monkeypatch):
+    """docs/architecture.md's worked example: declare an entry, and a policy (a name, a dict or a
+    file) can choose it; the rewrite uses it with no other change."""
+    from pcformer.compiler import rewrite
+    monkeypatch.setitem(table.TABLE, "gelu", dict(table.TABLE["gelu"]))
+
+    @table.approximation("gelu", "cubic", params=())
+    def _cubic(pol):
+        """x^3 / 8 + x / 2 (a toy replacement)."""
+        return lambda x, form="erf": 0.125 * x ** 3 + 0.5 * x
+
+    pol = P.from_dict({"base": "mpcformer", "gelu": "cubic"})
+    x = jnp.linspace(-2.0, 2.0, 9)
+    out = rewrite.friendly(lambda v: jax.nn.gelu(v, approximate=False), pol)(x)
+    np.testing.assert_allclose(out, 0.125 * x ** 3 + 0.5 * x, rtol=1e-6)
 
 
 def test_reciprocal_newton_fails_outside_its_range():
@@ -90,17 +122,23 @@ def logits():
     return x, mask
 
 
-@pytest.mark.parametrize("name", sorted(GS.SOFTMAXES))
+def softmax_of(name: str):
+    """The table's softmax `name` with its policy's parameters (puma's: 8 squarings)."""
+    fn = (P.PUMA if name == "puma" else P.Policy(softmax=name)).fn("softmax")
+    return lambda x, where=None, axis=-1: fn(x, where, axis)
+
+
+@pytest.mark.parametrize("name", table.names("softmax"))
 @pytest.mark.slow
 def test_softmax_mask_and_normalisation(name, logits):
     x, mask = logits
-    y = GS.SOFTMAXES[name](x, where=mask, axis=-1)
+    y = softmax_of(name)(x, where=mask, axis=-1)
     assert float(jnp.abs(jnp.where(mask, 0.0, y)).max()) == 0.0  # masked: exactly 0
     assert float(y.min()) >= 0.0
     tol = 2e-3 if name in ("2quad", "relu") else 1e-5  # eps in the denominator
     np.testing.assert_allclose(y.sum(-1)[(mask * (y > 0)).any(-1)], 1.0, atol=tol)
     # masked entries do not enter the sum: changing them changes nothing
-    y2 = GS.SOFTMAXES[name](jnp.where(mask, x, 100.0), where=mask, axis=-1)
+    y2 = softmax_of(name)(jnp.where(mask, x, 100.0), where=mask, axis=-1)
     np.testing.assert_allclose(y, y2, atol=1e-6)
 
 
@@ -109,7 +147,7 @@ def test_exp_softmaxes_are_close(name, bound, logits):
     x, mask = logits
     ref = jax.nn.softmax(x, where=mask)
     ref = jnp.where(mask, ref, 0.0)
-    assert float(jnp.abs(GS.SOFTMAXES[name](x, where=mask) - ref).max()) < bound
+    assert float(jnp.abs(softmax_of(name)(x, where=mask) - ref).max()) < bound
 
 
 def test_softmax_other_axis():
@@ -126,15 +164,15 @@ FRIENDLY = {"add", "sub", "mul", "neg", "integer_pow", "square", "dot_general", 
 
 
 def _all_fns():
-    pol = P.EXACT
-    fns = {f"gelu_{k}": v for k, v in GS.GELUS.items()}
+    """Every table entry (gelu and softmax under their own policy), and the tanh GeLU form."""
+    fns = {}
+    for e in table.entries():
+        if e.op_class == "math":
+            continue          # one function per primitive: tests/compiler/test_ops_math.py
+        fn = e.bind(P.Policy(**dict(e.measured_with)))
+        fns[f"{e.op_class}_{e.name}"] = ((lambda f: lambda x: f(x, x > 0, -1))(fn)
+                                         if e.op_class == "softmax" else fn)
     fns["gelu_tanh"] = GS.gelu_tanh
-    fns.update({f"softmax_{k}": (lambda f: lambda x: f(x, where=x > 0))(v)
-                for k, v in GS.SOFTMAXES.items()})
-    fns.update({"exp": A.exp_limit, "exp_taylor": A.exp_taylor, "recip_gs": A.reciprocal_goldschmidt,
-                "recip_newton": A.reciprocal_newton, "rsqrt_newton": A.rsqrt_newton,
-                "rsqrt_crypten": A.rsqrt_crypten, "logistic": A.logistic_exp,
-                "tanh": A.tanh_logistic, "erf": pol.erf_fn()})
     return fns
 
 

@@ -113,11 +113,11 @@ def test_rewritten_is_the_approximation(layer):
     dense = lambda name, h: h @ p[name]["kernel"] + p[name]["bias"]  # noqa: E731
     q, k = dense("query", x), dense("key", x)
     probs = GS.softmax_2quad(q @ k.T / math.sqrt(8.0), where=mask, c=pol.quad_c,
-                            recip=pol.reciprocal_fn())
+                            recip=pol.fn("reciprocal"))
     h = probs @ x
     mu = h.mean(-1, keepdims=True)
     var = jnp.maximum((h * h).mean(-1, keepdims=True) - mu * mu, 0.0)
-    h = (h - mu) * pol.rsqrt_fn()(var + 1e-6) * p["ln"]["scale"] + p["ln"]["bias"]
+    h = (h - mu) * pol.fn("rsqrt")(var + 1e-6) * p["ln"]["scale"] + p["ln"]["bias"]
     h = GS.gelu_quad(dense("intermediate", h))
     want = dense("output", h) * jnp.exp(dense("gate", x) * 0.1)
     np.testing.assert_allclose(R.rewrite(tr, pol)(params, x, mask), want, rtol=1e-4, atol=1e-4)
