@@ -27,7 +27,7 @@ def op_messages(op: ir.Op, config) -> list:
 
 
 def static_cost(prog: ir.Program, config) -> list[Entry]:
-    """The list of ledger Entries (op, detail, scope, phase, bits, depth) of one run."""
+    """The list of ledger Entries (op, detail, scope, phase, bits, depth, op_class) of one run."""
     depth: dict[int, int] = {}
     entries: list[Entry] = []
     for op in prog.ops:
@@ -41,7 +41,8 @@ def static_cost(prog: ir.Program, config) -> list[Entry]:
                 else:
                     d = 1
                 entries.append(Entry(op=op.name, detail=m.detail, scope=op.scope,
-                                     phase=m.phase, bits=tuple(m.bits), depth=d))
+                                     phase=m.phase, bits=tuple(m.bits), depth=d,
+                                     op_class=op.op_class))
             if op.name == "share":
                 d_out = 0
         for r in op.results:

@@ -6,8 +6,8 @@ later calls with the same input shapes reuse the compiled executable without ret
 
 Values in the environment: plaintext arrays for public/private values (a private array is only
 ever read by ops of its holder, or encoded by its holder into a protocol), ``AShare`` for
-secrets. Protocol ops run under ``ctx.scope(op.scope)`` and ``ctx.op(op.name)``; share-local ops
-touch each party's row only and never write the ledger.
+secrets. Protocol ops run under ``ctx.scope(op.scope, op.op_class)`` and ``ctx.op(op.name)``;
+share-local ops touch each party's row only and never write the ledger.
 
 Protocol ops are registry lookups (runtime/protocols/registry.py, in ``config.protocols``'
 family): the entry's IR adapter builds the protocol's arguments, so this file knows no protocol
@@ -218,7 +218,7 @@ def interpret(prog: ir.Program, ctx: Context, flat_inputs, check: bool = False):
     probes = []
 
     def protocol(_, op, args):
-        with ctx.scope(op.scope), ctx.op(op.name):
+        with ctx.scope(op.scope, op.op_class), ctx.op(op.name):
             return run_protocol(ctx, op, args)
 
     def probe(k, op, args, r, o):

@@ -91,7 +91,9 @@ class Value:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Op:
     """One IR operation. ``kind`` in {local, share_local, protocol}; ``party`` only for local ops
-    (None = computed publicly). ``scope`` is the module path, ``where`` the source line."""
+    (None = computed publicly). ``scope`` is the module path, ``where`` the source line,
+    ``op_class`` the operator class the op serves ("softmax", "gelu", "layernorm", "linear", ...
+    or "": set at lowering by compiler/op_classes.py, copied into every ledger entry)."""
 
     name: str
     operands: tuple[Value, ...]
@@ -101,6 +103,7 @@ class Op:
     where: str = ""
     kind: str = "protocol"
     party: int | None = None
+    op_class: str = ""
 
 
 def _fmt_attr(v: Any) -> str:

@@ -119,7 +119,8 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
     in the same round but is one step instead of dozens, and one circuit for XLA to compile.
     Rule: a `drelu` is deferred (its operand is ready where it stood) until an op consumes one of
     the deferred results; then every deferred group is emitted. Only ops with the same input
-    depth and scope are merged, so the critical path and the per-scope attribution are unchanged.
+    depth, scope and operator class are merged, so the critical path and the per-scope and
+    per-class attribution are unchanged.
     """
     L = Lowerer(next_id=next_id)
     depth: dict[int, int] = {}
@@ -128,7 +129,7 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
     out: list[Op] = []
 
     def flush():
-        for (_, scope), group in groups.items():
+        for (_, scope, op_class), group in groups.items():
             if len(group) == 1:
                 out.append(group[0])
                 continue
@@ -145,7 +146,8 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
                               primitive=jax.lax.concatenate_p, params=dict(dimension=0),
                               n_data=len(flat))
             bits = L.new((total,), "bool", SECRET, 0)
-            L.ops.append(Op("drelu", (cat,), (bits,), {}, scope, group[0].where, "protocol"))
+            L.ops.append(Op("drelu", (cat,), (bits,), {}, scope, group[0].where, "protocol",
+                            op_class=op_class))
             start = 0
             for op in group:
                 r = op.results[0]
@@ -155,16 +157,17 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
                                      params=dict(start_indices=(start,),
                                                  limit_indices=(start + r.size,),
                                                  strides=(1,))), scope, op.where,
-                                "share_local"))
+                                "share_local", op_class=op_class))
                 L.ops.append(Op("reshape", (piece,), (r,),
                                 dict(primitive=jax.lax.reshape_p,
                                      params=dict(new_sizes=r.shape, dimensions=None,
                                                  sharding=None)), scope, op.where,
-                                "share_local"))
+                                "share_local", op_class=op_class))
                 start += r.size
             for op in L.ops:
                 if op.scope == "" and op.name in ("reshape", "concatenate"):
                     object.__setattr__(op, "scope", scope)
+                    object.__setattr__(op, "op_class", op_class)
             out.extend(L.ops)
         groups.clear()
         pending.clear()
@@ -188,7 +191,7 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
             flush()
         d_in = level[id(op)]
         if op.kind == "protocol" and op.name in BATCHED:
-            groups.setdefault((d_in, op.scope), []).append(op)
+            groups.setdefault((d_in, op.scope, op.op_class), []).append(op)
             pending.update(r.id for r in op.results)
         else:
             out.append(op)

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import compat
 from .ir import PUBLIC, SECRET, PRIVATE, Value, Op
+from .op_classes import op_class_of
 
 # Operators the rewrite pass must have replaced before lowering (error if left on a secret).
 HEAVY = frozenset({
@@ -99,7 +100,8 @@ class Lowerer:
         if kind == "protocol" and party is not None:
             attrs["party"] = party        # the protocol's party argument
         scope, where = self._location(self.eqn)
-        op = Op(name, tuple(operands), tuple(results), dict(attrs), scope, where, kind, party)
+        op = Op(name, tuple(operands), tuple(results), dict(attrs), scope, where, kind, party,
+                op_class_of(scope, name))
         self.ops.append(op)
         return op
 

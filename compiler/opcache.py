@@ -248,6 +248,7 @@ class OpCachedExecutable:
             self.audit_log += [m + ([np.asarray(a) for a in p],) for m, p in zip(t.audit, payloads)]
         entries = [dataclasses.replace(
             e, scope=op.scope + e.scope[len(_SCOPE_MARK):] if e.scope.startswith(_SCOPE_MARK) else e.scope,
+            op_class=e.op_class or op.op_class,   # the template ran under no class
             depth=e.depth + shift if e.phase == "online" else e.depth) for e in t.entries]
         out = data if t.out_depth is None else AShare(data, t.out_depth + shift)
         return out, entries, (t.compile_s if fresh else 0.0)

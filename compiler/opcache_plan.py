@@ -27,7 +27,8 @@ def _canonical(op: ir.Op) -> ir.Op:
         return dataclasses.replace(v, id=ids[v.id], const=None)
 
     return dataclasses.replace(op, operands=tuple(new(v) for v in op.operands),
-                               results=tuple(new(r) for r in op.results), scope="", where="")
+                               results=tuple(new(r) for r in op.results), scope="", where="",
+                               op_class="")
 
 
 def _canon_attr(x):

@@ -31,7 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-FORMAT = 1
+FORMAT = 2   # 2: ledger entries carry op_class
 SUBFOLDER = "opcache"
 # What this process did, for tests and reports: templates loaded from disk, written to it, and
 # entries that could not be used (corrupt, other format, key mismatch).

@@ -15,12 +15,18 @@ A match is applied only if the policy's field for its operator class is not None
 equation it swallows (other than the anchor) has all its uses inside the match. Everything else
 is re-bound untouched inside `compat.user_context(traceback, name_stack)`, so source lines and
 module paths survive; the approximation's equations get the matched equation's traceback and
-name stack plus a suffix `<class>[<method>]` (e.g. `.../intermediate/gelu[quad]`), so costs
+name stack plus a marker `<class>[<method>]` (e.g. `.../intermediate/gelu[quad]`), so costs
 attribute to the right module. The result is re-inlined and dead code is removed.
+
+The marker's format has one owner: `marker` writes it and `approximation_of` reads it back, both
+below; the lowering calls `approximation_of` once per equation to set `ir.Op.op_class`
+(compiler/op_classes.py), and nothing downstream parses scope strings for a class.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from typing import Callable
 
 import jax
@@ -31,6 +37,37 @@ from . import policies as P
 from . import trace as T
 from .rewrite_graph import Graph, Match
 from .rewrite_rules import RULES, Rule, method_of
+
+
+# ---------------------------------------------------------------------------------------------
+# The approximation marker: the one writer and the one reader of its format.
+
+_MARKER = re.compile(r"^([a-z_]+)\[([^\[\]/]+)\]$")
+
+
+def marker(op_class: str, method: str) -> str:
+    """The name-stack component that marks an approximation's equations: `softmax[2quad]`."""
+    return f"{op_class}[{method}]"
+
+
+@functools.lru_cache(maxsize=None)
+def _approximated_classes() -> frozenset:
+    return frozenset(r.op_class for r in RULES.values())
+
+
+@functools.lru_cache(maxsize=4096)
+def approximation_of(scope: str) -> tuple[str, str] | None:
+    """(operator class, method) of the innermost approximation marker in a module path, or None.
+
+    Only a whole path component of the form `<class>[<method>]` whose class is a rewrite rule's
+    counts: a user's module named `softmax_proj` (or even `softmax`) is not a marker. Innermost,
+    because an approximation's own helpers may push further components below the marker.
+    """
+    for part in reversed(scope.split("/")):
+        m = _MARKER.match(part)
+        if m is not None and m.group(1) in _approximated_classes():
+            return m.group(1), m.group(2)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +115,7 @@ def _interpret(closed, matches: list[Match], policy: P.Policy, args):
             m = by_anchor[i]
             rule = RULES[m.rule]
             stack = compat.extend_name_stack(compat.name_stack_of(eqn),
-                                             f"{rule.op_class}[{method_of(policy, rule)}]")
+                                             marker(rule.op_class, method_of(policy, rule)))
             out_aval = eqn.outvars[0].aval
             with compat.user_context(compat.traceback_of(eqn), stack):
                 out = rule.build(policy, [read(a) for a in m.inputs], m.attrs)
@@ -157,5 +194,5 @@ def friendly(fn: Callable, policy="exact") -> Callable:
     return wrapped
 
 
-__all__ = ["rewrite", "friendly", "matches", "plan", "RULES", "Rule", "Match", "Replacement",
-           "Graph"]
+__all__ = ["rewrite", "friendly", "matches", "plan", "marker", "approximation_of", "RULES", "Rule",
+           "Match", "Replacement", "Graph"]

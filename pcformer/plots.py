@@ -12,24 +12,16 @@ from typing import Iterable, Sequence
 
 OP_CLASSES = ("linear", "softmax", "gelu", "layernorm", "other")
 _LAYER = re.compile(r"(?:^|/)(?:layer|h|block|layers)_(\d+)(?:/|$)")
+# An entry's structured operator class (set at lowering, compiler/op_classes.py) -> its panel.
+# rsqrt is LayerNorm's one heavy operator, so its approximation counts as layernorm; the other
+# approximated operators (exp, reciprocal, tanh, ...) and unclassed steps are "other".
+_PANEL = {"linear": "linear", "softmax": "softmax", "gelu": "gelu", "layernorm": "layernorm",
+          "rsqrt": "layernorm"}
 
 
-def op_class(op: str, scope: str) -> str:
-    """The operator class a ledger entry belongs to, from its scope and protocol op.
-
-    Approximations carry their operator in the scope (the rewrite pass names them, e.g.
-    `.../softmax[2quad]`), LayerNorm modules carry `LayerNorm`/`ln_`; matrix products are linear.
-    """
-    s = scope.lower()
-    if "softmax" in s:
-        return "softmax"
-    if "gelu" in s:
-        return "gelu"
-    if "layernorm" in s or re.search(r"(^|/)ln_(\d|f)", s) or "rsqrt" in s:
-        return "layernorm"
-    if op.startswith("dot_general"):
-        return "linear"
-    return "other"
+def op_class(entry) -> str:
+    """The plots' operator class (one of OP_CLASSES) of a ledger entry, from its `op_class`."""
+    return _PANEL.get(entry.op_class, "other")
 
 
 def layer_of(scope: str) -> str:
@@ -74,7 +66,7 @@ def plot_policies(runs: Sequence[tuple[str, object]], path: str, title: str | No
 
     heading = title  # (the loop below names each panel's title)
     by_layer = {p: group_online(r.entries, lambda e: layer_of(e.scope)) for p, r in runs}
-    by_class = {p: group_online(r.entries, lambda e: op_class(e.op, e.scope)) for p, r in runs}
+    by_class = {p: group_online(r.entries, op_class) for p, r in runs}
     layers = sorted({k for g in by_layer.values() for k in g if k.startswith("layer ")},
                     key=_layer_sort)
     classes = [c for c in OP_CLASSES if any(c in g for g in by_class.values())]

@@ -96,7 +96,8 @@ def _slice(name, t0, t1, pid, cat, args):
 
 
 def _step_args(e: Entry) -> dict:
-    return {"op": e.op, "detail": e.detail, "scope": e.scope, "phase": e.phase,
+    return {"op": e.op, "detail": e.detail, "scope": e.scope, "op_class": e.op_class,
+            "phase": e.phase,
             "bytes_sent": {"party0": e.bytes[0], "party1": e.bytes[1]}, "depth": e.depth}
 
 

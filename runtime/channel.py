@@ -23,7 +23,8 @@ def _count(payload, party_axis: bool) -> int:
 
 def _record(ctx, phase: str, bits: tuple[int, int], depth: int) -> None:
     ctx.ledger.record(Entry(op=ctx.current_op, detail=ctx.current_detail,
-                            scope=ctx.current_scope, phase=phase, bits=bits, depth=depth))
+                            scope=ctx.current_scope, phase=phase, bits=bits, depth=depth,
+                            op_class=ctx.current_op_class))
 
 
 def exchange(ctx, payload, depth: int, bits_per_element: int):

@@ -20,6 +20,8 @@ class Entry:
     phase: "setup" | "offline" | "online".
     bits: bits sent by party 0 and by party 1 (offline: bits received by each from the dealer).
     depth: round depth at which the message arrives (critical path).
+    op_class: the operator class the step serves ("softmax", "gelu", "layernorm", "linear", ...
+        or ""), pushed by the caller with the scope; the compiler decides it at lowering.
     """
 
     op: str
@@ -28,6 +30,7 @@ class Entry:
     phase: str
     bits: tuple[int, int]
     depth: int
+    op_class: str = ""
 
     @property
     def bytes(self) -> tuple[int, int]:

@@ -119,9 +119,10 @@ class Context:
     config: the MPCConfig. key: the dealer/PRG key (may be a traced value inside jit).
     `next_key()` folds a Python counter into the key, so the key stream is deterministic at trace
     time; `uniform(shape)` is the fast PRG the dealer and the parties' shared seeds use.
-    `scope(...)` pushes a module path, `op(...)` an op label (the ledger records the
-    outermost as `op` and the whole path as `detail`), `phase("setup")` marks per-deployment
-    messages. With `audit=True` the channel also keeps every payload in `audit_log`.
+    `scope(path, op_class)` pushes a module path and, optionally, the operator class of what
+    runs inside (the ledger records the innermost class given), `op(...)` an op label (the
+    ledger records the outermost as `op` and the whole path as `detail`), `phase("setup")` marks
+    per-deployment messages. With `audit=True` the channel also keeps every payload in `audit_log`.
     """
 
     def __init__(self, config: MPCConfig | None = None, key=None, audit: bool = False,
@@ -142,7 +143,7 @@ class Context:
         self.audit = audit
         self.audit_log: list = []
         self._counter = 0
-        self._scopes: list[str] = []
+        self._scopes: list[tuple[str, str]] = []   # (module path, operator class or "")
         self._ops: list[str] = []
         self._phase = "online"
         self._shadow_depth = 0
@@ -205,8 +206,8 @@ class Context:
 
     # -- labels
     @contextlib.contextmanager
-    def scope(self, name: str):
-        self._scopes.append(name)
+    def scope(self, name: str, op_class: str = ""):
+        self._scopes.append((name, op_class))
         try:
             yield
         finally:
@@ -230,7 +231,11 @@ class Context:
 
     @property
     def current_scope(self) -> str:
-        return "/".join(s for s in self._scopes if s)
+        return "/".join(s for s, _ in self._scopes if s)
+
+    @property
+    def current_op_class(self) -> str:
+        return next((c for _, c in reversed(self._scopes) if c), "")
 
     @property
     def current_op(self) -> str:

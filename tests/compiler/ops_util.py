@@ -24,7 +24,7 @@ CRYPTEN = dict(atol=0.01, rtol=0.05)   # CrypTen's test_mpc tolerance (either bo
 
 
 def ledger_key(entries):
-    return Counter((e.op, e.scope, e.phase, tuple(e.bits), e.depth) for e in entries)
+    return Counter((e.op, e.scope, e.op_class, e.phase, tuple(e.bits), e.depth) for e in entries)
 
 
 def make_secret(x, config=pcformer.MPCConfig(), seed=0) -> pcformer.Secret:

@@ -21,7 +21,7 @@ W = jnp.asarray(rng.uniform(-1, 1, size=(4, 4)), jnp.float32)      # the server'
 
 
 def ledger_key(entries):
-    return Counter((e.op, e.scope, e.phase, tuple(e.bits), e.depth) for e in entries)
+    return Counter((e.op, e.scope, e.op_class, e.phase, tuple(e.bits), e.depth) for e in entries)
 
 
 def check(fn, *args, owners=(1, 0), tol=TOL, policy=None, config=pcformer.MPCConfig()):

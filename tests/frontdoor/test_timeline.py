@@ -98,12 +98,17 @@ def test_trace_file_is_plain_json_with_named_tracks(tmp_path):
 
 
 def test_operator_classes_and_layers():
-    assert op_class("mul", "encoder/layer_0/attention/self/softmax[2quad]") == "softmax"
-    assert op_class("square", "h_3/mlp/gelu[quad]") == "gelu"
-    assert op_class("mul", "encoder/layer_1/output/LayerNorm") == "layernorm"
-    assert op_class("mul", "h_1/ln_2") == "layernorm"
-    assert op_class("dot_general_private", "encoder/layer_0/attention/self/query") == "linear"
-    assert op_class("truncate", "encoder/layer_0/attention/self/query") == "other"
+    def entry(op, scope, cls):
+        return Entry(op, "", scope, "online", (8, 8), 1, op_class=cls)
+    # the plots read the structured class set at lowering (compiler/op_classes.py), never the scope
+    assert op_class(entry("mul", "encoder/layer_0/attention/self/softmax[2quad]", "softmax")) == "softmax"
+    assert op_class(entry("square", "h_3/mlp/gelu[quad]", "gelu")) == "gelu"
+    assert op_class(entry("mul", "encoder/layer_1/output/LayerNorm", "layernorm")) == "layernorm"
+    assert op_class(entry("mul", "encoder/layer_1/output/LayerNorm/rsqrt[newton]", "rsqrt")) == "layernorm"
+    assert op_class(entry("dot_general_private", "encoder/layer_0/attention/self/query", "linear")) == "linear"
+    assert op_class(entry("truncate", "encoder/layer_0/attention/self/query", "")) == "other"
+    assert op_class(entry("mul", "reciprocal[goldschmidt]", "reciprocal")) == "other"
+    assert op_class(entry("mul", "encoder/softmax_gate", "")) == "other"   # a name is not a class
     assert layer_of("encoder/layer_10/output/dense") == "layer 10"
     assert layer_of("transformer/h_2/attn") == "layer 2"
     assert layer_of("embeddings/word") == "embeddings"

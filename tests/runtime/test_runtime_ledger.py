@@ -172,3 +172,23 @@ def test_labels_scope_and_jit_records_same():
     with x64():
         jax.jit(fn)(jax.random.PRNGKey(0))
     assert got["e"] == entries
+
+
+def test_the_operator_class_travels_with_the_scope():
+    """`ctx.scope(path, op_class)`: the ledger records the innermost class given, "" outside."""
+    def body(ctx):
+        a = _share(ctx, (3,))
+        with ctx.scope("encoder/layer_0/softmax[2quad]", "softmax"), ctx.op("softmax"):
+            r = P.square(ctx, a)
+            with ctx.scope("inner"):                     # a classless scope keeps the class
+                r = P.truncate(ctx, r)
+            with ctx.scope("recip", "reciprocal"):       # an inner class wins
+                r = P.mul(ctx, r, a)
+        return P.mul(ctx, r, a)
+
+    entries = _trace(MPCConfig(), body)
+    got = {(e.detail, e.scope, e.op_class) for e in entries if e.phase == "online"}
+    assert got == {("softmax/square", "encoder/layer_0/softmax[2quad]", "softmax"),
+                   ("softmax/truncate", "encoder/layer_0/softmax[2quad]/inner", "softmax"),
+                   ("softmax/mul", "encoder/layer_0/softmax[2quad]/recip", "reciprocal"),
+                   ("mul", "", "")}
