@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from pcformer import corpus, corpus_english as E
+from pcformer import corpus_english as E
 
 NO_DOCS = E.SplitConfig(n_docstring_train=0)  # WordNet only: no import of the standard library
 

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 from pcformer import corpus_english as E
 from pcformer import distill as D
 from pcformer import distill_eval as V
-from word_tokenizer import WordTokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    models = pytest.importorskip("pcformer.models")
-    folder = models.make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), num_hidden_layers=2,
-                                   hidden_size=32, num_attention_heads=2, intermediate_size=64,
-                                   vocab_size=128, init_std=0.2)
-    return dataclasses.replace(models.load(folder), tokenizer=WordTokenizer(vocab_size=128))
 
 
 @pytest.fixture(scope="module")
