@@ -79,8 +79,9 @@ flags.DEFINE_integer("peer_timeout", 60, "Two processes: seconds a step may wait
                      "before this process gives up with an error.", lower_bound=1)
 flags.DEFINE_integer("connect_timeout", 120, "Two processes: seconds to reach the peer and agree "
                      "on the run.", lower_bound=1)
-flags.DEFINE_enum("job", "model", ["model", "mlp"], "Two processes: the --model (BERT sentence "
-                  "embedding) or a built-in tiny MLP (a quick check of the pair).")
+flags.DEFINE_enum("job", "model", ["model", "mlp"], "Two processes: the --model (BERT: sentence "
+                  "embedding of --text; GPT-2/LLaMA: next-token logits of --prompt; ViT: class "
+                  "logits of --image) or a built-in tiny MLP (a quick check of the pair).")
 # every command
 flags.DEFINE_boolean("compile_cache", True, "Keep compiled XLA programs in a per-user cache folder "
                      "(also PCFORMER_COMPILE_CACHE=0 to turn off, or =<folder>).")
@@ -127,9 +128,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
              "report", "scope_depth", "max_rows"),
             "pcformer cost --model=llama-7b --seq_len=128 --new_tokens=1 --policy=exact",
             "pcformer.cli_run:cost"),
-    Command("party", "One party of a two-process run: the server (weights) or the client (text) "
-            "in its own process, joined over jax.distributed; the client prints its result.",
-            ("role", "coordinator", "model", "text", "seq_len", "policy", "ring_bits",
+    Command("party", "One party of a two-process run: the server (weights) or the client (text, "
+            "prompt or image) in its own process, joined over jax.distributed; the client prints "
+            "its result.",
+            ("role", "coordinator", "model", "text", "prompt", "image", "seq_len", "policy", "ring_bits",
              "frac_bits", "trunc_mode", "seed", "peer_timeout", "connect_timeout", "job"),
             "pcformer party --role=server --coordinator=127.0.0.1:7777 --model=minilm --seed=0",
             "pcformer.party_cli:party"),

@@ -62,8 +62,9 @@ def parse_phase(line: str) -> tuple[str, float, float | None]:
 
 
 def settings_from_flags() -> PartySettings:
-    return PartySettings(job="mlp" if FLAGS.job == "mlp" else "bert", model=FLAGS.model,
-                         text=FLAGS.text, seq_len=FLAGS.seq_len, policy=FLAGS.policy,
+    return PartySettings(job=FLAGS.job, model=FLAGS.model,
+                         text=FLAGS.text, prompt=FLAGS.prompt,
+                         image=FLAGS.image or "", seq_len=FLAGS.seq_len, policy=FLAGS.policy,
                          seed=FLAGS.seed, ring_bits=int(FLAGS.ring_bits),
                          frac_bits=FLAGS.frac_bits, trunc_mode=FLAGS.trunc_mode)
 
@@ -222,7 +223,8 @@ def check_run_flags() -> None:
     if FLAGS.mode != "protocol" or FLAGS.check_overflow:
         raise UsageError("--processes=2 runs protocol mode only (ideal mode and the overflow "
                          "check reconstruct secrets across the parties)")
-    given = [n for n in ("report", "dump_ir", "trace", "plot", "image") if FLAGS[n].present]
+    given = [n for n in ("report", "dump_ir", "trace", "plot", "max_new_tokens")
+             if FLAGS[n].present]
     if given:
         raise UsageError(f"--{given[0]} is not available with --processes=2 yet")
 

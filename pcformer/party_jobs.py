@@ -9,8 +9,11 @@ and the server knows the client's input shape from the agreed settings (seq_len)
 
 Jobs:
 - "mlp": a tiny two-layer MLP, weights and input drawn from fixed seeds (tests);
-- "bert": a BERT / MiniLM sentence embedding: the server loads the checkpoint's weights, the
-  client reads only the folder's config.json and tokenizer and tokenizes its text.
+- "model": the --model's private inference, by its kind: the server loads the checkpoint's
+  weights, the client reads only the folder's config.json and tokenizer and brings its input:
+  BERT / MiniLM: the sentence embedding of its text; GPT-2 / LLaMA-style decoders: the logits of
+  the next token after its prompt (one forward pass; generation runs in one process for now);
+  ViT: the class logits (or last hidden state) of its image (a .npy file of pixels).
 """
 from __future__ import annotations
 
@@ -31,9 +34,11 @@ ROLES = {"server": SERVER, "client": CLIENT}
 class PartySettings:
     """What both processes must agree on (the same flags on both sides)."""
 
-    job: str = "bert"                 # "bert" | "mlp"
+    job: str = "model"                # "model" | "mlp"
     model: str = "minilm"
-    text: str = ""
+    text: str = ""                    # the client's text (BERT)
+    prompt: str = ""                  # the client's prompt (decoders)
+    image: str = ""                   # the client's pixels, a .npy file (ViT)
     seq_len: int = 32
     policy: str = "mpcformer"
     seed: int | None = None
@@ -101,17 +106,15 @@ def zeros_from_manifest(manifest: dict) -> dict:
     return tree
 
 
-def _public_bert(folder):
+def _public_model(folder):
     """The model as the client sees it: config and tokenizer, no weights."""
     from .models import checkpoint, loaded, registry, tokenizer
     raw = checkpoint.read_config_dict(folder)
     kind = raw["model_type"]
-    if kind != "bert":
-        raise ValueError(f"two-process runs take a BERT model; {folder} is {kind}")
     config = registry.config_from_hf(kind, registry.config_fields(raw))
     module = registry.build_module(kind, config, tuple(raw.get("architectures") or ()))
-    return loaded.LoadedModel(module, None, config, raw, tokenizer.load_tokenizer(folder), kind,
-                              folder)
+    tok = None if kind == "vit" else tokenizer.load_tokenizer(folder)
+    return loaded.LoadedModel(module, None, config, raw, tok, kind, folder)
 
 
 def _folder(name: str) -> Path:
@@ -120,24 +123,72 @@ def _folder(name: str) -> Path:
     return NAMED[name.lower()]() if name.lower() in NAMED and not Path(name).exists() else Path(name)
 
 
-def _bert_job(settings: PartySettings, role: int, manifest: dict | None) -> Job:
-    from . import models
+def next_token_logits(model):
+    """fn(params, ids, mask) -> the logits [b, vocab] at each prompt's last token. The position
+    comes from the client's own mask (right padding): a one-hot selection the client computes
+    in plaintext, so only `vocab` values per prompt are revealed, not the whole [s, vocab]."""
+    def fn(params, ids, mask):
+        logits = model.forward(params, ids, mask)
+        m = mask.astype(logits.dtype)
+        last = m - jnp.concatenate([m[:, 1:], jnp.zeros_like(m[:, :1])], axis=1)
+        return jnp.einsum("bs,bsv->bv", last, logits)
+    return fn
+
+
+def _client_input(settings: PartySettings, model) -> tuple:
+    """The client's own arguments: token ids and mask of its text, or its image's pixels."""
     from .inference import tokenize_padded
-    owners = (SERVER, CLIENT, CLIENT)
+    if model.kind == "vit":
+        if not settings.image:
+            raise ValueError("a ViT model takes the client's image: give --image=FILE.npy")
+        pixels = np.load(settings.image).astype(np.float32)
+        pixels = pixels[None] if pixels.ndim == 3 else pixels
+        if pixels.shape != _image_shape(model):
+            raise ValueError(f"--image={settings.image} has shape {list(pixels.shape)}; the model "
+                             f"takes {list(_image_shape(model))}")
+        return (pixels,)
+    text = settings.text if model.kind == "bert" else settings.prompt
+    return tokenize_padded(model, [text], settings.seq_len)
+
+
+def _image_shape(model) -> tuple:
+    c = model.config
+    return (1, c.num_channels, c.image_size, c.image_size)
+
+
+def _model_fn(model):
+    """What the pair computes for this kind of model (see the module's docstring)."""
+    if model.kind == "bert":
+        return model.embed_fn
+    if model.kind == "vit":
+        from .models import vit
+        classifier = isinstance(model.module, vit.ViTForImageClassification)
+        return model.logits_fn if classifier else model.forward
+    return next_token_logits(model)
+
+
+def _model_job(settings: PartySettings, role: int, manifest: dict | None) -> Job:
+    from . import models
     if role == SERVER:
         model = models.load(settings.model)
-        zeros = np.zeros((1, settings.seq_len), np.int32)
-        return Job(model.embed_fn, owners, (model.params, zeros, zeros),
-                   weights_manifest(model.params))
-    model = _public_bert(_folder(settings.model))
-    ids, mask = tokenize_padded(model, [settings.text], settings.seq_len)
-    return Job(model.embed_fn, owners, (zeros_from_manifest(manifest), ids, mask))
+        if model.kind == "vit":
+            shapes = [_image_shape(model)]
+        else:
+            shapes = [(1, settings.seq_len)] * 2
+        zeros = tuple(np.zeros(s, np.float32 if model.kind == "vit" else np.int32)
+                      for s in shapes)
+        return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(zeros),
+                   (model.params, *zeros), weights_manifest(model.params))
+    model = _public_model(_folder(settings.model))
+    own = _client_input(settings, model)
+    return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(own),
+               (zeros_from_manifest(manifest), *own))
 
 
 def build(settings: PartySettings, role: int, manifest: dict | None = None) -> Job:
     """This role's job. The client needs the server's `manifest` (weights' shapes)."""
     if settings.job == "mlp":
         return _mlp_job(role)
-    if settings.job == "bert":
-        return _bert_job(settings, role, manifest)
-    raise ValueError(f"unknown party job {settings.job!r}: use bert or mlp")
+    if settings.job == "model":
+        return _model_job(settings, role, manifest)
+    raise ValueError(f"unknown party job {settings.job!r}: use model or mlp")

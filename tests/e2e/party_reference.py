@@ -1,6 +1,8 @@
-"""The in-process reference of a two-process BERT run, printed as JSON (tests/e2e/test_party_processes.py).
+"""The in-process reference of a two-process model run, printed as JSON (tests/e2e/test_party_processes.py).
 
     python tests/e2e/party_reference.py FOLDER TEXT SEQ_LEN SEED
+
+The job is `pcformer.party_jobs`' (the text is the prompt for a decoder), built for both roles.
 
 Both parties in ONE process, party-sharded over two host devices (`executor="sharded"`, which
 tests/e2e/test_mesh.py holds equal, bit for bit, to the whole-program in-process executor and which
@@ -17,14 +19,15 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 
 def main(folder: str, text: str, seq_len: str, seed: str) -> None:
     import pcformer
-    from pcformer import models, party_worker
-    from pcformer.config import MPCConfig
-    from pcformer.inference import tokenize_padded
-    model = models.load(folder)
-    ids, mask = tokenize_padded(model, [text], int(seq_len))
-    prog = pcformer.compile(model.embed_fn, model.params, ids, mask, owners=(0, 1, 1),
-                            config=MPCConfig(seed=int(seed)), executor="sharded")
-    out, _ = prog.run(model.params, ids, mask)
+    from pcformer import party_jobs, party_worker
+    settings = party_jobs.PartySettings(model=folder, text=text, prompt=text, seq_len=int(seq_len),
+                                        seed=int(seed))
+    server = party_jobs.build(settings, party_jobs.SERVER)
+    client = party_jobs.build(settings, party_jobs.CLIENT, server.manifest)
+    args = (server.args[0], *client.args[1:])   # each role's own inputs, in one process
+    prog = pcformer.compile(server.fn, *args, owners=server.owners, config=settings.config(),
+                            executor="sharded")
+    out, _ = prog.run(*args)
     print(json.dumps(party_worker.output_json(out)))
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -68,6 +69,55 @@ def test_each_role_holds_only_its_own_inputs():
     assert np.array_equal(server.args[0], real[0]) and not np.asarray(server.args[3]).any()
     assert np.array_equal(client.args[3], real[3])
     assert not any(np.asarray(a).any() for a in client.args[:3])
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    from pcformer import models
+    return models.make_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"), n_layer=1, n_embd=16,
+                                 n_head=2, vocab_size=300, n_positions=32)
+
+
+def _both_roles(settings):
+    server = party_jobs.build(settings, party_jobs.SERVER)
+    client = party_jobs.build(settings, party_jobs.CLIENT, server.manifest)
+    return server, client
+
+
+def test_decoder_job_gives_the_client_its_next_token_logits_only(tiny_gpt2):
+    """A decoder pair computes the logits after the client's prompt: [1, vocab], picked at the
+    last real token by the client's own mask, equal to the plaintext model's."""
+    from pcformer import models
+    settings = party_jobs.PartySettings(model=str(tiny_gpt2), prompt="the cat sat", seq_len=12)
+    server, client = _both_roles(settings)
+    assert server.owners == client.owners == (party_jobs.SERVER,) + (party_jobs.CLIENT,) * 2
+    weights = jax.tree_util.tree_leaves(client.args[0])
+    assert weights and not any(np.asarray(w).any() for w in weights)     # zeros, not weights
+    assert not np.asarray(server.args[1]).any()                          # zeros, not the prompt
+    ids, mask = client.args[1:]
+    n = int(mask.sum())
+    assert 0 < n < 12
+    got = np.asarray(server.fn(server.args[0], ids, mask))
+    model = models.load(tiny_gpt2)
+    full = np.asarray(model.forward(model.params, ids, mask))
+    assert got.shape == (1, model.config.vocab_size)
+    np.testing.assert_allclose(got[0], full[0, n - 1], rtol=1e-5, atol=1e-5)
+
+
+def test_vit_job_takes_the_clients_image_and_checks_its_shape(tmp_path):
+    from pcformer import models
+    folder = models.make_tiny_vit(tmp_path / "vit", num_hidden_layers=1, hidden_size=16,
+                                  num_attention_heads=2, intermediate_size=32, num_labels=3)
+    image = tmp_path / "image.npy"
+    np.save(image, np.ones((3, 16, 16), np.float32))
+    server, client = _both_roles(party_jobs.PartySettings(model=str(folder), image=str(image)))
+    assert np.asarray(client.args[1]).shape == np.asarray(server.args[1]).shape == (1, 3, 16, 16)
+    assert np.asarray(server.fn(server.args[0], client.args[1])).shape == (1, 3)
+    np.save(image, np.ones((3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"shape \[1, 3, 8, 8\]; the model takes \[1, 3, 16, 16\]"):
+        _both_roles(party_jobs.PartySettings(model=str(folder), image=str(image)))
+    with pytest.raises(ValueError, match="--image"):
+        _both_roles(party_jobs.PartySettings(model=str(folder)))
 
 
 def test_explain_names_the_peer_fault():
@@ -197,21 +247,35 @@ def tiny_bert(tmp_path_factory):
     return folder
 
 
-@pytest.mark.slow
-def test_tiny_bert_as_two_processes_equals_the_in_process_run(tiny_bert):
-    text, seq_len = "A private sentence.", 8
-    done = subprocess.run(_pcformer("run", "--processes=2", f"--model={tiny_bert}", f"--text={text}",
-                                    f"--seq_len={seq_len}", f"--seed={SEED}", "--peer_timeout=300"),
+def _pair_equals_reference(folder, text: str, seq_len: int, input_flag: str) -> np.ndarray:
+    """`pcformer run --processes=2` on `folder`; its client's output == the in-process
+    reference's (tests/e2e/party_reference.py), bit for bit. Returns the output."""
+    done = subprocess.run(_pcformer("run", "--processes=2", f"--model={folder}",
+                                    f"--{input_flag}={text}", f"--seq_len={seq_len}",
+                                    f"--seed={SEED}", "--peer_timeout=300"),
                           capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
     assert done.returncode == 0, done.stderr[-2000:]
     (got,) = _result_outputs(done.stdout)
     ref = subprocess.run([sys.executable, str(Path(__file__).with_name("party_reference.py")),
-                          str(tiny_bert), text, str(seq_len), str(SEED)],
+                          str(folder), text, str(seq_len), str(SEED)],
                          capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
     assert ref.returncode == 0, ref.stderr[-2000:]
     want = party_worker.from_json(json.loads(ref.stdout.splitlines()[-1]))
-    assert got.shape == want.shape == (1, 16)
+    assert got.shape == want.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    return got
+
+
+@pytest.mark.slow
+def test_tiny_bert_as_two_processes_equals_the_in_process_run(tiny_bert):
+    got = _pair_equals_reference(tiny_bert, "A private sentence.", 8, "text")
+    assert got.shape == (1, 16)
+
+
+@pytest.mark.slow
+def test_tiny_gpt2_as_two_processes_equals_the_in_process_run(tiny_gpt2):
+    got = _pair_equals_reference(tiny_gpt2, "the cat sat", 12, "prompt")
+    assert got.shape == (1, 300) and np.isfinite(got).all()
 
 
 @pytest.mark.slow
