@@ -40,7 +40,8 @@ class Approximation:
     @property
     def doc(self) -> str:
         """The binder's first docstring line: what the entry is."""
-        return (self.bind.__doc__ or "").strip().splitlines()[0] if self.bind.__doc__ else ""
+        lines = (self.bind.__doc__ or "").strip().splitlines()
+        return lines[0] if lines else ""
 
 
 TABLE: dict[str, dict[str, Approximation]] = {}
