@@ -11,9 +11,10 @@ array is assembled from each process's own row with `jax.make_array_from_single_
 so the zeros never leave this process either). What comes back: this party's own block of each
 output (its share of a secret output, its view of a revealed one); nothing of the other party's.
 
-The run key and the deployment (setup) key are passed in: both processes must use the same ones
-(pcformer/party_worker.py agrees on them before the run; docs/distributed.md says what that
-means for the dealer).
+The dealer is a third party: each process receives only its own `dealer_pass.Material` (its
+seed with the dealer, the server's setup key, its tape of corrections), made before the run, and
+its program reads nothing else of the dealer (runtime/dealer_tape.py). The run key the two
+processes agree on (pcformer/party_worker.py) is only their shared seed (input sharing).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pcformer.runtime import mesh as M
 from pcformer.runtime import ring
 from pcformer.runtime.shares import AShare
 
-from . import sharded
+from . import dealer_pass, sharded
 
 
 def process_mesh() -> Mesh:
@@ -50,28 +51,40 @@ def own_row(x, owner: int | None, party: int) -> np.ndarray:
 class ProcessPartyExecutable(sharded.ShardedExecutable):
     """The sharded executor as seen by ONE of the two processes (`party` 0 or 1).
 
-    `run_party(flat_inputs, run_key, setup_key)` -> (this party's outputs, ledger entries,
-    times); an output this party may not see (another party's private value) is None."""
+    `run_party(flat_inputs, run_key)` -> (this party's outputs, ledger entries, times); an
+    output this party may not see (another party's private value) is None. `material`: this
+    party's own dealer material (dealer_pass.Material), for one run."""
 
-    def __init__(self, prog, config, party: int, mesh: Mesh | None = None):
+    def __init__(self, prog, config, party: int, material, mesh: Mesh | None = None):
         if any(v.vis.is_secret for v in prog.inputs):
             raise ValueError("secret-shared inputs (a Secret from an earlier run) are not yet "
                              "supported in a two-process run")
+        dealer_pass.check_protocols(config)
+        dealer_pass.check_for(material, prog, party)
         super().__init__(prog, config, process_mesh() if mesh is None else mesh)
+        self.materials = {party: material}
+        self._spent = False
         self.party = party
         self._sharding = NamedSharding(self.mesh, PartitionSpec(M.PARTY))
         self._device = next(d for d in self.mesh.devices.flat
                             if d.process_index == jax.process_index())
 
+    def _global(self, row: np.ndarray):
+        """A global [2, ...] array of which this process supplies only its own row."""
+        with ring.x64():   # uint64 keys and tape words stay 64-bit
+            local = jax.device_put(np.asarray(row)[None], self._device)
+            return jax.make_array_from_single_device_arrays((2,) + np.shape(row),
+                                                            self._sharding, [local])
+
     def _blocks(self, flat_inputs):
         """Each input as a global [2, ...] array of which this process supplies only its row."""
-        out = []
-        for v, x in zip(self.prog.inputs, flat_inputs):
-            row = own_row(x, sharded._owner(v), self.party)
-            local = jax.device_put(row[None], self._device)
-            out.append(jax.make_array_from_single_device_arrays(
-                (2,) + row.shape, self._sharding, [local]))
-        return out
+        return [self._global(own_row(x, sharded._owner(v), self.party))
+                for v, x in zip(self.prog.inputs, flat_inputs)]
+
+    def _material_blocks(self):
+        """This party's own dealer material: its (seed, setup key) row and its flat tape."""
+        mine = self.materials[self.party]
+        return [self._global(mine.key_row()), self._global(mine.flat_tape())]
 
     def _own_view(self, v, out):
         """This party's block of output `v`: its share of a secret, its view of a revealed
@@ -82,13 +95,14 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
             return AShare(jnp.asarray(block), 0)
         return None if v.vis.is_private and v.vis.party != self.party else block
 
-    def run_party(self, flat_inputs, run_key, setup_key):
+    def run_party(self, flat_inputs, run_key):
+        self._spend()
         flat_inputs = [self._as_input(x) for x in flat_inputs]
         compiled, entries, _, compile_s = self.compile(flat_inputs)
         t0 = time.perf_counter()
-        with ring.x64():
-            outs = jax.block_until_ready(compiled(np.asarray(run_key), np.uint64(setup_key),
-                                                  *self._blocks(flat_inputs)))
+        with ring.x64():   # the setup key argument is unused: the server's is in its material
+            outs = jax.block_until_ready(compiled(np.asarray(run_key), np.uint64(0),
+                                                  *self._all_blocks(flat_inputs)))
         run_s = time.perf_counter() - t0
         views = [self._own_view(v, o) for v, o in zip(self.prog.outputs, outs)]
         return views, entries, {"compile_s": compile_s, "run_s": run_s}

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pcformer.runtime import dealer_tape, ring
 from pcformer.runtime import mesh as M
-from pcformer.runtime import ring
 from pcformer.runtime.shares import AShare, Context
 
-from . import execute
+from . import dealer_pass, execute
 
 
 def _owner(v) -> int | None:
@@ -35,10 +35,38 @@ class ShardedExecutable(execute.Executable):
 
     Same call contract: (flat outputs, ledger entries, time dict, overflow=None)."""
 
-    def __init__(self, prog, config, mesh=None, compiler_options: dict | None = None):
+    def __init__(self, prog, config, mesh=None, compiler_options: dict | None = None,
+                 materials=None):
+        """materials: (server's, client's) `dealer_pass.Material`: the dealer separated, each
+        device reading only its own party's seed, setup key and tape (None: the dealer is
+        simulated inside the program from the run key, as in-process)."""
         M.check_config(config)
         super().__init__(prog, config, compiler_options)
         self.mesh = M.party_mesh() if mesh is None else mesh
+        self.materials = None if materials is None else dict(enumerate(materials))
+        if materials is not None:
+            for p, m in self.materials.items():
+                dealer_pass.check_for(m, prog, p)
+        self._spent = False
+
+    def _schedule(self) -> tuple:
+        return next(iter(self.materials.values())).schedule
+
+    def _material_blocks(self):
+        """[keys [2, 2] uint64, tape [2, n]]: row p = party p's (dealer seed, setup key) and
+        flat tape, so device p holds only its own party's material."""
+        keys = np.stack([self.materials[p].key_row() for p in (0, 1)])
+        return [keys, np.stack([self.materials[p].flat_tape() for p in (0, 1)])]
+
+    def _spend(self) -> None:
+        """Dealer material serves ONE run (a Beaver triple used twice leaks the difference of
+        the two runs' masked values): a second run needs new material from the dealer."""
+        if self.materials is None:
+            return
+        if self._spent:
+            raise ValueError("this dealer material was used by a run already: ask the dealer "
+                             "for new material (a triple used twice leaks)")
+        self._spent = True
 
     def _blocks(self, flat_inputs):
         """Each input as a global [2, ...] array split over `party` (see mesh.party_inputs)."""
@@ -52,7 +80,13 @@ class ShardedExecutable(execute.Executable):
 
     def _sharded_fn(self, run_key, setup_key, *blocks):
         self.trace_count += 1
-        ctx = Context(self.config, run_key, setup_key=setup_key, party_axis=M.PARTY)
+        material = None
+        if self.materials is not None:
+            *blocks, keys, tape = blocks
+            material = dealer_tape.PartyMaterial(keys[0, 0], keys[0, 1], tape[0],
+                                                 self._schedule())
+        ctx = Context(self.config, run_key, setup_key=setup_key, party_axis=M.PARTY,
+                      party_material=material)
         flat = []
         for v, b in zip(self.prog.inputs, blocks):
             if v.vis.is_secret:
@@ -61,12 +95,18 @@ class ShardedExecutable(execute.Executable):
             else:
                 flat.append(b[0])
         outs, _ = execute.interpret(self.prog, ctx, flat, False)
+        if material is not None:
+            material.check_used_up()
         self._last_entries = list(ctx.ledger.entries)
         return M.own_blocks(list(outs))
 
+    def _all_blocks(self, flat_inputs):
+        blocks = self._blocks(flat_inputs)
+        return blocks if self.materials is None else blocks + self._material_blocks()
+
     def lower(self, flat_inputs):
         """The jitted program lowered for these inputs (tests read its HLO)."""
-        blocks = self._blocks([self._as_input(x) for x in flat_inputs])
+        blocks = self._all_blocks([self._as_input(x) for x in flat_inputs])
         fn = M.sharded(self._sharded_fn, self.mesh, len(blocks), 2, batch=False)
         with ring.x64():
             return jax.jit(fn).lower(jax.random.PRNGKey(0), np.uint64(0), *blocks)
@@ -92,10 +132,12 @@ class ShardedExecutable(execute.Executable):
         return out[p]
 
     def __call__(self, flat_inputs):
+        self._spend()
         flat_inputs, compiled, entries, _, fresh, key, setup_key = self._begin_run(flat_inputs)
         t0 = time.perf_counter()
         with ring.x64():
-            outs = jax.block_until_ready(compiled(key, setup_key, *self._blocks(flat_inputs)))
+            outs = jax.block_until_ready(compiled(key, setup_key,
+                                                  *self._all_blocks(flat_inputs)))
         run_s = time.perf_counter() - t0
         outs = [self._view(v, o) for v, o in zip(self.prog.outputs, outs)]
         return outs, entries, {"compile_s": fresh, "run_s": run_s}, None

@@ -69,8 +69,12 @@ flags.DEFINE_string("protocols", "beaver", "Protocol family, one registered in r
                     "('beaver': dealer-assisted Beaver triples; 'fss': function secret sharing for "
                     "comparisons and truncation, docs/fss.md).")
 # Two processes (`party`, `run --processes=2`; pcformer/party_cli.py)
-flags.DEFINE_enum("role", None, ["server", "client"], "party: which party this process is (the server "
-                  "holds the weights, the client the text).")
+flags.DEFINE_enum("role", None, ["server", "client", "dealer"], "party: which role this process is "
+                  "(the server holds the weights, the client the text; the dealer prepares each "
+                  "party's correlated randomness before the run).")
+flags.DEFINE_string("dealer_material", None, "party: --role=server|client: this party's material "
+                    "file from the dealer; --role=dealer: the folder it writes server.npz and "
+                    "client.npz to (give each party only its own).")
 flags.DEFINE_string("coordinator", None, "party: HOST:PORT of the coordinator, which the server's "
                     "process hosts (the client connects to it).")
 flags.DEFINE_integer("processes", 1, "run: 1 simulates both parties in this process; 2 starts a "
@@ -129,11 +133,13 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "pcformer cost --model=llama-7b --seq_len=128 --new_tokens=1 --policy=exact",
             "pcformer.cli_run:cost"),
     Command("party", "One party of a two-process run: the server (weights) or the client (text, "
-            "prompt or image) in its own process, joined over jax.distributed; the client prints "
-            "its result.",
-            ("role", "coordinator", "model", "text", "prompt", "image", "seq_len", "policy", "ring_bits",
-             "frac_bits", "trunc_mode", "seed", "peer_timeout", "connect_timeout", "job"),
-            "pcformer party --role=server --coordinator=127.0.0.1:7777 --model=minilm --seed=0",
+            "prompt or image) in its own process, joined over jax.distributed, each with only its "
+            "own dealer material (--role=dealer prepares it); the client prints its result.",
+            ("role", "coordinator", "dealer_material", "model", "text", "prompt", "image", "seq_len",
+             "policy", "ring_bits", "frac_bits", "trunc_mode", "seed", "peer_timeout",
+             "connect_timeout", "job"),
+            "pcformer party --role=server --coordinator=127.0.0.1:7777 --dealer_material=server.npz "
+            "--model=minilm",
             "pcformer.party_cli:party"),
 )}
 

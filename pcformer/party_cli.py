@@ -7,8 +7,10 @@ different program) the command exits with status 4 and ONE line saying which, wi
 and prints no result: the result is printed only when the child finished the run and both
 processes reached the last barrier.
 
-`pcformer run --processes=2` starts the pair itself on a free localhost port and prints the
-client's output (the server's weights stay in the server's process, the text in the client's).
+`pcformer run --processes=2` is the dealer and starts the pair on a free localhost port: it
+prepares each party's dealer material (compiler/dealer_pass.py) in a private folder, hands
+each party process only its own file, and prints the client's output (the server's weights stay
+in the server's process, the text in the client's).
 """
 from __future__ import annotations
 
@@ -144,10 +146,10 @@ def supervise(proc: subprocess.Popen, log_path: str, timeouts: Timeouts,
 
 
 def start_worker(settings: PartySettings, party: int, coordinator: str, timeouts: Timeouts,
-                 log) -> subprocess.Popen:
+                 log, material: str) -> subprocess.Popen:
     spec = {"settings": dataclasses.asdict(settings), "party": party,
             "coordinator": coordinator, "connect_timeout": timeouts.connect_s,
-            "peer_timeout": timeouts.peer_s}
+            "peer_timeout": timeouts.peer_s, "material": material}
     return subprocess.Popen([sys.executable, "-m", "pcformer.party_worker", json.dumps(spec)],
                             stdout=subprocess.PIPE, stderr=log, text=True, env=child_env(),
                             preexec_fn=die_with_parent)
@@ -163,12 +165,13 @@ def die_with_parent() -> None:
 
 
 def run_party(settings: PartySettings, role: str, coordinator: str, timeouts: Timeouts,
-              progress=lambda phase: None) -> Outcome:
-    """One party's process, started and watched to its end."""
+              material: str, progress=lambda phase: None) -> Outcome:
+    """One party's process (with its own dealer `material` file), started and watched to its
+    end."""
     with tempfile.NamedTemporaryFile("w+", prefix=f"pcformer-{role}-", suffix=".log",
                                      delete=False) as log:
         try:
-            proc = start_worker(settings, ROLES[role], coordinator, timeouts, log)
+            proc = start_worker(settings, ROLES[role], coordinator, timeouts, log, material)
             out = supervise(proc, log.name, timeouts, progress)
         finally:
             os.unlink(log.name)
@@ -186,14 +189,14 @@ def progress_of(role: str):
 
 def describe(role: str, result: dict) -> list[str]:
     sent = result["online_bytes"]
+    seeded = ("reproducible mode (--seed): every key derives from the seed, NOT secure"
+              if result["reproducible"] else "fresh keys from the operating system")
     lines = [f"party     {role} (party {result['party']} of 2: one process each)",
              f"program   fingerprint {result['fingerprint']} (both processes compiled the same)",
              f"time      XLA compile {result['compile_s']:.1f} s, run {result['run_s']:.2f} s",
              f"online    server sent {sent[0]} B, client sent {sent[1]} B",
-             # said on every run: the one property this pair does not have yet
-             "dealer    replicated in both processes (not yet separated): inputs, messages and "
-             "outputs are each party's own, the correlated randomness is not, so this pair is "
-             "not a secure deployment (docs/distributed.md)"]
+             f"dealer    a third party: this process held only its own seed and tape "
+             f"({result['offline_bytes']} B of corrections dealt to it); {seeded}"]
     if role == "client":
         lines.append("result    " + json.dumps({"outputs": result["outputs"]}))
     else:
@@ -201,13 +204,44 @@ def describe(role: str, result: dict) -> list[str]:
     return lines
 
 
+def dealer() -> int:
+    """`pcformer party --role=dealer --dealer_material=DIR`: each party's material, one file each."""
+    status, paths = prepare_material(settings_from_flags(), FLAGS.dealer_material)
+    if status != 0:
+        print(f"pcformer party: error: dealer: {paths}", file=sys.stderr, flush=True)
+        return status
+    for role, path in paths.items():
+        print(f"dealer    {role}: {path} (give it to the {role} only)", flush=True)
+    return 0
+
+
+def prepare_material(settings: PartySettings, out_dir: str) -> tuple:
+    """The dealer's step in a process of its own (JAX stays out of this watcher, which forks
+    the parties): (0, {role: path}) or (4, its one-line error)."""
+    spec = {"settings": dataclasses.asdict(settings), "dealer_dir": out_dir}
+    done = subprocess.run([sys.executable, "-m", "pcformer.party_worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=child_env())
+    paths = {w[1]: w[2] for w in (line.split(" ", 2) for line in done.stdout.splitlines())
+             if w[0] == "material"}
+    if done.returncode != 0 or set(paths) != set(ROLES):
+        return PEER_FAULT, explain(done.returncode, done.stderr)
+    return 0, paths
+
+
 def party() -> int:
-    """`pcformer party --role=server|client --coordinator=HOST:PORT`."""
-    if FLAGS.role is None or FLAGS.coordinator is None:
-        from .cli import UsageError
-        raise UsageError("pcformer party needs --role=server|client and --coordinator=HOST:PORT")
+    """`pcformer party --role=server|client|dealer ...`."""
+    from .cli import UsageError
+    if FLAGS.role == "dealer":
+        if not FLAGS.dealer_material:
+            raise UsageError("pcformer party --role=dealer needs --dealer_material=DIR (where "
+                             "it writes each party's file)")
+        return dealer()
+    if FLAGS.role is None or FLAGS.coordinator is None or not FLAGS.dealer_material:
+        raise UsageError("pcformer party needs --role=server|client, --coordinator=HOST:PORT and "
+                         "--dealer_material=FILE (this party's file from `pcformer party "
+                         "--role=dealer`)")
     out = run_party(settings_from_flags(), FLAGS.role, FLAGS.coordinator, timeouts_from_flags(),
-                    progress_of(FLAGS.role))
+                    FLAGS.dealer_material, progress_of(FLAGS.role))
     if out.status != 0:
         print(f"pcformer party: error: {FLAGS.role}: {out.error}", file=sys.stderr, flush=True)
         return out.status
@@ -220,6 +254,9 @@ def check_run_flags() -> None:
     from .cli import UsageError
     if "," in FLAGS.policy:
         raise UsageError("--processes=2 runs one policy at a time")
+    if FLAGS.protocols != "beaver":
+        raise UsageError("--processes=2 runs the Beaver family only (the dealer of the FSS "
+                         "family's keys is not separated yet)")
     if FLAGS.mode != "protocol" or FLAGS.check_overflow:
         raise UsageError("--processes=2 runs protocol mode only (ideal mode and the overflow "
                          "check reconstruct secrets across the parties)")
@@ -241,13 +278,21 @@ def run_two() -> int:
     settings, timeouts = settings_from_flags(), timeouts_from_flags()
     coordinator = f"127.0.0.1:{free_port()}"
     outcomes: dict = {}
-    threads = [threading.Thread(target=lambda r=role: outcomes.__setitem__(
-        r, run_party(settings, r, coordinator, timeouts, progress_of(r))), daemon=True)
-        for role in ROLES]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with tempfile.TemporaryDirectory(prefix="pcformer-dealer-") as folder:
+        # this process is the dealer: it prepares each party's material, then hands each
+        # party process the path of its own file only
+        progress_of("dealer")("prepare")
+        status, material = prepare_material(settings, folder)
+        if status != 0:
+            print(f"pcformer run: error: dealer: {material}", file=sys.stderr, flush=True)
+            return status
+        threads = [threading.Thread(target=lambda r=role: outcomes.__setitem__(
+            r, run_party(settings, r, coordinator, timeouts, material[r], progress_of(r))),
+            daemon=True) for role in ROLES]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     failed = {r: o for r, o in outcomes.items() if o.status != 0}
     for role, out in failed.items():
         print(f"pcformer run: error: {role}: {out.error}", file=sys.stderr, flush=True)

@@ -14,6 +14,9 @@ Jobs:
   BERT / MiniLM: the sentence embedding of its text; GPT-2 / LLaMA-style decoders: the logits of
   the next token after its prompt (one forward pass; generation runs in one process for now);
   ViT: the class logits (or last hidden state) of its image (a .npy file of pixels).
+
+The dealer builds the same job from public facts alone (config, settings; zeros for every
+input) to prepare each party's material before the run (compiler/dealer_pass.py).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import numpy as np
 from .config import MPCConfig
 
 SERVER, CLIENT = 0, 1
+DEALER = 2            # not a party process: it prepares each party's material before the run
 ROLES = {"server": SERVER, "client": CLIENT}
 
 
@@ -79,7 +83,7 @@ def mlp_inputs() -> tuple:
 
 
 def _mlp_job(role: int) -> Job:
-    real = mlp_inputs()
+    real = mlp_inputs()   # the dealer (role 2) owns none of them: zeros for all
     owners = (SERVER, SERVER, SERVER, CLIENT)
     args = tuple(x if o == role else np.zeros_like(x) for x, o in zip(real, owners))
     return Job(mlp, owners, args, {} if role == SERVER else None)
@@ -106,12 +110,14 @@ def zeros_from_manifest(manifest: dict) -> dict:
     return tree
 
 
-def _public_model(folder):
-    """The model as the client sees it: config and tokenizer, no weights."""
+def _public_model(folder, tensor_names: bool = False):
+    """The model as the client sees it: config and tokenizer, no weights (`tensor_names`: and
+    the names in the weights file's header, which say whether there is a pooler: the dealer)."""
     from .models import checkpoint, loaded, registry, tokenizer
     raw = checkpoint.read_config_dict(folder)
     kind = raw["model_type"]
-    config = registry.config_from_hf(kind, registry.config_fields(raw))
+    names = checkpoint.tensor_names(folder) if tensor_names else None
+    config = registry.config_from_hf(kind, registry.config_fields(raw), names)
     module = registry.build_module(kind, config, tuple(raw.get("architectures") or ()))
     tok = None if kind == "vit" else tokenizer.load_tokenizer(folder)
     return loaded.LoadedModel(module, None, config, raw, tok, kind, folder)
@@ -167,18 +173,33 @@ def _model_fn(model):
     return next_token_logits(model)
 
 
+def _client_zeros(settings: PartySettings, model) -> tuple:
+    """Zeros in place of the client's inputs (their shapes are public: the agreed settings)."""
+    if model.kind == "vit":
+        return (np.zeros(_image_shape(model), np.float32),)
+    return tuple(np.zeros((1, settings.seq_len), np.int32) for _ in range(2))
+
+
+def public_manifest(model) -> dict:
+    """The weights' manifest from the model's config alone (what the dealer knows: shapes)."""
+    from .models import registry
+    flat = jax.tree_util.tree_flatten_with_path(registry.param_shapes(model.module))[0]
+    return {"/".join(k.key for k in path): [list(x.shape), str(np.dtype(x.dtype))]
+            for path, x in flat}
+
+
 def _model_job(settings: PartySettings, role: int, manifest: dict | None) -> Job:
     from . import models
     if role == SERVER:
         model = models.load(settings.model)
-        if model.kind == "vit":
-            shapes = [_image_shape(model)]
-        else:
-            shapes = [(1, settings.seq_len)] * 2
-        zeros = tuple(np.zeros(s, np.float32 if model.kind == "vit" else np.int32)
-                      for s in shapes)
+        zeros = _client_zeros(settings, model)
         return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(zeros),
                    (model.params, *zeros), weights_manifest(model.params))
+    if role == DEALER:
+        model = _public_model(_folder(settings.model), tensor_names=True)
+        zeros = _client_zeros(settings, model)
+        return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(zeros),
+                   (zeros_from_manifest(public_manifest(model)), *zeros))
     model = _public_model(_folder(settings.model))
     own = _client_input(settings, model)
     return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(own),
@@ -186,9 +207,37 @@ def _model_job(settings: PartySettings, role: int, manifest: dict | None) -> Job
 
 
 def build(settings: PartySettings, role: int, manifest: dict | None = None) -> Job:
-    """This role's job. The client needs the server's `manifest` (weights' shapes)."""
+    """This role's job. The client needs the server's `manifest` (weights' shapes); the dealer
+    (role DEALER) builds it from public facts only: the model's config and the settings."""
     if settings.job == "mlp":
         return _mlp_job(role)
     if settings.job == "model":
         return _model_job(settings, role, manifest)
     raise ValueError(f"unknown party job {settings.job!r}: use model or mlp")
+
+
+def lower(settings: PartySettings, job: Job) -> tuple:
+    """(the job's protocol IR, its flat inputs): what every role traces, identically."""
+    from . import costing
+    return (costing.lower_only(job.fn, *job.args, owners=job.owners, policy=settings.policy,
+                               config=settings.config()), jax.tree_util.tree_leaves(job.args))
+
+
+def prepare_material(settings: PartySettings, out_dir) -> dict:
+    """The dealer's step before a run: each party's material in its own file under `out_dir`
+    (created private). Returns {role: path}; give each party process only its own."""
+    import os
+
+    from .compiler import dealer_pass
+    dealer_pass.check_protocols(settings.config())
+    prog, flat = lower(settings, build(settings, DEALER))
+    materials = dealer_pass.deal(prog, settings.config(), flat)
+    os.makedirs(out_dir, mode=0o700, exist_ok=True)
+    paths = {}
+    for role, party in ROLES.items():
+        path = os.path.join(out_dir, f"{role}.npz")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            materials[party].save(f)
+        paths[role] = path
+    return paths

@@ -5,18 +5,22 @@ Steps, each announced on stdout as `phase NAME` (the supervisor bounds the waits
 1. connect: `jax.distributed.initialize` (process 0 = server, which also hosts the coordinator),
    CPU collectives over gloo, one CPU device per process;
 2. agree: the server publishes the public facts of the run in the coordinator's key-value store
-   (its weights' manifest: shapes only; the run and setup keys); the client reads them; both
-   publish their program's fingerprint and refuse to run when they differ (different flags);
+   (its weights' manifest: shapes only; the parties' shared run key); the client reads them; both
+   publish their program's fingerprint and refuse to run when they differ (different flags),
+   and each checks that its dealer material (a file from the dealer, compiler/dealer_pass.py)
+   was made for this program;
 3. compile: each process compiles the same party-sharded program for its own device;
 4. run: after a barrier (both compiled), one run: every message a collective between processes;
 5. result: the client prints `result {json}` (its revealed outputs, bit-exact); both wait at a
    last barrier so neither leaves while the other still needs it.
 
 Errors print one line `party error: ...` on stderr and exit with status 4.
+
+With `dealer_dir` in its spec the process is the dealer instead: it writes each party's
+material (compiler/dealer_pass.py) there and exits; it never joins the parties.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -88,17 +92,9 @@ def _first_line(e: BaseException) -> str:
     return text[0][:200] if text else type(e).__name__
 
 
-def keys_as_server(config, prog, flat_inputs) -> tuple:
-    """(run key data, setup key): the in-process executors' keys for these inputs (the seed's,
-    or fresh ones), so a seeded run equals the in-process simulation's."""
-    import numpy as np
-    from pcformer.compiler.deployment import Deployment
-    from pcformer.runtime.shares import run_key
-    return np.asarray(run_key(config, 0)), Deployment(prog, config).key(flat_inputs)
-
-
 def fingerprint(prog) -> str:
-    return hashlib.blake2b(str(prog).encode(), digest_size=16).hexdigest()
+    from pcformer.compiler import dealer_pass
+    return dealer_pass.fingerprint(prog)
 
 
 def _job(settings, party: int, connect_s: int):
@@ -113,32 +109,44 @@ def _job(settings, party: int, connect_s: int):
     return party_jobs.build(settings, party, manifest)
 
 
-def _program(settings, job):
-    import jax
-    from pcformer import costing
-    return costing.lower_only(job.fn, *job.args, owners=job.owners, policy=settings.policy,
-                              config=settings.config()), jax.tree_util.tree_leaves(job.args)
-
-
-def _exchange_keys(party, config, prog, flat, connect_s):
+def _exchange_run_key(party, config, connect_s):
+    """The parties' shared seed (input sharing), drawn by the server: fresh, or the seed's run
+    key (a seeded pair equals the in-process simulation). The dealer's seeds are not in it."""
     import numpy as np
     if party == 0:
-        key, setup = keys_as_server(config, prog, flat)
-        publish("keys", json.dumps({"run": [int(w) for w in np.asarray(key).ravel()],
-                                    "setup": int(setup)}))
-        return key, setup
-    got = json.loads(fetch("keys", connect_s, "run keys"))
-    return np.asarray(got["run"], np.uint32), np.uint64(got["setup"])
+        from pcformer.runtime.shares import run_key
+        key = np.asarray(run_key(config, 0))
+        publish("keys", json.dumps({"run": [int(w) for w in key.ravel()]}))
+        return key
+    got = json.loads(fetch("keys", connect_s, "run key"))
+    return np.asarray(got["run"], np.uint32)
 
 
-def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int) -> dict:
+def _material(path: str, prog, party: int):
+    """This party's dealer material, refused (one line) when it was made for another program."""
+    from pcformer.compiler import dealer_pass
+    from pcformer.runtime.dealer_tape import MaterialMismatch
+    try:
+        material = dealer_pass.Material.load(path)
+        dealer_pass.check_for(material, prog, party)
+    except (OSError, ValueError, KeyError) as e:
+        if isinstance(e, MaterialMismatch):
+            raise PartyError(str(e)) from None
+        raise PartyError(f"could not read the dealer material {path}: {_first_line(e)}") from None
+    return material
+
+
+def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
+         material_path: str) -> dict:
     phase("connect")
     connect(coordinator, party, connect_s, peer_s)
     phase("agree")
+    from pcformer import party_jobs
     job = _job(settings, party, connect_s)
-    prog, flat = _program(settings, job)
+    prog, flat = party_jobs.lower(settings, job)
     config = settings.config()
-    key, setup = _exchange_keys(party, config, prog, flat, connect_s)
+    material = _material(material_path, prog, party)
+    key = _exchange_run_key(party, config, connect_s)
     mine = fingerprint(prog)
     publish(f"program/{party}", mine)
     theirs = fetch(f"program/{1 - party}", connect_s, "program fingerprint")
@@ -147,7 +155,7 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int) ->
                          "--job, --model, --seq_len, --policy and MPC flags)")
     phase("compile")
     from pcformer.compiler.party_process import ProcessPartyExecutable
-    exe = ProcessPartyExecutable(prog, config, party)
+    exe = ProcessPartyExecutable(prog, config, party, material)
     t0 = time.perf_counter()
     exe.compile([exe._as_input(x) for x in flat])
     compile_s = time.perf_counter() - t0
@@ -155,12 +163,14 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int) ->
     phase("wait", wait_s)
     barrier("compiled", wait_s, "compiled")
     phase("run")
-    outs, entries, times = exe.run_party(flat, key, setup)
+    outs, entries, times = exe.run_party(flat, key)
     phase("done")
     barrier("done", peer_s, "done")
     return {"party": party, "outputs": [output_json(o) for o in outs],
             "online_bytes": [sum(e.bits[p] for e in entries if e.phase == "online") // 8
                              for p in (0, 1)],
+            "offline_bytes": sum(e.bits[party] for e in entries if e.phase == "offline") // 8,
+            "tape_words": int(material.tape.size), "reproducible": material.reproducible,
             "compile_s": compile_s, "run_s": times["run_s"], "fingerprint": mine}
 
 
@@ -179,13 +189,29 @@ def from_json(out: dict):
     return np.asarray(out["values"], dtype=out["dtype"]).reshape(out["shape"])
 
 
+def deal(settings, out_dir: str) -> int:
+    """The dealer's process (`spec["dealer_dir"]`): each party's material, one file each, printed
+    as `material ROLE PATH` lines."""
+    from pcformer.party_jobs import prepare_material
+    try:
+        paths = prepare_material(settings, out_dir)
+    except (ValueError, OSError) as e:
+        print(f"party error: {_first_line(e)}", file=sys.stderr, flush=True)
+        return PEER_EXIT
+    for role, path in paths.items():
+        print(f"material {role} {path}", flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     from pcformer.party_jobs import PartySettings
     spec = json.loads(argv[1])
     settings = PartySettings(**spec["settings"])
+    if "dealer_dir" in spec:
+        return deal(settings, spec["dealer_dir"])
     try:
         result = work(settings, spec["party"], spec["coordinator"], spec["connect_timeout"],
-                      spec["peer_timeout"])
+                      spec["peer_timeout"], spec["material"])
     except PartyError as e:
         print(f"party error: {e}", file=sys.stderr, flush=True)
         return PEER_EXIT

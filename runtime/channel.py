@@ -58,13 +58,30 @@ def send(ctx, sender: int, value, depth: int, bits_per_element: int):
 
 
 def deal(ctx, to_party: int, value, bits_per_element: int):
-    """Dealer-to-party material (offline phase, depth 1): only what is not PRG output is dealt."""
-    n = _count(value, party_axis=False)
-    bits = (n * bits_per_element, 0) if to_party == 0 else (0, n * bits_per_element)
-    _record(ctx, "offline", bits, 1)
+    """Dealer-to-party material (offline phase, depth 1): only what is not PRG output is dealt.
+
+    `value` may be a thunk: in a party's own process (`ctx.material`) the dealer's correction is
+    not computed there (it needs the other party's material) but read from the party's tape,
+    zeros on the other party's device; the thunk then only gives the payload's shapes.
+    """
+    material = getattr(ctx, "material", None)
+    if material is not None:
+        like = jax.eval_shape(value) if callable(value) else value
+        received = material.receive(to_party, like, bits_per_element)
+        _record(ctx, "offline", _deal_bits(like, to_party, bits_per_element), 1)
+        return received
+    value = value() if callable(value) else value
+    _record(ctx, "offline", _deal_bits(value, to_party, bits_per_element), 1)
     if ctx.audit:
         ctx.audit_log.append(("deal", to_party, value))
+    if getattr(ctx, "deal_log", None) is not None:
+        ctx.deal_log.append((to_party, value, bits_per_element))
     return value
+
+
+def _deal_bits(value, to_party: int, bits_per_element: int) -> tuple[int, int]:
+    n = _count(value, party_axis=False)
+    return (n * bits_per_element, 0) if to_party == 0 else (0, n * bits_per_element)
 
 
 def opened(ctx, value):

@@ -1,56 +1,57 @@
 """The dealer (trusted helper): correlated randomness generated inside the jitted program.
 
 PRG-seed scheme (as CrypTen's TTP and SPU's SEMI2K "trusted first party"): the dealer shares a
-seed with each party, so all of party 0's material and every uniformly random component of
-party 1's are PRG output and cost nothing to transmit. The dealer sends only the correction that
-makes the correlation hold to party 1 (e.g. c1 = a*b - c0). Each function deals through
-`channel.deal` exactly once (one offline ledger entry) and returns material with a party axis.
-Each function draws all its randomness in one `ctx.uniform` block (fast compiles).
+seed with each party (`ctx.dealer_rows`: row q from the stream it shares with party q;
+`ctx.uniform(party=q)`), so every uniformly random component of a party's material is PRG
+output of that party's seed and costs nothing to transmit. The dealer sends only the correction
+that makes the correlation hold to party 1 (e.g. c1 = a*b - c0). Each function deals through
+`channel.deal` exactly once (one offline ledger entry), passing the correction as a thunk: in a
+party's own process (runtime/dealer_tape.py) it is never computed there (it needs the other
+party's material) but read from the party's tape. Each function draws its randomness in one
+`dealer_rows` block where it can (fast compiles).
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import channel, ring
-
-
-def _block(ctx, k, shape):
-    """k independent uniform ring arrays of `shape`, from one PRG call."""
-    u = ctx.uniform((k,) + tuple(shape))
-    return [u[i] for i in range(k)]
+from .shares import SETUP_PARTY
 
 
 def beaver_triple(ctx, shape):
     """(a, b, c) with c = a*b: offline n*l bits to party 1."""
-    u = ctx.uniform((5,) + tuple(shape))          # rows a0, a1, b0, b1, c0 (sliced, not restacked)
-    c1 = channel.deal(ctx, 1, (u[0] + u[1]) * (u[2] + u[3]) - u[4], ctx.ring_bits)
-    return u[0:2], u[2:4], jnp.stack([u[4], c1])
+    u = ctx.dealer_rows((3,) + tuple(shape))      # per party: a_q, b_q, c_q (c_1 is dealt)
+    a, b, c0 = u[:, 0], u[:, 1], u[0, 2]
+    c1 = channel.deal(ctx, 1, lambda: (a[0] + a[1]) * (b[0] + b[1]) - c0, ctx.ring_bits)
+    return a, b, jnp.stack([c0, c1])
 
 
 def square_pair(ctx, shape):
     """(a, s) with s = a^2: offline n*l bits to party 1."""
-    u = ctx.uniform((3,) + tuple(shape))          # rows a0, a1, s0
-    av = u[0] + u[1]
-    s1 = channel.deal(ctx, 1, av * av - u[2], ctx.ring_bits)
-    return u[0:2], jnp.stack([u[2], s1])
+    u = ctx.dealer_rows((2,) + tuple(shape))      # per party: a_q, s_q (s_1 is dealt)
+    a, s0 = u[:, 0], u[0, 1]
+    s1 = channel.deal(ctx, 1, lambda: (a[0] + a[1]) * (a[0] + a[1]) - s0, ctx.ring_bits)
+    return a, jnp.stack([s0, s1])
 
 
 def _matmul(ctx, x, y, dn, **kw):
     return ring.ring_matmul(x, y, dn, ctx.ring_bits, ctx.config.matmul_kernel, **kw)
 
 
+def _shape_of(thunk) -> tuple:
+    return tuple(jax.eval_shape(thunk).shape)
+
+
 def matrix_triple(ctx, x_shape, y_shape, dn):
     """(A, B, C) with C = dot_general(A, B, dn): offline |C|*l bits to party 1."""
-    a = jnp.stack(_block(ctx, 2, x_shape))
-    b = jnp.stack(_block(ctx, 2, y_shape))
-    c = _matmul(ctx, a[0] + a[1], b[0] + b[1], dn)
-    (c0,) = _block(ctx, 1, c.shape)
-    c1 = channel.deal(ctx, 1, c - c0, ctx.ring_bits)
+    a = ctx.dealer_rows(tuple(x_shape))
+    b = ctx.dealer_rows(tuple(y_shape))
+    product = lambda: _matmul(ctx, a[0] + a[1], b[0] + b[1], dn)   # noqa: E731
+    c0 = ctx.uniform(_shape_of(product), party=0)
+    c1 = channel.deal(ctx, 1, lambda: product() - c0, ctx.ring_bits)
     return a, b, jnp.stack([c0, c1])
-
-
-SETUP_PARTY = 0
 
 
 def amortised(party: int) -> bool:
@@ -66,10 +67,11 @@ def amortised(party: int) -> bool:
 
 
 def setup_mask(ctx, shape, party: int, weight_id: str):
-    """B for a plaintext operand held by `party`: per deployment if `amortised`, else per run."""
+    """B for a plaintext operand held by `party`: per deployment if `amortised` (from the setup
+    key the dealer shares with the server), else per run (from the dealer's stream with `party`)."""
     if amortised(party):
         return ctx.uniform(shape, weight_id=weight_id)
-    return ctx.uniform(shape)
+    return ctx.uniform(shape, party=party)
 
 
 def private_triple(ctx, x_shape, w_shape, dn, party: int, weight_id: str, w_on_left: bool):
@@ -80,19 +82,20 @@ def private_triple(ctx, x_shape, w_shape, dn, party: int, weight_id: str, w_on_l
     opened once, at setup), for anything else fresh every run. C = A.B (or B.A when W is the
     left operand) is shared: |C|*l bits to party 1.
     """
-    (a,) = _block(ctx, 1, x_shape)
+    a = ctx.uniform(tuple(x_shape), party=1 - party)
     b = setup_mask(ctx, tuple(w_shape), party, weight_id)
-    c = _matmul(ctx, b, a, dn) if w_on_left else _matmul(ctx, a, b, dn)
-    (c0,) = _block(ctx, 1, c.shape)
-    c1 = channel.deal(ctx, 1, c - c0, ctx.ring_bits)
+    product = (lambda: _matmul(ctx, b, a, dn)) if w_on_left else (lambda: _matmul(ctx, a, b, dn))
+    c0 = ctx.uniform(_shape_of(product), party=0)
+    c1 = channel.deal(ctx, 1, lambda: product() - c0, ctx.ring_bits)
     return a, b, jnp.stack([c0, c1])
 
 
 def elementwise_private_triple(ctx, shape, party: int, weight_id: str):
     """As `private_triple` for an elementwise product: C = A*B, n*l bits to party 1."""
-    (a, c0) = _block(ctx, 2, shape)
+    a = ctx.uniform(tuple(shape), party=1 - party)
+    c0 = ctx.uniform(tuple(shape), party=0)
     b = setup_mask(ctx, tuple(shape), party, weight_id)
-    c1 = channel.deal(ctx, 1, a * b - c0, ctx.ring_bits)
+    c1 = channel.deal(ctx, 1, lambda: a * b - c0, ctx.ring_bits)
     return a, b, jnp.stack([c0, c1])
 
 
@@ -102,32 +105,36 @@ def _mask(width: int, dtype):
     return jnp.asarray(np.array((1 << min(width, bits)) - 1, dtype=np.uint64)).astype(dtype)
 
 
+def _and_block(ctx, lead, width: int):
+    """[2, 3, *lead] boolean material: per party a_q, b_q, c_q (c_1 is dealt), `width` bits."""
+    dt = ring.ring_dtype(ctx.ring_bits)
+    u = ctx.dealer_rows((3,) + tuple(lead))
+    return u & _mask(width, dt) if width < jnp.iinfo(dt).bits else u
+
+
+def _and_correction(a, b, c0):
+    return ((a[0] ^ a[1]) & (b[0] ^ b[1])) ^ c0
+
+
 def and_triples(ctx, shapes, width: int):
     """Boolean triples c = a & b (`width` bits per element) for several ANDs, dealt in ONE
     message: offline sum(n)*width bits to party 1. Returns a list of (a, b, c)."""
-    m = _mask(width, ring.ring_dtype(ctx.ring_bits))
-    out, corr = [], []
-    for shape in shapes:
-        a0, a1, b0, b1, c0 = [u & m for u in _block(ctx, 5, shape)]
-        corr.append(((a0 ^ a1) & (b0 ^ b1)) ^ c0)
-        out.append((jnp.stack([a0, a1]), jnp.stack([b0, b1]), c0))
-    corr = channel.deal(ctx, 1, tuple(corr), width)
-    return [(a, b, jnp.stack([c0, c1])) for (a, b, c0), c1 in zip(out, corr)]
+    blocks = [_and_block(ctx, shape, width) for shape in shapes]
+    parts = [(u[:, 0], u[:, 1], u[0, 2]) for u in blocks]
+    corr = channel.deal(ctx, 1, lambda: tuple(_and_correction(*p) for p in parts), width)
+    return [(a, b, jnp.stack([c0, c1])) for (a, b, c0), c1 in zip(parts, corr)]
 
 
 def and_triple(ctx, shape, width: int):
     """One boolean AND triple (a, b, c), each [2, *shape]: offline n*width bits to party 1.
 
-    Same randomness and message as `and_triples(ctx, [shape], width)[0]`, with fewer ops: a and
-    b are slices of the one PRG block (no unstack / restack), and the mask is skipped when the
-    width fills the word (smaller XLA programs for the adder's seven AND layers).
+    Same message as `and_triples(ctx, [shape], width)[0]`, with fewer ops: a and b are slices
+    of the one PRG block (no unstack / restack), and the mask is skipped when the width fills
+    the word (smaller XLA programs for the adder's seven AND layers).
     """
-    dt = ring.ring_dtype(ctx.ring_bits)
-    u = ctx.uniform((5,) + tuple(shape))
-    if width < jnp.iinfo(dt).bits:
-        u = u & _mask(width, dt)
-    a, b, c0 = u[0:2], u[2:4], u[4]
-    (c1,) = channel.deal(ctx, 1, (((a[0] ^ a[1]) & (b[0] ^ b[1])) ^ c0,), width)
+    u = _and_block(ctx, shape, width)
+    a, b, c0 = u[:, 0], u[:, 1], u[0, 2]
+    (c1,) = channel.deal(ctx, 1, lambda: (_and_correction(a, b, c0),), width)
     return a, b, jnp.stack([c0, c1])
 
 
@@ -135,12 +142,10 @@ def and_material(ctx, units: int, shape, width: int):
     """PRG material and dealer corrections for `units` AND triples of `shape`, from ONE PRG call
     and one vectorised correction (nothing is dealt yet: `deal_and` sends each layer's part when
     the layer runs, so the ledger keeps one offline entry per layer, in order).
-    Returns (u [5, units, *shape], corr [units, *shape])."""
-    dt = ring.ring_dtype(ctx.ring_bits)
-    u = ctx.uniform((5, units) + tuple(shape))
-    if width < jnp.iinfo(dt).bits:
-        u = u & _mask(width, dt)
-    return u, ((u[0] ^ u[1]) & (u[2] ^ u[3])) ^ u[4]
+    Returns (u [2, 3, units, *shape], corr [units, *shape] or None in a party's own process)."""
+    u = _and_block(ctx, (units,) + tuple(shape), width)
+    corr = _and_correction(u[:, 0], u[:, 1], u[0, 2]) if ctx.dealer_computes else None
+    return u, corr
 
 
 def deal_and(ctx, material, lo: int, hi: int, shape, width: int):
@@ -148,10 +153,12 @@ def deal_and(ctx, material, lo: int, hi: int, shape, width: int):
     one offline message of prod(shape)*width bits to party 1."""
     u, corr = material
     full = (2,) + tuple(shape)
-    a = u[0:2, lo:hi].reshape(full)
-    b = u[2:4, lo:hi].reshape(full)
-    c0 = u[4, lo:hi].reshape(tuple(shape))
-    (c1,) = channel.deal(ctx, 1, (corr[lo:hi].reshape(tuple(shape)),), width)
+    a = u[:, 0, lo:hi].reshape(full)
+    b = u[:, 1, lo:hi].reshape(full)
+    c0 = u[0, 2, lo:hi].reshape(tuple(shape))
+    part = (lambda: _and_correction(a, b, c0)) if corr is None else (
+        lambda: corr[lo:hi].reshape(tuple(shape)))
+    (c1,) = channel.deal(ctx, 1, lambda: (part(),), width)
     return a, b, jnp.stack([c0, c1])
 
 
@@ -161,10 +168,10 @@ def bit_pair(ctx, shape):
     The boolean shares are both PRG output; the arithmetic r1 = r - r0 is dealt: n*l bits to party 1.
     """
     one = jnp.asarray(1, ring.ring_dtype(ctx.ring_bits))
-    rb0, rb1, r0 = _block(ctx, 3, shape)
-    rb0, rb1 = rb0 & one, rb1 & one
-    r1 = channel.deal(ctx, 1, (rb0 ^ rb1) - r0, ctx.ring_bits)
-    return jnp.stack([rb0, rb1]), jnp.stack([r0, r1])
+    u = ctx.dealer_rows((2,) + tuple(shape))      # per party: rb_q, r_q (r_1 is dealt)
+    rb, r0 = u[:, 0] & one, u[0, 1]
+    r1 = channel.deal(ctx, 1, lambda: (rb[0] ^ rb[1]) - r0, ctx.ring_bits)
+    return rb, jnp.stack([r0, r1])
 
 
 def trunc_triple(ctx, shape, frac: int):
@@ -174,9 +181,13 @@ def trunc_triple(ctx, shape, frac: int):
     """
     l = ctx.ring_bits
     dt = ring.ring_dtype(l)
-    r0, r1, q0, m0 = _block(ctx, 4, shape)
-    rv = r0 + r1
-    rlow_sh = (rv & jnp.asarray((1 << (l - 1)) - 1, dt)) >> jnp.asarray(frac, dt)
-    rm = rv >> jnp.asarray(l - 1, dt)
-    q1, m1 = channel.deal(ctx, 1, (rlow_sh - q0, rm - m0), l)
-    return jnp.stack([r0, r1]), jnp.stack([q0, q1]), jnp.stack([m0, m1])
+    u = ctx.dealer_rows((3,) + tuple(shape))      # per party: r_q, q_q, m_q (q_1, m_1 dealt)
+    r, q0, m0 = u[:, 0], u[0, 1], u[0, 2]
+
+    def corrections():
+        rv = r[0] + r[1]
+        rlow_sh = (rv & jnp.asarray((1 << (l - 1)) - 1, dt)) >> jnp.asarray(frac, dt)
+        return rlow_sh - q0, (rv >> jnp.asarray(l - 1, dt)) - m0
+
+    q1, m1 = channel.deal(ctx, 1, corrections, l)
+    return r, jnp.stack([q0, q1]), jnp.stack([m0, m1])

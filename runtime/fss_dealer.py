@@ -3,7 +3,9 @@
 Masked-input paradigm (Boyle et al., Eurocrypt 2021): for each gate the dealer draws a mask r
 (additively shared: both shares are PRG output from the seeds it shares with each party, so r
 costs nothing to transmit) and gives each party a key for the gate's function shifted by r.
-Everything is drawn from the run's dealer key stream (`ctx.uniform`), never from public values.
+Everything is drawn from the dealer's streams with each party (`ctx.dealer_rows`, `ctx.uniform(party=q)`),
+never from public values. A party's own process (runtime/dealer_tape.py) does not run these yet:
+a key's correction words would have to come from its tape (two-process runs refuse FSS).
 
 What is dealt (`channel.deal`, offline phase) follows `dealer.py`'s convention: whatever is a
 uniform PRG output of a party's seed is free; a key's correction words are the same for both
@@ -32,16 +34,16 @@ def _bit(v, i: int):
 
 def root_seeds(ctx, shape):
     """Both parties' root seeds [2, SEED_WORDS, *shape] uint64: PRG output (free to deal)."""
-    words = ctx.uniform((2, SEED_WORDS) + tuple(shape)).astype(jnp.uint64)
+    words = ctx.dealer_rows((SEED_WORDS,) + tuple(shape)).astype(jnp.uint64)
     if ctx.ring_bits == 64:
         return words
-    high = ctx.uniform((2, SEED_WORDS) + tuple(shape)).astype(jnp.uint64)
+    high = ctx.dealer_rows((SEED_WORDS,) + tuple(shape)).astype(jnp.uint64)
     return (high << jnp.uint64(32)) | words
 
 
 def mask(ctx, shape):
     """A uniform mask r as shares [2, *shape] (both PRG output) and its value (ring dtype)."""
-    r = ctx.uniform((2,) + tuple(shape))
+    r = ctx.dealer_rows(tuple(shape))
     return r, r[0] + r[1]
 
 
@@ -71,7 +73,7 @@ def deal_dpf(ctx, alpha, beta, n: int, prg: str) -> DPFKeys:
 def correlated(ctx, values):
     """Shares [2, *shape] of each value (ring dtype): c0 PRG output, c1 = v - c0 dealt to party 1
     in ONE message (len(values) * n * l bits)."""
-    c0 = [ctx.uniform(v.shape) for v in values]
+    c0 = [ctx.uniform(v.shape, party=0) for v in values]
     c1 = channel.deal(ctx, 1, tuple(v - c for v, c in zip(values, c0)), ctx.ring_bits)
     return [jnp.stack([a, b]) for a, b in zip(c0, c1)]
 
@@ -114,7 +116,7 @@ def select_material(ctx, shape):
     Returns (r_d shares, r_b XOR shares, r_b shares, r_b*r_d shares)."""
     rd, rdv = mask(ctx, shape)
     one = jnp.asarray(1, rdv.dtype)
-    rb = ctx.uniform((2,) + tuple(shape)) & one
+    rb = ctx.dealer_rows(tuple(shape)) & one
     rbv = rb[0] ^ rb[1]
     rb_sh, rbrd = correlated(ctx, [rbv, rbv * rdv])
     return rd, rb, rb_sh, rbrd

@@ -82,6 +82,22 @@ def run_key(config: MPCConfig, run_index: int = 0):
     return jax.random.fold_in(jax.random.PRNGKey(config.seed), run_index)
 
 
+SETUP_PARTY = 0          # whose plaintext operands are opened once per deployment (the server)
+_DEALER_SALTS = (0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1)
+
+
+def dealer_words_of(seed_word):
+    """The dealer's seeds with party 0 and party 1, derived from a run's seed word (one simulated
+    program: the dealer and both parties live in it). Works on traced and concrete words."""
+    w = jnp.asarray(seed_word, jnp.uint64)
+    return tuple(_mix64(w ^ jnp.uint64(s)) for s in _DEALER_SALTS)
+
+
+def fresh_dealer_words() -> tuple:
+    """Two independent dealer seeds (one per party) from the operating system's entropy."""
+    return tuple(np.uint64(secrets.randbits(64)) for _ in range(2))
+
+
 def fresh_setup_key() -> np.uint64:
     """A deployment key (the seed of every setup mask) from the operating system's entropy."""
     return np.uint64(secrets.randbits(64))
@@ -110,6 +126,7 @@ def _materialize(z, seed):
     """
     if isinstance(seed, (int, np.integer)) or not isinstance(seed, jax.core.Tracer):
         return z
+    seed = jnp.ravel(seed)[0]          # several streams' seeds: the first decides (all traced)
     return jax.lax.cond((seed | jnp.uint64(1)) != jnp.uint64(0), lambda v: v, jnp.zeros_like, z)
 
 
@@ -126,18 +143,37 @@ class Context:
     """
 
     def __init__(self, config: MPCConfig | None = None, key=None, audit: bool = False,
-                 setup_key=None, party_axis: str | None = None):
+                 setup_key=None, party_axis: str | None = None, dealer_words=None,
+                 party_material=None, record_deals: bool = False):
         """key: the run's dealer/PRG key (None: `run_key(config)`, fresh OS entropy unless
         config.seed is set). setup_key: the deployment key (uint64, may be traced) every setup
         mask B derives from, with the weight's id; the compiler draws one per deployment (per
         compiled program and set of private weights) and keeps it across runs, which is what lets
         a weight's opening F = W - B be paid once. None: derived from the run key, i.e. fresh
-        every run (secure, no amortisation)."""
+        every run (secure, no amortisation).
+
+        The dealer's randomness: `dealer_words` (w0, w1) seed the dealer's stream shared with each
+        party (None: derived from the run key, as one simulated program may). `party_material`
+        (runtime/dealer_tape.PartyMaterial, with `party_axis`): this device is ONE party of a
+        separated deployment; it holds only its own dealer seed, its setup key (the server) and
+        its tape of the dealer's corrections, and draws zeros for whatever it does not hold.
+        `record_deals`: keep every dealt payload in `deal_log` as (to_party, payload) (the
+        dealer's pass that writes each party's tape)."""
         self.config = config or MPCConfig()
         self.key = run_key(self.config) if key is None else key
         self._seed_word = key_words(self.key)
         self.setup_key = (self._seed_word ^ jnp.uint64(0x5E7D9C1A0B3F2E47)
                           if setup_key is None else setup_key)
+        self.material = party_material
+        if party_material is not None:
+            if party_axis is None:
+                raise ValueError("a party's own material needs the party axis (one party per device)")
+            self._dealer_words = (party_material.dealer_word,) * 2
+            self.setup_key = party_material.setup_word
+        else:
+            self._dealer_words = (dealer_words_of(self._seed_word) if dealer_words is None
+                                  else tuple(jnp.asarray(w, jnp.uint64) for w in dealer_words))
+        self.deal_log: list | None = [] if record_deals else None
         self.ledger = Ledger()
         self.party_axis = party_axis
         self.audit = audit
@@ -155,8 +191,9 @@ class Context:
         self._counter += 1
         return k
 
-    def uniform(self, shape, weight_id: str | None = None):
-        """Uniform ring elements of `shape` for the dealer / the parties' shared PRGs.
+    def uniform(self, shape, weight_id: str | None = None, party: int | None = None):
+        """Uniform ring elements of `shape`: the parties' shared PRG (party None), the dealer's
+        stream shared with `party`, or (`weight_id`) the server's setup mask.
 
         Why not `jax.random.bits(next_key())`: threefry (and even XLA's RngBitGenerator) cost
         seconds of compile time per call, and a transformer makes thousands of dealer calls.
@@ -164,25 +201,64 @@ class Context:
         mix64(seed_c + (i + 1) * gamma), seed_c = mix64(key words, c) with c a Python counter
         (deterministic at trace time). Pure elementwise integer ops: compiles and runs fast.
         A simulator PRG, not a cryptographic one (a deployment would use AES-CTR from the seed).
-        Setup masks (`weight_id`) derive from the deployment's `setup_key` and the weight's id:
-        the same across the runs of one deployment, never shared by two deployments or weights.
+        Setup masks (`weight_id`) derive from the deployment's `setup_key` (the dealer's and the
+        server's) and the weight's id: the same across the runs of one deployment, never shared
+        by two deployments or weights. With `party_material` a stream this party does not hold
+        comes out as zeros (its seed is not in this process).
         """
-        if weight_id is None:
-            c = self._counter
-            self._counter += 1
-            seed = self._seed_word ^ jnp.uint64(_mix64_int(c + 1))
-        else:
+        if weight_id is not None:
+            owner = SETUP_PARTY
             c = zlib.crc32(weight_id.encode())
             seed = _mix64(jnp.asarray(self.setup_key, jnp.uint64)
                           ^ jnp.uint64(_mix64_int((c << 1) ^ 1)))
+        else:
+            owner = party
+            base = self._seed_word if party is None else self._dealer_words[party]
+            seed = base ^ jnp.uint64(_mix64_int(self._counter + 1))
+            self._counter += 1
+        z = self._stream(seed, shape)
+        if self.material is not None and owner is not None:
+            z = z * self._holds(owner, z.dtype)
+        return z
+
+    def dealer_rows(self, shape):
+        """[2, *shape]: row q uniform from the dealer's stream shared with party q, both rows from
+        ONE counter value and one elementwise stream (fast compiles). With `party_material`
+        the row of the party this device is not is zeros."""
+        c = self._counter
+        self._counter += 1
+        salt = jnp.uint64(_mix64_int(c + 1))
+        seeds = jnp.stack([self._dealer_words[0] ^ salt, self._dealer_words[1] ^ salt])
+        z = self._stream(seeds, shape)
+        if self.material is not None:
+            z = z * jnp.stack([self._holds(0, z.dtype), self._holds(1, z.dtype)]).reshape(
+                (2,) + (1,) * len(tuple(shape)))
+        return z
+
+    def _holds(self, party: int, dtype):
+        """1 on the device of `party`, 0 elsewhere (party-separated runs only)."""
+        from . import mesh
+        return (mesh.party_index(self.party_axis) == party).astype(dtype)
+
+    def _stream(self, seed, shape):
+        """The SplitMix64 stream of `seed` (a scalar, or a [k] vector: k streams stacked)."""
         n = int(np.prod(shape, dtype=np.int64))
         ctr = jax.lax.iota(jnp.uint64, n) + jnp.uint64(1)
+        lead = tuple(jnp.shape(seed))
         # the stream's scalar start, materialized: fused into the loop, XLA recomputed it for
         # every element (3.7x the cost of the stream itself)
         start = _materialize(_mix64(seed), seed)
+        if lead:
+            start = start.reshape(lead + (1,))
         z = _mix64(start + ctr * jnp.uint64(_GAMMA))
-        z = z.reshape(tuple(shape)).astype(ring.ring_dtype(self.ring_bits))
+        z = z.reshape(lead + tuple(shape)).astype(ring.ring_dtype(self.ring_bits))
         return _materialize(z, seed)
+
+    @property
+    def dealer_computes(self) -> bool:
+        """Whether the dealer's corrections are computed here (False in a party's own process:
+        they come from its tape)."""
+        return self.material is None
 
     # -- ideal mode
     @property

@@ -202,6 +202,19 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"checkpoint folder {str(folder)!r} has no {WEIGHTS_FILE}{hint}")
 
 
+def tensor_names(folder: Path) -> list[str]:
+    """The names of the checkpoint's tensors, from the safetensors headers only (no values read):
+    public facts, for whoever builds the program without the weights (the dealer)."""
+    from safetensors import safe_open
+    folder = Path(folder)
+    single, index = folder / WEIGHTS_FILE, folder / INDEX_FILE
+    if index.is_file() and not single.is_file():
+        with open(index) as f:
+            return sorted(json.load(f)["weight_map"])
+    with safe_open(str(single), framework="np") as f:
+        return list(f.keys())
+
+
 def write_state(folder: Path, state: Mapping[str, np.ndarray]) -> Path:
     """Write `model.safetensors` with the metadata transformers expects."""
     folder = Path(folder)

@@ -20,6 +20,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 def main(folder: str, text: str, seq_len: str, seed: str) -> None:
     import pcformer
     from pcformer import party_jobs, party_worker
+    from pcformer.compiler import dealer_pass
     settings = party_jobs.PartySettings(model=folder, text=text, prompt=text, seq_len=int(seq_len),
                                         seed=int(seed))
     server = party_jobs.build(settings, party_jobs.SERVER)
@@ -27,6 +28,7 @@ def main(folder: str, text: str, seq_len: str, seed: str) -> None:
     args = (server.args[0], *client.args[1:])   # each role's own inputs, in one process
     prog = pcformer.compile(server.fn, *args, owners=server.owners, config=settings.config(),
                             executor="sharded")
+    prog._exe.deployment.pinned = dealer_pass.keys(prog.config, prog.ir)[1]   # the dealer's
     out, _ = prog.run(*args)
     print(json.dumps(party_worker.output_json(out)))
 

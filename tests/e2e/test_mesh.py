@@ -75,3 +75,12 @@ def test_sharded_bert_layer_equals_in_process_on_2_devices():
 def test_sharded_bert_layer_equals_in_process_on_8_devices():
     r = _check("bert", 8)
     assert r["mesh"] == {"party": 2, "batch": 4}
+
+
+@pytest.mark.slow
+def test_separated_dealer_equals_the_simulated_one_and_each_tape_is_its_offline_messages():
+    r = _check("dealer")
+    # all the Beaver family's corrections go to party 1; the server holds the setup key only
+    assert r["offline_bits"][0] == 0 < r["offline_bits"][1] and r["tape_words"][0] == 0
+    assert r["setup_words"] == [True, False]
+    assert "used by a run already" in r["reuse"] and "another program" in r["mismatch"]

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from pcformer import party_cli, party_jobs, party_worker
+from pcformer.compiler import dealer_pass
 
 SEED = 3
 RUN_BOUND_S = 400          # the whole two-process run (imports, two compiles on 2 shared cores)
@@ -45,6 +46,8 @@ def _in_process_mlp() -> np.ndarray:
     args = party_jobs.mlp_inputs()
     prog = pcformer.compile(party_jobs.mlp, *args, owners=(0, 0, 0, 1), policy="mpcformer",
                             config=MPCConfig(seed=SEED), executor="program")
+    # the seeded dealer's setup key (it holds no weights: from the seed and the program)
+    prog._exe.deployment.pinned = dealer_pass.keys(prog.config, prog.ir)[1]
     out, _ = prog.run(*args)
     return np.asarray(out)
 
@@ -158,8 +161,22 @@ def test_two_processes_equal_the_in_process_run_bit_for_bit():
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
-def _start_party(role: str, coordinator: str, extra=()) -> subprocess.Popen:
+@pytest.fixture(scope="module")
+def mlp_material(tmp_path_factory) -> Path:
+    """`pcformer party --role=dealer`: each party's material for the MLP job, one file each."""
+    folder = tmp_path_factory.mktemp("dealer") / "material"
+    done = subprocess.run(_pcformer("party", "--role=dealer", f"--dealer_material={folder}",
+                                    "--job=mlp", f"--seed={SEED}"),
+                          capture_output=True, text=True, timeout=RUN_BOUND_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in folder.iterdir()) == ["client.npz", "server.npz"]
+    assert oct(folder.stat().st_mode & 0o777) == oct(0o700)      # the dealer's folder is private
+    return folder
+
+
+def _start_party(role: str, coordinator: str, material: Path, extra=()) -> subprocess.Popen:
     return subprocess.Popen(_pcformer("party", f"--role={role}", f"--coordinator={coordinator}",
+                                      f"--dealer_material={material / (role + '.npz')}",
                                       "--job=mlp", f"--seed={SEED}",
                                       f"--peer_timeout={PEER_TIMEOUT_S}", *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -197,10 +214,11 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_killing_the_server_mid_run_ends_the_client_with_a_clear_error_in_bounded_time():
+def test_killing_the_server_mid_run_ends_the_client_with_a_clear_error_in_bounded_time(
+        mlp_material):
     coordinator = f"127.0.0.1:{party_cli.free_port()}"
-    server = _start_party("server", coordinator)
-    client = _start_party("client", coordinator)
+    server = _start_party("server", coordinator, mlp_material)
+    client = _start_party("client", coordinator, mlp_material)
     out, err = _Lines(client.stdout), _Lines(client.stderr)
     try:
         # the client has joined, agreed on keys and is compiling: the run is under way
@@ -220,9 +238,9 @@ def test_killing_the_server_mid_run_ends_the_client_with_a_clear_error_in_bounde
 
 
 @pytest.mark.slow
-def test_a_peer_that_never_comes_ends_the_client_within_the_connect_timeout():
+def test_a_peer_that_never_comes_ends_the_client_within_the_connect_timeout(mlp_material):
     coordinator = f"127.0.0.1:{party_cli.free_port()}"
-    client = _start_party("client", coordinator, ("--connect_timeout=5",))
+    client = _start_party("client", coordinator, mlp_material, ("--connect_timeout=5",))
     try:
         out, err = client.communicate(timeout=FAULT_BOUND_S + 60)
     finally:
@@ -245,6 +263,18 @@ def tiny_bert(tmp_path_factory):
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         shutil.copy(minilm / name, folder / name)
     return folder
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_gpt2"])
+def test_the_dealer_builds_the_parties_program_from_public_facts_alone(fixture, request):
+    folder = request.getfixturevalue(fixture)
+    settings = party_jobs.PartySettings(model=str(folder), text="a b", prompt="a b", seq_len=6)
+    server = party_jobs.build(settings, party_jobs.SERVER)
+    dealer = party_jobs.build(settings, party_jobs.DEALER)
+    # no weight values, no client input: zeros in their place, shapes from config and header
+    assert all(not np.any(np.asarray(x)) for x in jax.tree_util.tree_leaves(dealer.args))
+    assert (dealer_pass.fingerprint(party_jobs.lower(settings, dealer)[0])
+            == dealer_pass.fingerprint(party_jobs.lower(settings, server)[0]))
 
 
 def _pair_equals_reference(folder, text: str, seq_len: int, input_flag: str) -> np.ndarray:
