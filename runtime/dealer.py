@@ -3,12 +3,13 @@
 PRG-seed scheme (as CrypTen's TTP and SPU's SEMI2K "trusted first party"): the dealer shares a
 seed with each party (`ctx.dealer_rows`: row q from the stream it shares with party q;
 `ctx.uniform(party=q)`), so every uniformly random component of a party's material is PRG
-output of that party's seed and costs nothing to transmit. The dealer sends only the correction
+output of that party's seed and costs nothing to transmit (`ctx.dealer_block(owners, shape)`:
+one block whose row i comes from party owners[i]'s stream). The dealer sends only the correction
 that makes the correlation hold to party 1 (e.g. c1 = a*b - c0). Each function deals through
 `channel.deal` exactly once (one offline ledger entry), passing the correction as a thunk: in a
 party's own process (runtime/dealer_tape.py) it is never computed there (it needs the other
 party's material) but read from the party's tape. Each function draws its randomness in one
-`dealer_rows` block where it can (fast compiles).
+block where it can (fast compiles).
 """
 from __future__ import annotations
 
@@ -20,18 +21,21 @@ from . import channel, ring
 from .shares import SETUP_PARTY
 
 
+_TRIPLE = (0, 1, 0, 1, 0)   # whose stream each row of a triple's block is: a0, a1, b0, b1, c0
+
+
 def beaver_triple(ctx, shape):
     """(a, b, c) with c = a*b: offline n*l bits to party 1."""
-    u = ctx.dealer_rows((3,) + tuple(shape))      # per party: a_q, b_q, c_q (c_1 is dealt)
-    a, b, c0 = u[:, 0], u[:, 1], u[0, 2]
+    u = ctx.dealer_block(_TRIPLE, shape)          # rows a0, a1, b0, b1, c0 (sliced, not restacked)
+    a, b, c0 = u[0:2], u[2:4], u[4]
     c1 = channel.deal(ctx, 1, lambda: (a[0] + a[1]) * (b[0] + b[1]) - c0, ctx.ring_bits)
     return a, b, jnp.stack([c0, c1])
 
 
 def square_pair(ctx, shape):
     """(a, s) with s = a^2: offline n*l bits to party 1."""
-    u = ctx.dealer_rows((2,) + tuple(shape))      # per party: a_q, s_q (s_1 is dealt)
-    a, s0 = u[:, 0], u[0, 1]
+    u = ctx.dealer_block((0, 1, 0), shape)        # rows a0, a1, s0
+    a, s0 = u[0:2], u[2]
     s1 = channel.deal(ctx, 1, lambda: (a[0] + a[1]) * (a[0] + a[1]) - s0, ctx.ring_bits)
     return a, jnp.stack([s0, s1])
 
@@ -92,8 +96,7 @@ def private_triple(ctx, x_shape, w_shape, dn, party: int, weight_id: str, w_on_l
 
 def elementwise_private_triple(ctx, shape, party: int, weight_id: str):
     """As `private_triple` for an elementwise product: C = A*B, n*l bits to party 1."""
-    a = ctx.uniform(tuple(shape), party=1 - party)
-    c0 = ctx.uniform(tuple(shape), party=0)
+    a, c0 = ctx.dealer_block((1 - party, 0), shape)   # A to party 1-p, c0 to party 0
     b = setup_mask(ctx, tuple(shape), party, weight_id)
     c1 = channel.deal(ctx, 1, lambda: a * b - c0, ctx.ring_bits)
     return a, b, jnp.stack([c0, c1])
@@ -106,9 +109,9 @@ def _mask(width: int, dtype):
 
 
 def _and_block(ctx, lead, width: int):
-    """[2, 3, *lead] boolean material: per party a_q, b_q, c_q (c_1 is dealt), `width` bits."""
+    """[5, *lead] boolean material, rows a0, a1, b0, b1, c0 (c1 is dealt), `width` bits."""
     dt = ring.ring_dtype(ctx.ring_bits)
-    u = ctx.dealer_rows((3,) + tuple(lead))
+    u = ctx.dealer_block(_TRIPLE, lead)
     return u & _mask(width, dt) if width < jnp.iinfo(dt).bits else u
 
 
@@ -120,7 +123,7 @@ def and_triples(ctx, shapes, width: int):
     """Boolean triples c = a & b (`width` bits per element) for several ANDs, dealt in ONE
     message: offline sum(n)*width bits to party 1. Returns a list of (a, b, c)."""
     blocks = [_and_block(ctx, shape, width) for shape in shapes]
-    parts = [(u[:, 0], u[:, 1], u[0, 2]) for u in blocks]
+    parts = [(u[0:2], u[2:4], u[4]) for u in blocks]
     corr = channel.deal(ctx, 1, lambda: tuple(_and_correction(*p) for p in parts), width)
     return [(a, b, jnp.stack([c0, c1])) for (a, b, c0), c1 in zip(parts, corr)]
 
@@ -133,7 +136,7 @@ def and_triple(ctx, shape, width: int):
     the word (smaller XLA programs for the adder's seven AND layers).
     """
     u = _and_block(ctx, shape, width)
-    a, b, c0 = u[:, 0], u[:, 1], u[0, 2]
+    a, b, c0 = u[0:2], u[2:4], u[4]
     (c1,) = channel.deal(ctx, 1, lambda: (_and_correction(a, b, c0),), width)
     return a, b, jnp.stack([c0, c1])
 
@@ -142,9 +145,9 @@ def and_material(ctx, units: int, shape, width: int):
     """PRG material and dealer corrections for `units` AND triples of `shape`, from ONE PRG call
     and one vectorised correction (nothing is dealt yet: `deal_and` sends each layer's part when
     the layer runs, so the ledger keeps one offline entry per layer, in order).
-    Returns (u [2, 3, units, *shape], corr [units, *shape] or None in a party's own process)."""
+    Returns (u [5, units, *shape], corr [units, *shape] or None in a party's own process)."""
     u = _and_block(ctx, (units,) + tuple(shape), width)
-    corr = _and_correction(u[:, 0], u[:, 1], u[0, 2]) if ctx.dealer_computes else None
+    corr = _and_correction(u[0:2], u[2:4], u[4]) if ctx.dealer_computes else None
     return u, corr
 
 
@@ -153,9 +156,9 @@ def deal_and(ctx, material, lo: int, hi: int, shape, width: int):
     one offline message of prod(shape)*width bits to party 1."""
     u, corr = material
     full = (2,) + tuple(shape)
-    a = u[:, 0, lo:hi].reshape(full)
-    b = u[:, 1, lo:hi].reshape(full)
-    c0 = u[0, 2, lo:hi].reshape(tuple(shape))
+    a = u[0:2, lo:hi].reshape(full)
+    b = u[2:4, lo:hi].reshape(full)
+    c0 = u[4, lo:hi].reshape(tuple(shape))
     part = (lambda: _and_correction(a, b, c0)) if corr is None else (
         lambda: corr[lo:hi].reshape(tuple(shape)))
     (c1,) = channel.deal(ctx, 1, lambda: (part(),), width)
@@ -168,8 +171,8 @@ def bit_pair(ctx, shape):
     The boolean shares are both PRG output; the arithmetic r1 = r - r0 is dealt: n*l bits to party 1.
     """
     one = jnp.asarray(1, ring.ring_dtype(ctx.ring_bits))
-    u = ctx.dealer_rows((2,) + tuple(shape))      # per party: rb_q, r_q (r_1 is dealt)
-    rb, r0 = u[:, 0] & one, u[0, 1]
+    u = ctx.dealer_block((0, 1, 0), shape)        # rows rb0, rb1, r0 (r1 is dealt)
+    rb, r0 = u[0:2] & one, u[2]
     r1 = channel.deal(ctx, 1, lambda: (rb[0] ^ rb[1]) - r0, ctx.ring_bits)
     return rb, jnp.stack([r0, r1])
 
@@ -181,8 +184,8 @@ def trunc_triple(ctx, shape, frac: int):
     """
     l = ctx.ring_bits
     dt = ring.ring_dtype(l)
-    u = ctx.dealer_rows((3,) + tuple(shape))      # per party: r_q, q_q, m_q (q_1, m_1 dealt)
-    r, q0, m0 = u[:, 0], u[0, 1], u[0, 2]
+    u = ctx.dealer_block((0, 1, 0, 0), shape)     # rows r0, r1, q0, m0 (q1, m1 are dealt)
+    r, q0, m0 = u[0:2], u[2], u[3]
 
     def corrections():
         rv = r[0] + r[1]

@@ -16,11 +16,12 @@ What a device holds (first version, said plainly): the protocols are written on 
 so each device keeps full-width [2, ...] blocks and computes both rows of every LOCAL step, but
 only its own row p is ever sent or returned; row 1-p is computed from nothing but what device p
 holds (its own inputs, the dealer material, what it received) and is never read by a message or an
-output. The dealer is replicated: each device derives the whole correlated randomness from the
-shared run key and uses its own row (so the dealer's offline material is not a collective, and a
-device could compute the other party's material: the separation holds for inputs and messages,
-not yet for dealer material). Ideal mode and the overflow oracle reconstruct secrets across rows,
-so they are refused here.
+output. The dealer is simulated here (`run`): each device derives the whole correlated
+randomness from the run key and uses its own row, so a device could compute the other party's
+material. Separated, each device holds only its own party's material (runtime/dealer_tape.py,
+compiler/dealer_pass.py; the compiled sharded executor and two-process runs). Either way the
+dealer's material is not a collective. Ideal mode and the overflow oracle reconstruct secrets
+across rows, so they are refused here.
 """
 from __future__ import annotations
 

@@ -221,19 +221,25 @@ class Context:
             z = z * self._holds(owner, z.dtype)
         return z
 
-    def dealer_rows(self, shape):
-        """[2, *shape]: row q uniform from the dealer's stream shared with party q, both rows from
-        ONE counter value and one elementwise stream (fast compiles). With `party_material`
-        the row of the party this device is not is zeros."""
+    def dealer_block(self, owners, shape):
+        """[len(owners), *shape]: row i uniform from the dealer's stream shared with party
+        owners[i], all rows from ONE counter value and one elementwise stream (as cheap to
+        compile and run as one `uniform` of the whole block; rows of one party differ by their
+        position in the stream). With `party_material` the rows of the party this device is not
+        are zeros."""
         c = self._counter
         self._counter += 1
         salt = jnp.uint64(_mix64_int(c + 1))
-        seeds = jnp.stack([self._dealer_words[0] ^ salt, self._dealer_words[1] ^ salt])
+        seeds = jnp.stack([self._dealer_words[o] ^ salt for o in owners])
         z = self._stream(seeds, shape)
         if self.material is not None:
-            z = z * jnp.stack([self._holds(0, z.dtype), self._holds(1, z.dtype)]).reshape(
-                (2,) + (1,) * len(tuple(shape)))
+            held = jnp.stack([self._holds(o, z.dtype) for o in owners])
+            z = z * held.reshape((len(owners),) + (1,) * len(tuple(shape)))
         return z
+
+    def dealer_rows(self, shape):
+        """[2, *shape]: row q from the dealer's stream with party q (`dealer_block((0, 1), ...)`)."""
+        return self.dealer_block((0, 1), shape)
 
     def _holds(self, party: int, dtype):
         """1 on the device of `party`, 0 elsewhere (party-separated runs only)."""
@@ -241,15 +247,18 @@ class Context:
         return (mesh.party_index(self.party_axis) == party).astype(dtype)
 
     def _stream(self, seed, shape):
-        """The SplitMix64 stream of `seed` (a scalar, or a [k] vector: k streams stacked)."""
+        """The SplitMix64 stream of `seed` over `shape`; a [k] vector of seeds gives [k, *shape],
+        row i seeded by seed[i] at counters i*n+1 ... (i+1)*n (one stream over the block)."""
         n = int(np.prod(shape, dtype=np.int64))
-        ctr = jax.lax.iota(jnp.uint64, n) + jnp.uint64(1)
         lead = tuple(jnp.shape(seed))
+        k = int(np.prod(lead, dtype=np.int64)) if lead else 1
+        ctr = jax.lax.iota(jnp.uint64, k * n) + jnp.uint64(1)
         # the stream's scalar start, materialized: fused into the loop, XLA recomputed it for
         # every element (3.7x the cost of the stream itself)
         start = _materialize(_mix64(seed), seed)
         if lead:
             start = start.reshape(lead + (1,))
+            ctr = ctr.reshape(lead + (n,))
         z = _mix64(start + ctr * jnp.uint64(_GAMMA))
         z = z.reshape(lead + tuple(shape)).astype(ring.ring_dtype(self.ring_bits))
         return _materialize(z, seed)
