@@ -257,7 +257,8 @@ class Executable:
     def _fn(self, flat_inputs, run_key, setup_key):
         # both keys are traced arguments: a fresh key every run reuses the compiled program
         self.trace_count += 1
-        ctx = Context(self.config, run_key, setup_key=setup_key, audit=self.audit)
+        ctx = Context(self.config, run_key, setup_key=setup_key, audit=self.audit,
+                      fence_messages=True)
         outs, probes = interpret(self.prog, ctx, flat_inputs, self.config.check_overflow)
         self._last_entries = list(ctx.ledger.entries)
         self._last_probes = [(k, r) for k, r, _ in probes]

@@ -39,6 +39,8 @@ def exchange(ctx, payload, depth: int, bits_per_element: int):
     if getattr(ctx, "party_axis", None) is not None:   # party-sharded: a collective permute
         return mesh.exchange_rows(payload, ctx.party_axis), depth + 1
     received = jax.tree_util.tree_map(lambda x: x[::-1], payload)
+    if getattr(ctx, "fence_messages", False):
+        received = jax.tree_util.tree_map(ctx.fence, received)
     return received, depth + 1
 
 

@@ -171,10 +171,30 @@ def _bert(executor, m=None, policy="mpcformer"):
     return prog, params, ids
 
 
-def check_bert():
-    ref, params, ids = _bert("program")
+def _gpt2(executor, m=None):
+    """A one-layer GPT-2 (tiny, random weights) from a checkpoint folder: its logits."""
+    import tempfile
+
+    from pcformer import models
+    folder = _gpt2.folder = getattr(_gpt2, "folder", None) or models.make_tiny_gpt2(
+        tempfile.mkdtemp(), n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16)
+    model = models.load(folder)
+    ids = jnp.asarray(np.random.default_rng(1).integers(0, 64, (1, SEQ)), jnp.int32)
+    prog = pcformer.compile(lambda p, i: model.forward(p, i), model.params, ids, owners=(0, 1),
+                            policy="mpcformer", config=MPCConfig(seed=3), executor=executor,
+                            mesh=m)
+    return prog, model.params, ids
+
+
+def check_gpt2():
+    return check_bert(_gpt2)
+
+
+def check_bert(build=None):
+    build = build or _bert
+    ref, params, ids = build("program")
     m = mesh.party_mesh() if N_DEVICES == 2 else mesh.party_mesh(batch=N_DEVICES // 2)
-    sh, _, _ = _bert("sharded", m)
+    sh, _, _ = build("sharded", m)
     a, ra = ref.run(params, ids)
     print(f"in-process: {ra.time}", file=sys.stderr, flush=True)
     b, rb = sh.run(params, ids)
@@ -186,8 +206,17 @@ def check_bert():
     # XLA's count of what the parties sent each other vs the ledger (words: see check_hlo)
     with x64():   # the executable the run used (cached: no second compile)
         hlo = hlo_permute_bytes(sh._exe.compile(sh._flat((params, ids)))[0].as_text())
+    # each message's elements and senders, from an audited in-process run (shapes only)
+    ref._exe.audit = True
+    ref.run(params, ids)
+    sizes = mesh.message_sizes([(kind, sender, arrays) for _, kind, sender, arrays
+                                in ref._exe.audit_log])
+    words = ledger_word_bytes(ra.entries, sizes, ref.config.ring_bits)
+    groups = N_DEVICES // 2    # the compiled executor runs replicated over a batch axis: every
+    if hlo != words * groups:  # group's pair of devices sends the same messages
+        fail(f"bert: HLO collective-permute bytes {hlo} != ledger in words {words} x {groups}")
     return {"devices": N_DEVICES, "mesh": dict(m.shape), "output": np.asarray(a).tolist(),
-            "entries": len(ra.entries), "hlo_bytes": hlo,
+            "entries": len(ra.entries), "hlo_bytes": hlo, "ledger_word_bytes": words * groups,
             "ledger_bytes": ledger_wire_bytes(ra.entries),
             "in_process_s": ra.time, "sharded_s": rb.time}
 
@@ -310,5 +339,6 @@ def check_dealer():
 if __name__ == "__main__":
     which = sys.argv[1]
     result = {"protocols": check_protocols, "hlo": check_hlo, "bert": check_bert,
-              "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer}[which]()
+              "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer,
+              "gpt2": check_gpt2}[which]()
     print(json.dumps({"ok": True, which: result}))
