@@ -244,9 +244,9 @@ class Context:
         return self.dealer_block((0, 1), shape)
 
     def _holds(self, party: int, dtype):
-        """1 on the device of `party`, 0 elsewhere (party-separated runs only)."""
-        from . import mesh
-        return (mesh.party_index(self.party_axis) == party).astype(dtype)
+        """1 on the device of `party`, 0 elsewhere (party-separated runs only: inside shard_map
+        over `party_axis`)."""
+        return (jax.lax.axis_index(self.party_axis) == party).astype(dtype)
 
     def _stream(self, seed, shape):
         """The SplitMix64 stream of `seed` over `shape`; a [k] vector of seeds gives [k, *shape],
