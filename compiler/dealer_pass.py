@@ -111,7 +111,7 @@ def keys(config, prog: ir.Program) -> tuple:
     return tuple(np.uint64(w) for w in words), np.uint64(setup)
 
 
-def _zeros_like_input(v: ir.Var, x):
+def _zeros_like_input(x):
     x = execute.Executable._as_input(x)
     if isinstance(x, AShare):
         return AShare(jnp.zeros_like(x.data), 0)
@@ -138,8 +138,8 @@ def deal(prog: ir.Program, config, flat_inputs, dealer_words=None, setup_key=Non
         holder["schedule"] = schedule
         return tapes
 
-    zeros = [_zeros_like_input(v, x) if zero_inputs else execute.Executable._as_input(x)
-             for v, x in zip(prog.inputs, flat_inputs)]
+    zeros = [_zeros_like_input(x) if zero_inputs else execute.Executable._as_input(x)
+             for x in flat_inputs]
     with ring.x64():
         tapes = jax.jit(program)(jnp.asarray(np.array(dealer_words, np.uint64)),
                                  np.uint64(setup_key), zeros)

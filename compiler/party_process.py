@@ -63,7 +63,6 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
         dealer_pass.check_for(material, prog, party)
         super().__init__(prog, config, process_mesh() if mesh is None else mesh)
         self.materials = {party: material}
-        self._spent = False
         self.party = party
         self._sharding = NamedSharding(self.mesh, PartitionSpec(M.PARTY))
         self._device = next(d for d in self.mesh.devices.flat

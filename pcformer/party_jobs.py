@@ -92,9 +92,10 @@ def _mlp_job(role: int) -> Job:
 # -- BERT / MiniLM sentence embeddings -------------------------------------------------------
 
 def weights_manifest(params) -> dict:
-    """The public description of the server's weights: path -> [shape, dtype] (no values)."""
+    """The public description of the server's weights: path -> [shape, dtype] (no values).
+    `params` may hold arrays or only their shapes (jax.ShapeDtypeStruct: the dealer's view)."""
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    return {"/".join(k.key for k in path): [list(np.shape(x)), str(np.asarray(x).dtype)]
+    return {"/".join(k.key for k in path): [list(x.shape), str(np.dtype(x.dtype))]
             for path, x in flat}
 
 
@@ -180,14 +181,6 @@ def _client_zeros(settings: PartySettings, model) -> tuple:
     return tuple(np.zeros((1, settings.seq_len), np.int32) for _ in range(2))
 
 
-def public_manifest(model) -> dict:
-    """The weights' manifest from the model's config alone (what the dealer knows: shapes)."""
-    from .models import registry
-    flat = jax.tree_util.tree_flatten_with_path(registry.param_shapes(model.module))[0]
-    return {"/".join(k.key for k in path): [list(x.shape), str(np.dtype(x.dtype))]
-            for path, x in flat}
-
-
 def _model_job(settings: PartySettings, role: int, manifest: dict | None) -> Job:
     from . import models
     if role == SERVER:
@@ -195,11 +188,13 @@ def _model_job(settings: PartySettings, role: int, manifest: dict | None) -> Job
         zeros = _client_zeros(settings, model)
         return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(zeros),
                    (model.params, *zeros), weights_manifest(model.params))
-    if role == DEALER:
+    if role == DEALER:   # the weights' shapes from the config and the file's header alone
+        from .models import registry
         model = _public_model(_folder(settings.model), tensor_names=True)
         zeros = _client_zeros(settings, model)
+        manifest = weights_manifest(registry.param_shapes(model.module))
         return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(zeros),
-                   (zeros_from_manifest(public_manifest(model)), *zeros))
+                   (zeros_from_manifest(manifest), *zeros))
     model = _public_model(_folder(settings.model))
     own = _client_input(settings, model)
     return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(own),

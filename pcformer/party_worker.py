@@ -92,11 +92,6 @@ def _first_line(e: BaseException) -> str:
     return text[0][:200] if text else type(e).__name__
 
 
-def fingerprint(prog) -> str:
-    from pcformer.compiler import dealer_pass
-    return dealer_pass.fingerprint(prog)
-
-
 def _job(settings, party: int, connect_s: int):
     """This role's job: the server builds it and publishes its weights' manifest; the client
     builds its own from that manifest."""
@@ -128,11 +123,12 @@ def _material(path: str, prog, party: int):
     from pcformer.runtime.dealer_tape import MaterialMismatch
     try:
         material = dealer_pass.Material.load(path)
-        dealer_pass.check_for(material, prog, party)
     except (OSError, ValueError, KeyError) as e:
-        if isinstance(e, MaterialMismatch):
-            raise PartyError(str(e)) from None
         raise PartyError(f"could not read the dealer material {path}: {_first_line(e)}") from None
+    try:
+        dealer_pass.check_for(material, prog, party)
+    except MaterialMismatch as e:
+        raise PartyError(str(e)) from None
     return material
 
 
@@ -147,6 +143,7 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
     config = settings.config()
     material = _material(material_path, prog, party)
     key = _exchange_run_key(party, config, connect_s)
+    from pcformer.compiler.dealer_pass import fingerprint
     mine = fingerprint(prog)
     publish(f"program/{party}", mine)
     theirs = fetch(f"program/{1 - party}", connect_s, "program fingerprint")
@@ -170,7 +167,7 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
             "online_bytes": [sum(e.bits[p] for e in entries if e.phase == "online") // 8
                              for p in (0, 1)],
             "offline_bytes": sum(e.bits[party] for e in entries if e.phase == "offline") // 8,
-            "tape_words": int(material.tape.size), "reproducible": material.reproducible,
+            "reproducible": material.reproducible,
             "compile_s": compile_s, "run_s": times["run_s"], "fingerprint": mine}
 
 

@@ -6,6 +6,7 @@ imported, which the test process (JAX already imported) cannot do for itself.
 
 Each check prints one JSON line of findings and exits non-zero on the first mismatch.
 """
+import functools
 import json
 import os
 import re
@@ -171,14 +172,20 @@ def _bert(executor, m=None, policy="mpcformer"):
     return prog, params, ids
 
 
-def _gpt2(executor, m=None):
-    """A one-layer GPT-2 (tiny, random weights) from a checkpoint folder: its logits."""
+@functools.lru_cache(maxsize=1)
+def _gpt2_folder():
+    """A one-layer GPT-2 checkpoint folder (tiny, random weights), made once per check."""
     import tempfile
 
     from pcformer import models
-    folder = _gpt2.folder = getattr(_gpt2, "folder", None) or models.make_tiny_gpt2(
-        tempfile.mkdtemp(), n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16)
-    model = models.load(folder)
+    return models.make_tiny_gpt2(tempfile.mkdtemp(), n_layer=1, n_embd=16, n_head=2,
+                                 vocab_size=64, n_positions=16)
+
+
+def _gpt2(executor, m=None):
+    """The one-layer GPT-2's logits, compiled for `executor`."""
+    from pcformer import models
+    model = models.load(_gpt2_folder())
     ids = jnp.asarray(np.random.default_rng(1).integers(0, 64, (1, SEQ)), jnp.int32)
     prog = pcformer.compile(lambda p, i: model.forward(p, i), model.params, ids, owners=(0, 1),
                             policy="mpcformer", config=MPCConfig(seed=3), executor=executor,
