@@ -33,20 +33,26 @@ def names() -> list[str]:
 
 
 def read_config(spec) -> tuple[str, dict]:
-    """(display name, config dict) of a preset name, a config.json file or a checkpoint folder."""
+    """(display name, config dict) of a preset name, a named model ("minilm"), a config.json
+    file or a checkpoint folder."""
     path = Path(str(spec))
+    from .models import NAMED
+    named = str(spec).lower() in NAMED and not path.exists()
+    if named:   # "minilm": the checkpoint folder of the installed package
+        path = NAMED[str(spec).lower()]()
     if path.is_dir():
         path = path / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint folder {spec!r} has no config.json")
-        name = path.parent.name
+        name = str(spec) if named else path.parent.name
     elif path.is_file():
         name = path.stem if path.name != "config.json" else path.parent.name
     elif (PRESET_DIR / f"{spec}.json").is_file():
         path, name = PRESET_DIR / f"{spec}.json", str(spec)
     else:
-        raise CostError(f"--model={spec}: not a preset ({', '.join(names())}), "
-                         f"a config.json or a checkpoint folder")
+        raise CostError(f"--model={spec}: not a preset ({', '.join(names())}), a named "
+                         f"model ({', '.join(sorted(NAMED))}), a config.json or a checkpoint "
+                         f"folder")
     raw = json.loads(path.read_text())
     if "model_type" not in raw:
         raise CostError(f"{path.name} of {name}: no model_type")

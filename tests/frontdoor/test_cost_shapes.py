@@ -158,3 +158,19 @@ def test_llama_and_vit_cost_from_config_equals_cost_from_weights(kind, tmp_path)
     if kind == "vit":
         assert mc.tokens == (8 // 4) ** 2 + 1
         assert mc.params == presets.parameter_count(presets.abstract_model(folder))
+
+
+def test_named_model_minilm_costs_from_its_installed_config():
+    """`pcformer cost --model=minilm` (the README's default model) reads the config.json of the
+    installed checkpoint, like `pcformer run --model=minilm` loads it."""
+    import json
+
+    from pcformer import models
+    name, raw = presets.read_config("minilm")
+    assert name == "minilm"
+    assert raw == json.loads((models.minilm_folder() / "config.json").read_text())
+    shapes = presets.abstract_model("MiniLM").params
+    real = {k: v for k, v in models.load("minilm").params.items() if k != "pooler"}  # unused
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(real)
+    assert all(s.shape == r.shape for s, r in zip(jax.tree_util.tree_leaves(shapes),
+                                                   jax.tree_util.tree_leaves(real)))
