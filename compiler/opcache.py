@@ -117,9 +117,12 @@ def _KEY_SPEC():
 class OpCachedExecutable:
     """Same call and results as `execute.Executable`; one compiled program per op signature."""
 
-    def __init__(self, prog: ir.Program, config):
+    def __init__(self, prog: ir.Program, config, compiler_options: dict | None = None):
         self.prog = prog
         self.config = config
+        # XLA options of every op and segment program (part of each signature: a template
+        # compiled with other options is another template)
+        self.compiler_options = dict(compiler_options or {})
         self.trace_count = 0
         self.runs = 0
         self._used: set = set()
@@ -141,7 +144,8 @@ class OpCachedExecutable:
         key = (step, _kinds(args))
         sig = self._sigs.get(key)
         if sig is None:
-            sig = self._sigs[key] = (self.config, make())
+            options = tuple(sorted(self.compiler_options.items()))
+            sig = self._sigs[key] = (self.config, make()) + ((options,) if options else ())
         return sig
 
     def _template(self, k: int, op: ir.Op, args) -> tuple[_Template, bool]:
@@ -183,7 +187,8 @@ class OpCachedExecutable:
         specs = _specs(_arrays(args))
         STATS["lowered"] += 1
         compiled = opcache_store.compile(
-            jax.jit(fn).lower(specs, _KEY_SPEC(), np.uint32(0), np.uint64(0)))
+            jax.jit(fn).lower(specs, _KEY_SPEC(), np.uint32(0), np.uint64(0)),
+            self.compiler_options)
         t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0,
                       audit=tuple(record["audit"]))
         opcache_store.store(sig, compiled, entries=t.entries, out_depth=t.out_depth,
@@ -221,7 +226,7 @@ class OpCachedExecutable:
 
             specs = _specs(arrays)
             STATS["lowered"] += 1
-            compiled = opcache_store.compile(jax.jit(fn).lower(specs))
+            compiled = opcache_store.compile(jax.jit(fn).lower(specs), self.compiler_options)
             t = _Template(compiled, [], None, time.perf_counter() - t0, tuple(record["shared"]))
             opcache_store.store(sig, compiled, shared=t.shared)
             _TEMPLATES[sig] = t

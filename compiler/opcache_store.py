@@ -82,14 +82,17 @@ def _path(where: Path, text: str) -> Path:
     return where / (hashlib.sha256(text.encode()).hexdigest() + ".pkl")
 
 
-def compile(lowered):
-    """Compile a lowered op program. With the store on, JAX's persistent cache is bypassed for
-    it (see compat.persistent_cache_bypassed): the template on disk takes that cache's place."""
+def compile(lowered, options: dict | None = None):
+    """Compile a lowered op program (with XLA `options`, if any). With the store on, JAX's
+    persistent cache is bypassed for it (see compat.persistent_cache_bypassed): the template on
+    disk takes that cache's place."""
+    def run():
+        return lowered.compile(compiler_options=options) if options else lowered.compile()
     if folder() is None:
-        return lowered.compile()
+        return run()
     from . import compat
     with compat.persistent_cache_bypassed():
-        return lowered.compile()
+        return run()
 
 
 def load(signature) -> dict | None:

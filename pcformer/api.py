@@ -162,8 +162,9 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
         "sharded": the whole program party-sharded over a JAX mesh (party p on device p, every
         message a collective; compiler/sharded.py, docs/distributed.md): same ledger and outputs.
     mesh: for "sharded", a mesh with a `party` axis of size 2 (default: the first two devices).
-    compiler_options: XLA options for the one jit of the "program" executor, e.g.
-        {"xla_backend_optimization_level": 0} to compile large programs faster.
+    compiler_options: XLA options for the compiled programs (the "program" executor's one jit,
+        or each op program of the "op" executor), e.g. {"xla_backend_optimization_level": 0}
+        to compile faster at some cost in run time.
     input_ranges: one range per argument (see `Program.ranges`), or "observed" for the example
         arguments' own ranges: runs the static range analysis and warns, with the source line and
         module path, where a secret can exceed the ring's safe bound.
@@ -184,7 +185,7 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
         from pcformer.compiler import sharded as _sharded
         exe = _sharded.build(program, config, mesh, compiler_options)
     else:
-        exe = (_opcache.OpCachedExecutable(program, config) if executor == "op"
+        exe = (_opcache.OpCachedExecutable(program, config, compiler_options) if executor == "op"
                else _execute.build(program, config, compiler_options))
     prog = Program(program, rewritten, pol, config, tuple(owners_flat), tuple(keep_secret), exe)
     if input_ranges is not None:

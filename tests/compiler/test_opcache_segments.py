@@ -125,3 +125,27 @@ def test_the_template_cache_is_bounded_and_an_evicted_op_compiles_again(monkeypa
     np.testing.assert_array_equal(np.asarray(out), np.asarray(reference))
     _, rep = prog.run(X, W)
     assert rep.time["compile_s"] > 0.0    # the evicted programs were compiled again
+
+
+def test_compiler_options_reach_the_op_programs_and_key_their_templates(monkeypatch):
+    """`compiler_options` of the op executor: every op and segment program is compiled with them,
+    under signatures of their own (a template compiled without them is never reused), and the
+    outputs and ledger are those of the default options under the same randomness."""
+    from pcformer.compiler import opcache_store
+    seen = []
+    real = opcache_store.compile
+    monkeypatch.setattr(opcache_store, "compile",
+                        lambda lowered, options=None: seen.append(options) or real(lowered, options))
+    cfg = pcformer.MPCConfig(seed=5)
+    base = pcformer.compile(block, X, W, owners=(1, 0), policy=None, config=cfg)
+    a, ra = base.run(X, W)
+    options = {"xla_backend_optimization_level": 1}
+    fast = pcformer.compile(block, X, W, owners=(1, 0), policy=None, config=cfg,
+                            compiler_options=options)
+    seen.clear()
+    b, rb = fast.run(X, W)
+    assert seen and all(o == options for o in seen)      # compiled again, each with the options
+    assert len(seen) == fast._exe.distinct_executables
+    assert not fast._exe._used & base._exe._used
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert ledger_key(ra.entries) == ledger_key(rb.entries)
