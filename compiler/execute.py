@@ -301,6 +301,19 @@ class Executable:
             self._cache[("audit_meta",) + sig] = self._last_audit
         return self._cache[sig]
 
+    def message_shapes(self, flat_inputs) -> list:
+        """(phase, kind, sender, payload shapes) of every message a run on these inputs sends,
+        from an abstract trace with audit on: no compile, no run (the mesh checks weigh XLA's
+        collective bytes against them)."""
+        audit, self.audit = self.audit, True
+        try:
+            with ring.x64():
+                payloads = jax.eval_shape(self._fn, [self._as_input(x) for x in flat_inputs],
+                                          jax.random.PRNGKey(0), np.uint64(0))[2]
+        finally:
+            self.audit = audit
+        return [m + (p,) for m, p in zip(self._last_audit, payloads)]
+
     def __call__(self, flat_inputs):
         """Returns (flat outputs, ledger entries, time dict, overflow or None)."""
         flat_inputs, compiled, entries, meta, fresh, key, setup_key = self._begin_run(flat_inputs)

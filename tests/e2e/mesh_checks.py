@@ -2,7 +2,7 @@
 several host devices, i.e. XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is
 imported, which the test process (JAX already imported) cannot do for itself.
 
-    python tests/e2e/mesh_checks.py protocols|bert|hlo [devices]
+    python tests/e2e/mesh_checks.py protocols|hlo|bert|gpt2|minilm|batch|compiled|dealer [devices]
 
 Each check prints one JSON line of findings and exits non-zero on the first mismatch.
 """
@@ -197,35 +197,58 @@ def check_gpt2():
     return check_bert(_gpt2)
 
 
-def check_bert(build=None):
+def _minilm(executor, m=None):
+    """The real all-MiniLM-L6-v2 checkpoint (six layers), its last hidden state for 4 tokens."""
+    from pcformer import models
+    model = models.load("minilm")
+    ids = jnp.asarray(model.tokenizer(["A private sentence."], padding="max_length",
+                                      max_length=SEQ, truncation=True)["input_ids"], jnp.int32)
+    prog = pcformer.compile(lambda p, i: model.forward(p, i), model.params, ids, owners=(0, 1),
+                            policy="mpcformer", config=MPCConfig(seed=3), executor=executor,
+                            mesh=m, compiler_options={"xla_backend_optimization_level": 0})
+    return prog, model.params, ids
+
+
+def check_minilm():
+    """The real MiniLM, one in-process reference against the party mesh (its first two devices)
+    and, with 8 devices, the party x batch mesh too: one reference compile serves both."""
+    meshes = [mesh.party_mesh()] + ([mesh.party_mesh(batch=N_DEVICES // 2)]
+                                    if N_DEVICES > 2 else [])
+    return check_bert(_minilm, meshes)
+
+
+def check_bert(build=None, meshes=None):
     build = build or _bert
+    meshes = meshes or [mesh.party_mesh() if N_DEVICES == 2
+                        else mesh.party_mesh(batch=N_DEVICES // 2)]
     ref, params, ids = build("program")
-    m = mesh.party_mesh() if N_DEVICES == 2 else mesh.party_mesh(batch=N_DEVICES // 2)
-    sh, _, _ = build("sharded", m)
     a, ra = ref.run(params, ids)
     print(f"in-process: {ra.time}", file=sys.stderr, flush=True)
-    b, rb = sh.run(params, ids)
-    print(f"sharded: {rb.time}", file=sys.stderr, flush=True)
-    if not np.array_equal(np.asarray(a), np.asarray(b)):
-        fail(f"bert: sharded output {np.asarray(b)} != in-process {np.asarray(a)}")
-    if ra.entries != rb.entries:
-        fail("bert: ledgers differ")
-    # XLA's count of what the parties sent each other vs the ledger (words: see check_hlo)
-    with x64():   # the executable the run used (cached: no second compile)
-        hlo = hlo_permute_bytes(sh._exe.compile(sh._flat((params, ids)))[0].as_text())
-    # each message's elements and senders, from an audited in-process run (shapes only)
-    ref._exe.audit = True
-    ref.run(params, ids)
+    # each message's elements and senders, from an audited abstract trace (shapes only)
     sizes = mesh.message_sizes([(kind, sender, arrays) for _, kind, sender, arrays
-                                in ref._exe.audit_log])
+                                in ref._exe.message_shapes(ref._flat((params, ids)))])
     words = ledger_word_bytes(ra.entries, sizes, ref.config.ring_bits)
-    groups = N_DEVICES // 2    # the compiled executor runs replicated over a batch axis: every
-    if hlo != words * groups:  # group's pair of devices sends the same messages
-        fail(f"bert: HLO collective-permute bytes {hlo} != ledger in words {words} x {groups}")
-    return {"devices": N_DEVICES, "mesh": dict(m.shape), "output": np.asarray(a).tolist(),
-            "entries": len(ra.entries), "hlo_bytes": hlo, "ledger_word_bytes": words * groups,
-            "ledger_bytes": ledger_wire_bytes(ra.entries),
-            "in_process_s": ra.time, "sharded_s": rb.time}
+    found = []
+    for m in meshes:
+        sh, _, _ = build("sharded", m)
+        b, rb = sh.run(params, ids)
+        print(f"sharded {dict(m.shape)}: {rb.time}", file=sys.stderr, flush=True)
+        if not np.array_equal(np.asarray(a), np.asarray(b)):
+            fail(f"bert: sharded output {np.asarray(b)} != in-process {np.asarray(a)}")
+        if ra.entries != rb.entries:
+            fail("bert: ledgers differ")
+        # XLA's count of what the parties sent each other vs the ledger (words: see check_hlo)
+        with x64():   # the executable the run used (cached: no second compile)
+            hlo = hlo_permute_bytes(sh._exe.compile(sh._flat((params, ids)))[0].as_text())
+        groups = m.shape.get("batch", 1)   # the compiled executor runs replicated over a batch
+        if hlo != words * groups:          # axis: every group's pair sends the same messages
+            fail(f"bert: HLO collective-permute bytes {hlo} != ledger in words {words} x "
+                 f"{groups}")
+        found.append({"mesh": dict(m.shape), "hlo_bytes": hlo,
+                      "ledger_word_bytes": words * groups, "sharded_s": rb.time})
+    return {"devices": N_DEVICES, "output": np.asarray(a).ravel()[:8].tolist(),
+            "entries": len(ra.entries), "ledger_bytes": ledger_wire_bytes(ra.entries),
+            "in_process_s": ra.time, "meshes": found, **found[-1]}
 
 
 def check_compiled():
@@ -347,5 +370,5 @@ if __name__ == "__main__":
     which = sys.argv[1]
     result = {"protocols": check_protocols, "hlo": check_hlo, "bert": check_bert,
               "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer,
-              "gpt2": check_gpt2}[which]()
+              "gpt2": check_gpt2, "minilm": check_minilm}[which]()
     print(json.dumps({"ok": True, which: result}))

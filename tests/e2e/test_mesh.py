@@ -85,3 +85,14 @@ def test_separated_dealer_equals_the_simulated_one_and_each_tape_is_its_offline_
 def test_sharded_gpt2_layer_equals_in_process_and_hlo_bytes_equal_the_ledger():
     r = _check("gpt2", 2)
     assert r["entries"] > 0 and r["hlo_bytes"] == r["ledger_word_bytes"] > r["ledger_bytes"] > 0
+
+
+@pytest.mark.slow
+def test_sharded_minilm_equals_in_process_on_2_and_8_devices_and_hlo_bytes_equal_the_ledger():
+    # the real all-MiniLM-L6-v2 checkpoint, six layers, 4 tokens: one in-process reference
+    # against the 2-device party mesh and the 2 x 4 party x batch mesh of 8 devices
+    r = _check("minilm", 8, timeout=1500)
+    assert [m["mesh"] for m in r["meshes"]] == [{"party": 2}, {"party": 2, "batch": 4}]
+    assert r["entries"] > 0 and r["ledger_bytes"] > 0
+    for m, groups in zip(r["meshes"], (1, 4)):
+        assert m["hlo_bytes"] == m["ledger_word_bytes"] > r["ledger_bytes"] * groups
