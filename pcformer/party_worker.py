@@ -163,10 +163,11 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
     outs, entries, times = exe.run_party(flat, key)
     phase("done")
     barrier("done", peer_s, "done")
+    from pcformer.runtime.ledger import totals_of
+    totals = totals_of(entries)   # bytes per message rounded up, as every report counts them
     return {"party": party, "outputs": [output_json(o) for o in outs],
-            "online_bytes": [sum(e.bits[p] for e in entries if e.phase == "online") // 8
-                             for p in (0, 1)],
-            "offline_bytes": sum(e.bits[party] for e in entries if e.phase == "offline") // 8,
+            "online_bytes": list(totals["online"]["bytes"]),
+            "offline_bytes": totals["offline"]["bytes"][party],
             "reproducible": material.reproducible,
             "compile_s": compile_s, "run_s": times["run_s"], "fingerprint": mine}
 

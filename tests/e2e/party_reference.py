@@ -1,4 +1,5 @@
-"""The in-process reference of a two-process model run, printed as JSON (tests/e2e/test_party_processes.py).
+"""The in-process reference of a two-process model run, printed as JSON (tests/e2e/test_party_processes.py):
+one line of its online bytes per party, then a line of its output.
 
     python tests/e2e/party_reference.py FOLDER TEXT SEQ_LEN SEED
 
@@ -29,7 +30,8 @@ def main(folder: str, text: str, seq_len: str, seed: str) -> None:
     prog = pcformer.compile(server.fn, *args, owners=server.owners, config=settings.config(),
                             executor="sharded")
     prog._exe.deployment.pinned = dealer_pass.keys(prog.config, prog.ir)[1]   # the dealer's
-    out, _ = prog.run(*args)
+    out, rep = prog.run(*args)
+    print(json.dumps({"online_bytes": list(rep.totals()["online"]["bytes"])}))
     print(json.dumps(party_worker.output_json(out)))
 
 

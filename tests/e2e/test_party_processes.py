@@ -39,8 +39,9 @@ def _result_outputs(stdout: str) -> list:
     return [party_worker.from_json(o) for o in json.loads(line[len("result "):])["outputs"]]
 
 
-def _in_process_mlp() -> np.ndarray:
-    """The same program simulated in one process (the whole-program executor, same seed)."""
+def _in_process_mlp(report: bool = False):
+    """The same program simulated in one process (the whole-program executor, same seed); with
+    `report`, its report too."""
     import pcformer
     from pcformer.config import MPCConfig
     args = party_jobs.mlp_inputs()
@@ -48,8 +49,8 @@ def _in_process_mlp() -> np.ndarray:
                             config=MPCConfig(seed=SEED), executor="program")
     # the seeded dealer's setup key (it holds no weights: from the seed and the program)
     prog._exe.deployment.pinned = dealer_pass.keys(prog.config, prog.ir)[1]
-    out, _ = prog.run(*args)
-    return np.asarray(out)
+    out, rep = prog.run(*args)
+    return (np.asarray(out), rep) if report else np.asarray(out)
 
 
 # -- fast checks of the pieces ---------------------------------------------------------------
@@ -156,9 +157,12 @@ def test_two_processes_equal_the_in_process_run_bit_for_bit():
                           capture_output=True, text=True, timeout=RUN_BOUND_S)
     assert done.returncode == 0, done.stderr[-2000:]
     (got,) = _result_outputs(done.stdout)
-    want = _in_process_mlp()
+    want, rep = _in_process_mlp(report=True)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    # the bytes it prints are the in-process ledger's (each message rounded up to bytes)
+    sent = rep.totals()["online"]["bytes"]
+    assert f"online    server sent {sent[0]} B, client sent {sent[1]} B" in done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -290,9 +294,12 @@ def _pair_equals_reference(folder, text: str, seq_len: int, input_flag: str) -> 
                           str(folder), text, str(seq_len), str(SEED)],
                          capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    want = party_worker.from_json(json.loads(ref.stdout.splitlines()[-1]))
+    *_, sent_line, out_line = ref.stdout.splitlines()
+    want = party_worker.from_json(json.loads(out_line))
     assert got.shape == want.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    sent = json.loads(sent_line)["online_bytes"]   # the ledger's bytes (per message, rounded up)
+    assert f"online    server sent {sent[0]} B, client sent {sent[1]} B" in done.stdout
     return got
 
 
