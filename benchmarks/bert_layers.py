@@ -253,7 +253,8 @@ def parse(argv=None):
     p.add_argument("--mask", default="public", choices=["public", "client", "none"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--opt_level", type=int, default=-1,
-                   help="XLA backend optimization level for the run's jit (-1: XLA default)")
+                   help="XLA backend optimization level of the compiled programs (the op "
+                        "executor's op programs, or the whole program's jit; -1: XLA default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mesh", action="store_true",
                    help="also run party-sharded (executor='sharded', party p on device p) and "
