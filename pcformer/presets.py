@@ -35,11 +35,9 @@ def names() -> list[str]:
 def read_config(spec) -> tuple[str, dict]:
     """(display name, config dict) of a preset name, a named model ("minilm"), a config.json
     file or a checkpoint folder."""
-    path = Path(str(spec))
-    from .models import NAMED
-    named = str(spec).lower() in NAMED and not path.exists()
-    if named:   # "minilm": the checkpoint folder of the installed package
-        path = NAMED[str(spec).lower()]()
+    from .models import NAMED, resolve
+    path = resolve(spec)   # "minilm": the checkpoint folder of the installed package
+    named = path != Path(str(spec))
     if path.is_dir():
         path = path / "config.json"
         if not path.is_file():

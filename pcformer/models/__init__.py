@@ -10,7 +10,7 @@
 """
 
 from .checkpoint import CheckpointError
-from .loaded import NAMED, LoadedModel, load, minilm_folder, save
+from .loaded import NAMED, LoadedModel, load, minilm_folder, resolve, save
 from .registry import AbstractModel, abstract
 from .tiny import make_tiny_bert, make_tiny_gpt2, make_tiny_llama, make_tiny_vit
 
@@ -26,5 +26,6 @@ __all__ = [
     "make_tiny_llama",
     "make_tiny_vit",
     "minilm_folder",
+    "resolve",
     "save",
 ]

@@ -204,7 +204,8 @@ def _first(token_id):
     return token_id[0] if isinstance(token_id, (tuple, list)) else token_id
 
 
-def _resolve(name_or_folder) -> Path:
+def resolve(name_or_folder) -> Path:
+    """The folder of a named default ("minilm"), or the given path itself."""
     key = str(name_or_folder)
     if key.lower() in NAMED and not Path(key).exists():
         return NAMED[key.lower()]()
@@ -227,7 +228,7 @@ def load(name_or_folder) -> LoadedModel:
     tokenizer.json with `tokenizers` (models/tokenizer.py), weights from model.safetensors; none
     of it imports transformers or torch. Errors name the missing file or tensor.
     """
-    folder = _resolve(name_or_folder)
+    folder = resolve(name_or_folder)
     raw = checkpoint.read_config_dict(folder)
     kind = raw["model_type"]
     state = checkpoint.read_state(folder)

@@ -39,6 +39,12 @@ def _result_outputs(stdout: str) -> list:
     return [party_worker.from_json(o) for o in json.loads(line[len("result "):])["outputs"]]
 
 
+def _prints_ledger_bytes(stdout: str, sent) -> bool:
+    """Whether a pair's report line carries these online bytes per party (the ledger's: each
+    message rounded up to bytes)."""
+    return f"online    server sent {sent[0]} B, client sent {sent[1]} B" in stdout
+
+
 def _in_process_mlp(report: bool = False):
     """The same program simulated in one process (the whole-program executor, same seed); with
     `report`, its report too."""
@@ -160,9 +166,7 @@ def test_two_processes_equal_the_in_process_run_bit_for_bit():
     want, rep = _in_process_mlp(report=True)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
-    # the bytes it prints are the in-process ledger's (each message rounded up to bytes)
-    sent = rep.totals()["online"]["bytes"]
-    assert f"online    server sent {sent[0]} B, client sent {sent[1]} B" in done.stdout
+    assert _prints_ledger_bytes(done.stdout, rep.totals()["online"]["bytes"])
 
 
 @pytest.fixture(scope="module")
@@ -298,8 +302,7 @@ def _pair_equals_reference(folder, text: str, seq_len: int, input_flag: str) -> 
     want = party_worker.from_json(json.loads(out_line))
     assert got.shape == want.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
-    sent = json.loads(sent_line)["online_bytes"]   # the ledger's bytes (per message, rounded up)
-    assert f"online    server sent {sent[0]} B, client sent {sent[1]} B" in done.stdout
+    assert _prints_ledger_bytes(done.stdout, json.loads(sent_line)["online_bytes"])
     return got
 
 
