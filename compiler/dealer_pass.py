@@ -25,7 +25,6 @@ import numpy as np
 
 from pcformer.runtime import dealer_tape, ring
 from pcformer.runtime import shares as _shares
-from pcformer.runtime.config import DEFAULT_PROTOCOLS
 from pcformer.runtime.shares import AShare, Context
 
 from . import execute, ir
@@ -92,13 +91,6 @@ def check_for(material: Material, prog: ir.Program, party: int) -> None:
             "--job, --model, --seq_len, --policy and MPC flags as the parties)")
 
 
-def check_protocols(config) -> None:
-    """What a separated dealer does not serve yet, refused before any work."""
-    if config.protocols != DEFAULT_PROTOCOLS:
-        raise ValueError(f"a separated dealer serves the Beaver family only; protocols="
-                         f"{config.protocols!r} (FSS keys) runs in one process for now")
-
-
 def keys(config, prog: ir.Program) -> tuple:
     """((dealer seed with party 0, with party 1), setup key): fresh, or from config.seed."""
     if config.seed is None:
@@ -123,7 +115,6 @@ def deal(prog: ir.Program, config, flat_inputs, dealer_words=None, setup_key=Non
     """The dealer's pass: (server's Material, client's Material). `flat_inputs` give shapes
     only (their values are replaced by zeros; `zero_inputs=False` keeps them, for the test that
     the tapes do not depend on them). Keys default to `keys(config, prog)`."""
-    check_protocols(config)
     if dealer_words is None or setup_key is None:
         words, setup = keys(config, prog)
         dealer_words = words if dealer_words is None else dealer_words

@@ -59,7 +59,6 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
         if any(v.vis.is_secret for v in prog.inputs):
             raise ValueError("secret-shared inputs (a Secret from an earlier run) are not yet "
                              "supported in a two-process run")
-        dealer_pass.check_protocols(config)
         dealer_pass.check_for(material, prog, party)
         super().__init__(prog, config, process_mesh() if mesh is None else mesh)
         self.materials = {party: material}

@@ -68,7 +68,8 @@ def settings_from_flags() -> PartySettings:
                          text=FLAGS.text, prompt=FLAGS.prompt,
                          image=FLAGS.image or "", seq_len=FLAGS.seq_len, policy=FLAGS.policy,
                          seed=FLAGS.seed, ring_bits=int(FLAGS.ring_bits),
-                         frac_bits=FLAGS.frac_bits, trunc_mode=FLAGS.trunc_mode)
+                         frac_bits=FLAGS.frac_bits, trunc_mode=FLAGS.trunc_mode,
+                         protocols=FLAGS.protocols)
 
 
 def timeouts_from_flags() -> Timeouts:
@@ -254,9 +255,6 @@ def check_run_flags() -> None:
     from .cli import UsageError
     if "," in FLAGS.policy:
         raise UsageError("--processes=2 runs one policy at a time")
-    if FLAGS.protocols != "beaver":
-        raise UsageError("--processes=2 runs the Beaver family only (the dealer of the FSS "
-                         "family's keys is not separated yet)")
     if FLAGS.mode != "protocol" or FLAGS.check_overflow:
         raise UsageError("--processes=2 runs protocol mode only (ideal mode and the overflow "
                          "check reconstruct secrets across the parties)")

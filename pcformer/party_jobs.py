@@ -49,10 +49,11 @@ class PartySettings:
     ring_bits: int = 64
     frac_bits: int = 16
     trunc_mode: str = "dealer"
+    protocols: str = "beaver"         # the protocol family ("fss": the dealer's keys on tapes)
 
     def config(self) -> MPCConfig:
         return MPCConfig(ring_bits=self.ring_bits, frac_bits=self.frac_bits,
-                         trunc_mode=self.trunc_mode, seed=self.seed)
+                         trunc_mode=self.trunc_mode, seed=self.seed, protocols=self.protocols)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -224,7 +225,6 @@ def prepare_material(settings: PartySettings, out_dir) -> dict:
     import os
 
     from .compiler import dealer_pass
-    dealer_pass.check_protocols(settings.config())
     prog, flat = lower(settings, build(settings, DEALER))
     materials = dealer_pass.deal(prog, settings.config(), flat)
     os.makedirs(out_dir, mode=0o700, exist_ok=True)

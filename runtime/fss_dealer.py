@@ -4,8 +4,9 @@ Masked-input paradigm (Boyle et al., Eurocrypt 2021): for each gate the dealer d
 (additively shared: both shares are PRG output from the seeds it shares with each party, so r
 costs nothing to transmit) and gives each party a key for the gate's function shifted by r.
 Everything is drawn from the dealer's streams with each party (`ctx.dealer_rows`, `ctx.uniform(party=q)`),
-never from public values. A party's own process (runtime/dealer_tape.py) does not run these yet:
-a key's correction words would have to come from its tape (two-process runs refuse FSS).
+never from public values. In a party's own process (runtime/dealer_tape.py, `ctx.material`) the
+keys are not generated (that needs both parties' root seeds and the mask): the party takes its
+root seed from its own stream and every correction word from its tape (`channel.deal`).
 
 What is dealt (`channel.deal`, offline phase) follows `dealer.py`'s convention: whatever is a
 uniform PRG output of a party's seed is free; a key's correction words are the same for both
@@ -14,6 +15,7 @@ party 1 as a correction (c1 = v - c0). `fss_costs` holds the byte counts as form
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from . import channel, fss_costs, ring
@@ -48,33 +50,46 @@ def mask(ctx, shape):
 
 
 def _deal_common(ctx, parts):
-    """Send each (payload, bits_per_element) of a key's correction words to both parties."""
-    for party in (0, 1):
-        for payload, bits in parts:
-            channel.deal(ctx, party, payload, bits)
+    """Send each (payload, bits_per_element) of a key's correction words to both parties; returns
+    the payloads as this party holds them. In one process both copies are the words themselves;
+    in a party's own process the copy addressed to the other party is zeros (never received), so
+    OR-ing the two copies gives the words on either device."""
+    copies = [[channel.deal(ctx, party, payload, bits) for payload, bits in parts]
+              for party in (0, 1)]
+    return [jax.tree_util.tree_map(lambda a, b: a | b, c0, c1) for c0, c1 in zip(*copies)]
+
+
+def _generate(ctx, gen):
+    """The dealer's keys `gen()`, or, in a party's own process, only their shapes (the party's
+    correction words come from its tape; its root seed from its own stream)."""
+    return gen() if ctx.dealer_computes else jax.eval_shape(gen)
 
 
 def deal_dcf(ctx, alpha, beta, n: int, prg: str) -> DCFKeys:
     """DCF keys for x < alpha -> beta ([k, *shape]) on n bits; both parties receive the correction
     words: n*lambda (seeds), 2n (control bits), (n + 1)*k*l (payload) bits per element."""
-    keys = dcf_gen(root_seeds(ctx, alpha.shape), alpha, beta, n, prg)
-    _deal_common(ctx, [(keys.s_cw, 64), (keys.t_cw, 1), ((keys.v_cw, keys.final), ctx.ring_bits)])
-    return keys
+    seeds = root_seeds(ctx, alpha.shape)
+    keys = _generate(ctx, lambda: dcf_gen(seeds, alpha, beta, n, prg))
+    s_cw, t_cw, (v_cw, final) = _deal_common(
+        ctx, [(keys.s_cw, 64), (keys.t_cw, 1), ((keys.v_cw, keys.final), ctx.ring_bits)])
+    return DCFKeys(seeds, s_cw, t_cw, v_cw, final)
 
 
 def deal_dpf(ctx, alpha, beta, n: int, prg: str) -> DPFKeys:
     """DPF keys for x == alpha -> beta on n bits; both parties receive n*lambda + 2n + l bits per
     element of correction words."""
-    keys = dpf_gen(root_seeds(ctx, alpha.shape), alpha, beta, n, prg)
-    _deal_common(ctx, [(keys.s_cw, 64), (keys.t_cw, 1), (keys.final, ctx.ring_bits)])
-    return keys
+    seeds = root_seeds(ctx, alpha.shape)
+    keys = _generate(ctx, lambda: dpf_gen(seeds, alpha, beta, n, prg))
+    s_cw, t_cw, final = _deal_common(
+        ctx, [(keys.s_cw, 64), (keys.t_cw, 1), (keys.final, ctx.ring_bits)])
+    return DPFKeys(seeds, s_cw, t_cw, final)
 
 
 def correlated(ctx, values):
     """Shares [2, *shape] of each value (ring dtype): c0 PRG output, c1 = v - c0 dealt to party 1
     in ONE message (len(values) * n * l bits)."""
     c0 = [ctx.uniform(v.shape, party=0) for v in values]
-    c1 = channel.deal(ctx, 1, tuple(v - c for v, c in zip(values, c0)), ctx.ring_bits)
+    c1 = channel.deal(ctx, 1, lambda: tuple(v - c for v, c in zip(values, c0)), ctx.ring_bits)
     return [jnp.stack([a, b]) for a, b in zip(c0, c1)]
 
 

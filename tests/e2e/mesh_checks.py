@@ -148,6 +148,8 @@ def check_hlo():
 
 
 H, FF, SEQ, VOCAB = 8, 16, 4, 11
+# XLA's cheapest compile: these checks compare bits, not speed
+O0 = {"xla_backend_optimization_level": 0}
 
 
 class _Layer(nn.Module):
@@ -168,7 +170,7 @@ def _bert(executor, m=None, policy="mpcformer"):
     params = model.init(jax.random.PRNGKey(0), ids)
     prog = pcformer.compile(lambda p, i: model.apply(p, i), params, ids, owners=(0, 1),
                             policy=policy, config=MPCConfig(seed=3), executor=executor, mesh=m,
-                            compiler_options={"xla_backend_optimization_level": 0})
+                            compiler_options=O0)
     return prog, params, ids
 
 
@@ -205,7 +207,7 @@ def _minilm(executor, m=None):
                                       max_length=SEQ, truncation=True)["input_ids"], jnp.int32)
     prog = pcformer.compile(lambda p, i: model.forward(p, i), model.params, ids, owners=(0, 1),
                             policy="mpcformer", config=MPCConfig(seed=3), executor=executor,
-                            mesh=m, compiler_options={"xla_backend_optimization_level": 0})
+                            mesh=m, compiler_options=O0)
     return prog, model.params, ids
 
 
@@ -313,31 +315,42 @@ def check_batch():
     return {"mesh": dict(m.shape), "groups": b, "entries": len(led.entries)}
 
 
-def check_dealer():
-    """The dealer separated (compiler/dealer_pass.py): each device reads only its own party's
-    seed, setup key and tape. A tiny BERT under the sharded executor with separated material
-    equals the in-process simulation bit for bit (same keys), with the same ledger; each party's
-    tape is exactly its offline messages; the tapes do not depend on the inputs; material serves
-    one run and only the program it was made for."""
+def _dealer_case(protocols):
+    """(function, arguments, owners) the dealer checks run: a tiny BERT for the Beaver family;
+    for FSS the two-process job's MLP (pcformer/party_jobs.py), whose ReLU and GeLU comparisons
+    exercise the same DCF keys at a fraction of the tiny BERT's compile time."""
     import tempfile
 
-    from pcformer import models
-    from pcformer.compiler import dealer_pass, sharded
-    from pcformer.runtime import dealer_tape
+    from pcformer import models, party_jobs
+    if protocols == "fss":
+        return party_jobs.mlp, party_jobs.mlp_inputs(), (0, 0, 0, 1)
     folder = tempfile.mkdtemp()
     models.make_tiny_bert(folder, num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
                           intermediate_size=32, vocab_size=100)
     m = models.load(folder)
     ids = np.array([[1, 5, 7, 9, 2, 0, 0, 0]], np.int32)
     mask = (ids > 0).astype(np.int32)
-    cfg = MPCConfig(seed=3)
-    ref = pcformer.compile(m.embed_fn, m.params, ids, mask, owners=(0, 1, 1),
-                           policy="mpcformer", config=cfg, executor="sharded")
-    want, rep = ref.run(m.params, ids, mask)
-    flat = ref._flat((m.params, ids, mask))
+    return m.embed_fn, (m.params, ids, mask), (0, 1, 1)
+
+
+def check_dealer(protocols: str = "beaver"):
+    """The dealer separated (compiler/dealer_pass.py): each device reads only its own party's
+    seed, setup key and tape. A program under the sharded executor with separated material
+    equals the in-process simulation bit for bit (same keys), with the same ledger; each party's
+    tape is exactly its offline messages; the tapes do not depend on the inputs; material serves
+    one run and only the program it was made for. protocols="fss": the same for the FSS family,
+    whose keys' correction words reach each device from its tape only."""
+    from pcformer.compiler import dealer_pass, sharded
+    from pcformer.runtime import dealer_tape
+    fn, args, owners = _dealer_case(protocols)
+    cfg = MPCConfig(seed=3, protocols=protocols)
+    ref = pcformer.compile(fn, *args, owners=owners, policy="mpcformer", config=cfg,
+                           executor="sharded", compiler_options=O0)
+    want, rep = ref.run(*args)
+    flat = ref._flat(args)
     setup = ref._exe.deployment.key([ref._exe._as_input(x) for x in flat])
     mats = dealer_pass.deal(ref.ir, cfg, flat, setup_key=setup)
-    exe = sharded.ShardedExecutable(ref.ir, cfg, materials=mats)
+    exe = sharded.ShardedExecutable(ref.ir, cfg, materials=mats, compiler_options=O0)
     outs, entries, _, _ = exe(flat)
     if not np.array_equal(np.asarray(want).view(np.uint32), np.asarray(outs[0]).view(np.uint32)):
         fail("dealer: the separated run's output differs from the in-process run's")
@@ -370,5 +383,6 @@ if __name__ == "__main__":
     which = sys.argv[1]
     result = {"protocols": check_protocols, "hlo": check_hlo, "bert": check_bert,
               "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer,
+              "dealer_fss": functools.partial(check_dealer, "fss"),
               "gpt2": check_gpt2, "minilm": check_minilm}[which]()
     print(json.dumps({"ok": True, which: result}))

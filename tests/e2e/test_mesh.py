@@ -82,6 +82,14 @@ def test_separated_dealer_equals_the_simulated_one_and_each_tape_is_its_offline_
 
 
 @pytest.mark.slow
+def test_separated_fss_dealer_equals_the_simulated_one_with_keys_from_the_tapes():
+    r = _check("dealer_fss")
+    # the keys' correction words reach both parties; the masks' corrections party 1 only
+    assert 0 < r["offline_bits"][0] < r["offline_bits"][1] and r["tape_words"][0] > 0
+    assert r["setup_words"] == [True, False]
+
+
+@pytest.mark.slow
 def test_sharded_gpt2_layer_equals_in_process_and_hlo_bytes_equal_the_ledger():
     r = _check("gpt2", 2)
     assert r["entries"] > 0 and r["hlo_bytes"] == r["ledger_word_bytes"] > r["ledger_bytes"] > 0

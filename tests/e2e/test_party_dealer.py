@@ -15,10 +15,10 @@ from pcformer.runtime import dealer_tape
 from pcformer.runtime.ledger import totals_of
 
 
-def _mlp(seed=None):
+def _mlp(seed=None, protocols="beaver"):
     args = party_jobs.mlp_inputs()
     prog = pcformer.compile(party_jobs.mlp, *args, owners=(0, 0, 0, 1), policy="mpcformer",
-                            config=MPCConfig(seed=seed))
+                            config=MPCConfig(seed=seed, protocols=protocols))
     return prog, prog._flat(args)
 
 
@@ -69,10 +69,18 @@ def test_material_round_trips_through_its_file_and_is_refused_elsewhere(tmp_path
         dealer_pass.check_for(back, other.ir, 1)
 
 
-def test_the_fss_dealer_is_refused_before_any_work():
-    prog, flat = _mlp()
-    with pytest.raises(ValueError, match="Beaver family only"):
-        dealer_pass.deal(prog.ir, MPCConfig(protocols="fss"), flat)
+def test_the_fss_dealers_keys_reach_both_parties_as_their_offline_messages():
+    prog, flat = _mlp(protocols="fss")
+    server, client = dealer_pass.deal(prog.ir, prog.config, flat)
+    static = totals_of(prog.cost.entries)["offline"]["bits"]
+    # a key's correction words go to both parties (ReLU's DCF, truncation's DCFs), the
+    # corrections correlated with a mask to party 1 only: both tapes are nonempty, each exactly
+    # the party's offline bits by the FSS family's formulas (runtime/fss_costs.py)
+    assert [dealer_tape.tape_bits(server.schedule, p) for p in (0, 1)] == list(static)
+    assert 0 < static[0] < static[1] and server.tape.size > 0
+    # the server's tape is only words addressed to it: what the client alone receives is not there
+    to_server = sum(int(np.prod(s)) for to, s, _ in server.schedule if to == 0)
+    assert server.tape.size == to_server < client.tape.size
 
 
 def test_a_party_expands_its_tape_with_zeros_where_the_other_partys_entries_are():

@@ -45,14 +45,14 @@ def _prints_ledger_bytes(stdout: str, sent) -> bool:
     return f"online    server sent {sent[0]} B, client sent {sent[1]} B" in stdout
 
 
-def _in_process_mlp(report: bool = False):
+def _in_process_mlp(report: bool = False, protocols: str = "beaver"):
     """The same program simulated in one process (the whole-program executor, same seed); with
     `report`, its report too."""
     import pcformer
     from pcformer.config import MPCConfig
     args = party_jobs.mlp_inputs()
     prog = pcformer.compile(party_jobs.mlp, *args, owners=(0, 0, 0, 1), policy="mpcformer",
-                            config=MPCConfig(seed=SEED), executor="program")
+                            config=MPCConfig(seed=SEED, protocols=protocols), executor="program")
     # the seeded dealer's setup key (it holds no weights: from the seed and the program)
     prog._exe.deployment.pinned = dealer_pass.keys(prog.config, prog.ir)[1]
     out, rep = prog.run(*args)
@@ -157,13 +157,16 @@ def test_child_env_drops_the_forced_device_count(monkeypatch):
 # -- two real processes ----------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_two_processes_equal_the_in_process_run_bit_for_bit():
+@pytest.mark.parametrize("protocols", ["beaver", "fss"])
+def test_two_processes_equal_the_in_process_run_bit_for_bit(protocols):
+    # fss: each process evaluates its DCF keys from its own root seed and the correction words
+    # on its tape (runtime/fss_dealer.py), never generating a key
     done = subprocess.run(_pcformer("run", "--processes=2", "--job=mlp", f"--seed={SEED}",
-                                    "--peer_timeout=120"),
+                                    f"--protocols={protocols}", "--peer_timeout=120"),
                           capture_output=True, text=True, timeout=RUN_BOUND_S)
     assert done.returncode == 0, done.stderr[-2000:]
     (got,) = _result_outputs(done.stdout)
-    want, rep = _in_process_mlp(report=True)
+    want, rep = _in_process_mlp(report=True, protocols=protocols)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
     assert _prints_ledger_bytes(done.stdout, rep.totals()["online"]["bytes"])
