@@ -19,7 +19,7 @@ from pcformer.runtime import dealer_tape, ring
 from pcformer.runtime import mesh as M
 from pcformer.runtime.shares import AShare, Context
 
-from . import dealer_pass, execute
+from . import dealer_pass, deployment, execute
 
 
 def _owner(v) -> int | None:
@@ -30,8 +30,8 @@ def _owner(v) -> int | None:
 class ShardedExecutable(execute.Executable):
     """`execute.Executable` with party p on device p of `mesh` (default: the first two devices).
 
-    Only the `party` axis splits the program; on a mesh with further axes (`batch`) it runs
-    replicated across them (batches across devices: runtime.mesh.run, not yet this executor).
+    Only the `party` axis splits a run; on a mesh with a `batch` axis a run is replicated
+    across it, and `run_batch` gives each batch group its own prompt.
 
     Same call contract: (flat outputs, ledger entries, time dict, overflow=None)."""
 
@@ -141,6 +141,88 @@ class ShardedExecutable(execute.Executable):
         run_s = time.perf_counter() - t0
         outs = [self._view(v, o) for v, o in zip(self.prog.outputs, outs)]
         return outs, entries, {"compile_s": fresh, "run_s": run_s}, None
+
+
+def batched_inputs(prog) -> tuple[int, ...]:
+    """Indices of the inputs a batch run takes one per prompt: the client's, every input that
+    does not define the deployment (compiler/deployment.py). The server's and the public inputs
+    are the batch's one deployment: every group masks the same weights with the same setup key,
+    which is safe only because they are the same weights."""
+    fixed = set(deployment.deployment_inputs(prog))
+    return tuple(i for i in range(len(prog.inputs)) if i not in fixed)
+
+
+class BatchRuns(ShardedExecutable):
+    """Several prompts across a mesh's `batch` axis (`party_mesh(batch=B)`): batch group b runs
+    the program on prompt b, on its own pair of devices, as an independent run with key
+    fold_in(run key, b) (runtime.mesh.batch_key), sharing the deployment (the weights and their
+    setup masks). `run_batch(flat_inputs)`: the client's inputs carry a leading dim of B, the
+    others are as for one run. Returns (B flat output lists, one group's ledger entries (the
+    same for every group: the batch moves B times its bytes), time dict)."""
+
+    def __init__(self, prog, config, mesh, compiler_options: dict | None = None):
+        if M.BATCH not in mesh.axis_names:
+            raise ValueError("run_batch needs a mesh with a `batch` axis: "
+                             "runtime.mesh.party_mesh(batch=B)")
+        if any(v.vis.is_secret for v in prog.inputs):
+            raise ValueError("a batch run takes no secret-shared input (a Secret from an "
+                             "earlier run): run each prompt with `run`")
+        super().__init__(prog, config, mesh, compiler_options)
+        self.groups = int(mesh.shape[M.BATCH])
+        self.batched = batched_inputs(prog)
+
+    def _check_batch(self, flat_inputs) -> None:
+        for i in self.batched:
+            n = np.shape(flat_inputs[i])[:1]
+            if n != (self.groups,):
+                raise ValueError(f"input {i} (the client's) needs a leading batch dim of "
+                                 f"{self.groups} (the mesh's `batch` axis), got shape "
+                                 f"{np.shape(flat_inputs[i])}")
+
+    def _blocks(self, flat_inputs):
+        """[2, B, ...] per input: the client's prompts split over `batch`, the deployment's
+        inputs the same in every group."""
+        out = []
+        for i, (v, x) in enumerate(zip(self.prog.inputs, flat_inputs)):
+            rows = M.party_inputs([x], [_owner(v)])[0]
+            if i not in self.batched:
+                rows = jnp.broadcast_to(rows[:, None], (2, self.groups) + rows.shape[1:])
+            out.append(rows)
+        return out
+
+    def _group_fn(self, run_key, setup_key, *blocks):
+        """One batch group's program: its [1, 1, ...] blocks as one run's [1, ...] blocks."""
+        outs = self._sharded_fn(M.batch_key(run_key, self.mesh), setup_key,
+                                *[b[:, 0] for b in blocks])
+        return jax.tree_util.tree_map(lambda x: x[:, None], outs)
+
+    def lower(self, flat_inputs):
+        blocks = self._blocks([self._as_input(x) for x in flat_inputs])
+        fn = M.sharded(self._group_fn, self.mesh, len(blocks), 2, batch=True)
+        with ring.x64():
+            return jax.jit(fn).lower(jax.random.PRNGKey(0), np.uint64(0), *blocks)
+
+    def run_batch(self, flat_inputs):
+        self._check_batch(flat_inputs)
+        # the setup key reads the deployment's inputs only (the same for every group)
+        flat_inputs, compiled, entries, _, fresh, key, setup_key = self._begin_run(flat_inputs)
+        t0 = time.perf_counter()
+        with ring.x64():
+            outs = jax.block_until_ready(compiled(key, setup_key, *self._blocks(flat_inputs)))
+        run_s = time.perf_counter() - t0
+        groups = [[self._view(v, self._group(o, b)) for v, o in zip(self.prog.outputs, outs)]
+                  for b in range(self.groups)]
+        return groups, entries, {"compile_s": fresh, "run_s": run_s}
+
+    @staticmethod
+    def _group(out, b):
+        """Batch group b's [2, ...] block of a [2, B, ...] output."""
+        if isinstance(out, AShare):
+            return AShare(out.data[:, b], out.depth)
+        return out[:, b]
+
+    def __call__(self, flat_inputs):
+        raise TypeError("a batch program runs several prompts: call run_batch")
 
 
 def build(prog, config, mesh=None, compiler_options: dict | None = None) -> ShardedExecutable:

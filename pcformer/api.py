@@ -57,6 +57,7 @@ class Program:
     _exe: _execute.Executable = dataclasses.field(repr=False, default=None)
     _cost: Report | None = dataclasses.field(repr=False, default=None)
     _checked: list = dataclasses.field(repr=False, default_factory=list)
+    _batch: Any = dataclasses.field(repr=False, default=None)
 
     def ir_text(self) -> str:
         """The IR with each op's static cost to its left and the totals at the end (what
@@ -115,9 +116,46 @@ class Program:
         report.overflow = overflow
         if overflow is not None:
             warnings.warn(str(overflow), RuntimeWarning, stacklevel=2)
+        return self._outputs(outs), report
+
+    def _outputs(self, flat_outs):
+        """The executor's flat outputs as the function's output tree (shares as Secrets)."""
         outs = [Secret(o, v.scale, self.config.ring_bits) if isinstance(o, AShare) else jnp.asarray(o)
-                for o, v in zip(outs, self.ir.outputs)]
-        return jax.tree_util.tree_unflatten(self.traced.out_tree, outs), report
+                for o, v in zip(flat_outs, self.ir.outputs)]
+        return jax.tree_util.tree_unflatten(self.traced.out_tree, outs)
+
+    def run_batch(self, *args):
+        """Several prompts at once, one per group of the mesh's `batch` axis (compile with
+        executor="sharded", mesh=pcformer.runtime.mesh.party_mesh(batch=B)): the client's
+        arguments carry a leading dim of B (prompt b at index b); the server's and the public
+        ones are given once, as for `run` (the batch is one deployment: the same weights, masked
+        once). Group b runs prompt b on its own pair of devices as an independent run (key
+        fold_in(run key, b)). Returns (a list of B outputs, Report): the report's ledger is one
+        prompt's (every group's is the same; the batch moves B times its bytes), its time the
+        whole batch's."""
+        from pcformer.compiler import sharded as _sharded
+        if not isinstance(self._exe, _sharded.ShardedExecutable):
+            raise ValueError("run_batch needs executor='sharded' and a mesh with a `batch` axis")
+        if self._batch is None:
+            self._batch = _sharded.BatchRuns(self.ir, self.config, self._exe.mesh,
+                                             self._exe.compiler_options)
+        exe = self._batch
+        leaves, tree = jax.tree_util.tree_flatten_with_path(tuple(args), is_leaf=_is_secret)
+        if tree != self.traced.in_tree:
+            raise TypeError(f"arguments {tree} do not match the compiled structure "
+                            f"{self.traced.in_tree}")
+        flat = [x for _, x in leaves]
+        exe._check_batch(flat)
+        # one prompt's arguments pass run's checks (structure, shapes, owners); every prompt's
+        # values are checked for NaN / inf and the encodable range
+        self._flat(jax.tree_util.tree_unflatten(
+            tree, [x[0] if i in exe.batched else x for i, x in enumerate(flat)]))
+        self._checked = _inputs.check_inputs(leaves, self.config, self._checked)
+        flat = [jnp.asarray(x, dtype=a.dtype) for x, a in zip(flat, self.traced.in_avals)]
+        groups, entries, times = exe.run_batch(flat)
+        report = Report(entries, time=times, reproducible_seed=self.config.seed,
+                        revealed=_inputs.revealed(self.ir))
+        return [self._outputs(group) for group in groups], report
 
     def plaintext(self, *args):
         """The rewritten program in plain float JAX (what the MPC result approximates)."""

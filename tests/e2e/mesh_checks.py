@@ -315,6 +315,48 @@ def check_batch():
     return {"mesh": dict(m.shape), "groups": b, "entries": len(led.entries)}
 
 
+def check_batch_compiled():
+    """A compiled tiny BERT on a party x batch mesh (2 x N/2), one prompt per batch group
+    (`Program.run_batch`): group b's output equals the in-process whole-program executor's run
+    of prompt b under key fold_in(run key, b), bit for bit, with the same ledger; and XLA's
+    collective bytes are the ledger's (in words) times the groups."""
+    from pcformer.runtime.shares import run_key
+    b = N_DEVICES // 2
+    ref, params, ids = _bert("program")
+    prompts = jnp.asarray(np.random.default_rng(7).integers(0, VOCAB, (b,) + ids.shape), jnp.int32)
+    sh, _, _ = _bert("sharded", mesh.party_mesh(batch=b))
+    try:
+        sh.run_batch(params, prompts[:1] if b > 1 else prompts[0])
+        fail("batch: a prompt array without the batch's leading dim was accepted")
+    except ValueError as e:
+        if "leading batch dim" not in str(e):
+            raise
+    outs, rep = sh.run_batch(params, prompts)
+    key = run_key(ref.config, 0)     # the batch's run key (seeded: run 0's)
+    exe = ref._exe
+    for g in range(b):
+        flat = [exe._as_input(x) for x in ref._flat((params, prompts[g]))]
+        compiled, entries, _, _ = exe.compile(flat)
+        with x64():
+            want = compiled(flat, jax.random.fold_in(key, g), exe.deployment.key(flat))[0][0]
+        if not np.array_equal(np.asarray(want), np.asarray(outs[g])):
+            fail(f"batch group {g}: output {np.asarray(outs[g])} != in-process {np.asarray(want)}")
+        if entries != rep.entries:
+            fail(f"batch group {g}: ledger differs")
+    if np.array_equal(np.asarray(outs[0]), np.asarray(outs[-1])):
+        fail("batch: two different prompts gave the same output")
+    sizes = mesh.message_sizes([(kind, sender, arrays) for _, kind, sender, arrays
+                                in exe.message_shapes(ref._flat((params, ids)))])
+    words = ledger_word_bytes(rep.entries, sizes, ref.config.ring_bits)
+    batch_flat = [jnp.asarray(x) for x in jax.tree_util.tree_leaves((params, prompts))]
+    with x64():   # the executable the batch ran (cached: no second compile)
+        hlo = hlo_permute_bytes(sh._batch.compile(batch_flat)[0].as_text())
+    if hlo != words * b:
+        fail(f"batch: HLO collective-permute bytes {hlo} != ledger in words {words} x {b}")
+    return {"groups": b, "entries": len(rep.entries), "time": rep.time,
+            "hlo_bytes": hlo, "ledger_word_bytes": words * b}
+
+
 def _dealer_case(protocols):
     """(function, arguments, owners) the dealer checks run: a tiny BERT for the Beaver family;
     for FSS the two-process job's MLP (pcformer/party_jobs.py), whose ReLU and GeLU comparisons
@@ -383,6 +425,7 @@ if __name__ == "__main__":
     which = sys.argv[1]
     result = {"protocols": check_protocols, "hlo": check_hlo, "bert": check_bert,
               "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer,
+              "batch_compiled": check_batch_compiled,
               "dealer_fss": functools.partial(check_dealer, "fss"),
               "gpt2": check_gpt2, "minilm": check_minilm}[which]()
     print(json.dumps({"ok": True, which: result}))

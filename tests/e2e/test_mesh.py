@@ -59,6 +59,15 @@ def test_batch_axis_groups_equal_in_process_runs_of_their_slices():
 
 
 @pytest.mark.slow
+def test_compiled_batch_runs_one_prompt_per_group_equal_to_in_process():
+    # Program.run_batch on a 2 x 2 party x batch mesh: each group's output and ledger equal the
+    # in-process executor's run of its prompt; XLA's bytes are one prompt's words x the groups
+    r = _check("batch_compiled", 4)
+    assert r["groups"] == 2 and r["entries"] > 0
+    assert r["hlo_bytes"] == r["ledger_word_bytes"] > 0
+
+
+@pytest.mark.slow
 def test_sharded_bert_layer_equals_in_process_on_2_devices():
     # outputs and ledgers bit for bit; XLA's collective-permute bytes == the ledger's messages
     # in words (checked inside: mesh_checks.check_bert)

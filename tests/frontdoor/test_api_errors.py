@@ -45,3 +45,9 @@ def test_unsupported_operation_names_the_primitive_and_the_users_line(fn, tag, r
     assert reason in msg
     assert f"test_api_errors.py:{_line(tag)}" in msg and "<unknown>" not in msg
     assert "integer" not in msg and "stop_gradient" not in msg   # the old, misleading reasons
+
+
+def test_run_batch_without_the_sharded_executor_says_what_it_needs():
+    prog = pcformer.compile(lambda a, b: a * b, X, X, owners=(0, 1))
+    with pytest.raises(ValueError, match="run_batch needs executor='sharded'"):
+        prog.run_batch(X, jnp.stack([X, X]))
