@@ -2,6 +2,7 @@
 
     python benchmarks/bert_layers.py [--layers 1] [--seq_len 128] [--policy mpcformer,exact]
                                      [--mode protocol|ideal] [--repeats 3] [--mesh]
+                                     [--model_parallel N]
                                      [--protocols beaver|fss]
 
 Builds an all-MiniLM-L6-v2-shaped encoder (`pcformer.models.bert.BertEncoder`, hidden 384,
@@ -19,7 +20,9 @@ Run time per layer = run time / layers (the layers run inside one jitted program
 --mesh also runs the party-sharded executor (`executor="sharded"`: party p on device p, messages
 as collectives; on CPU the script asks XLA for 2 host devices) and reports its compile and run
 time beside the in-process executor's, and (with `--executor program`, the same randomness)
-whether outputs and ledger agree bit for bit (both runs use the same `--seed`).
+whether outputs and ledger agree bit for bit (both runs use the same `--seed`), and XLA's
+per-device argument and scratch memory. --model_parallel N adds a `model` axis of N devices per
+party and splits the server's weight matrices over it (tensor parallel: docs/distributed.md).
 --protocols picks the protocol family (`MPCConfig.protocols`, one registered in
 runtime/protocols/registry.py; "fss": docs/fss.md); the output and the JSON name it.
 """
@@ -35,10 +38,23 @@ import time
 import os
 import sys
 
+
+
+def _model_parallel(argv) -> int:
+    """--model_parallel N from argv, read before JAX's import (it fixes the host devices)."""
+    for i, a in enumerate(argv):
+        if a.startswith("--model_parallel="):
+            return int(a.split("=", 1)[1])
+        if a == "--model_parallel" and i + 1 < len(argv):
+            return int(argv[i + 1])
+    return 1
+
+
 if "--mesh" in sys.argv and "xla_force_host_platform_device_count" not in os.environ.get(
-        "XLA_FLAGS", ""):   # two host devices for the party axis; must precede JAX's import
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_force_host_platform_device_count=2")
+        "XLA_FLAGS", ""):   # host devices for the party (x model) axes; must precede JAX's import
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count="
+                               f"{2 * _model_parallel(sys.argv)}")
 
 import pcformer  # noqa: F401,E402  first: tunes malloc before JAX starts (pcformer/_allocator.py)
 import jax
@@ -180,8 +196,10 @@ def bench_sharded(fn, inputs, owners, policy, config, options, args, out, report
     its outputs and ledger equal the in-process run's (same seed, same run index)."""
     import pcformer
 
+    from pcformer.runtime import mesh as M
+    m = M.party_mesh(model=args.model_parallel)
     prog = pcformer.compile(fn, *inputs, owners=owners, policy=policy, config=config,
-                            executor="sharded", compiler_options=options)
+                            executor="sharded", compiler_options=options, mesh=m)
     t0 = time.perf_counter()
     out_s, rep = prog.run(*inputs)
     first_run_s = time.perf_counter() - t0
@@ -191,7 +209,13 @@ def bench_sharded(fn, inputs, owners, policy, config, options, args, out, report
     for _ in range(max(1, args.repeats)):
         _, r = prog.run(*inputs)
         runs.append(r.time["run_s"])
+    with pcformer.runtime.x64():   # the executable the runs used (cached: no compile)
+        memory = prog._exe.compile(prog._flat(inputs))[0].memory_analysis()
     return {"devices": [str(d) for d in prog._exe.mesh.devices.flat],
+            "mesh": dict(m.shape),
+            # per device, from XLA: the arguments it holds and its scratch
+            "argument_mb_per_device": round(memory.argument_size_in_bytes / 1e6, 3),
+            "temp_mb_per_device": round(memory.temp_size_in_bytes / 1e6, 3),
             "xla_compile_s": round(rep.time.get("compile_s", 0.0), 3),
             "first_run_s": round(first_run_s, 3), "run_s": round(min(runs), 4),
             # only the whole-program executor draws the same randomness (op: per-op keys)
@@ -219,10 +243,11 @@ def print_result(r: dict, shape: Shape) -> None:
           f"P1 {mb(t['offline']['bytes'][1])}")
     if r.get("sharded"):
         sh = r["sharded"]
-        print(f"  party-sharded ({len(sh['devices'])} devices): XLA compile "
+        print(f"  party-sharded (mesh {sh['mesh']}): XLA compile "
               f"{sh['xla_compile_s']:.2f} s, run best {sh['run_s']:.3f} s (in-process "
               f"{r['run_s']:.3f} s); outputs and ledger equal in-process: "
-              f"{sh['equals_in_process']}")
+              f"{sh['equals_in_process']}; per device: arguments "
+              f"{sh['argument_mb_per_device']} MB, scratch {sh['temp_mb_per_device']} MB")
     print(f"  static cost == measured: {r['static_equals_measured']}; "
           f"max |err| vs rewritten plaintext {r['max_abs_err_vs_rewritten_plaintext']:.3g}")
 
@@ -259,6 +284,9 @@ def parse(argv=None):
     p.add_argument("--mesh", action="store_true",
                    help="also run party-sharded (executor='sharded', party p on device p) and "
                         "report its time beside the in-process run's (seeded: MPCConfig(seed))")
+    p.add_argument("--model_parallel", type=int, default=1,
+                   help="with --mesh: a `model` axis of N devices per party, the server's weight "
+                        "matrices split over it (tensor parallel; 2N host devices on CPU)")
     return p.parse_args(argv)
 
 

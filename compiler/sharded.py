@@ -14,6 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
 from pcformer.runtime import dealer_tape, ring
 from pcformer.runtime import mesh as M
@@ -100,8 +101,22 @@ class ShardedExecutable(execute.Executable):
         self._last_entries = list(ctx.ledger.entries)
         return M.own_blocks(list(outs))
 
+    def _place(self, blocks, lead: int = 1):
+        """Tensor parallel on a mesh with a `model` axis: the server's weight matrices split
+        over it (runtime.mesh.model_spec), so each device of a party holds a slice of them and
+        XLA partitions their products and masks; everything else as shard_map splits it."""
+        if M.MODEL not in self.mesh.axis_names:
+            return blocks
+        out = list(blocks)
+        for i, v in enumerate(self.prog.inputs):
+            if v.vis.kind == "private" and v.vis.party == 0:
+                spec = M.model_spec(self.mesh, np.shape(out[i]), lead)
+                if spec is not None:
+                    out[i] = jax.device_put(out[i], NamedSharding(self.mesh, spec))
+        return out
+
     def _all_blocks(self, flat_inputs):
-        blocks = self._blocks(flat_inputs)
+        blocks = self._place(self._blocks(flat_inputs))
         return blocks if self.materials is None else blocks + self._material_blocks()
 
     def lower(self, flat_inputs):
@@ -197,7 +212,7 @@ class BatchRuns(ShardedExecutable):
         return jax.tree_util.tree_map(lambda x: x[:, None], outs)
 
     def lower(self, flat_inputs):
-        blocks = self._blocks([self._as_input(x) for x in flat_inputs])
+        blocks = self._place(self._blocks([self._as_input(x) for x in flat_inputs]), lead=2)
         fn = M.sharded(self._group_fn, self.mesh, len(blocks), 2, batch=True)
         with ring.x64():
             return jax.jit(fn).lower(jax.random.PRNGKey(0), np.uint64(0), *blocks)
@@ -208,7 +223,8 @@ class BatchRuns(ShardedExecutable):
         flat_inputs, compiled, entries, _, fresh, key, setup_key = self._begin_run(flat_inputs)
         t0 = time.perf_counter()
         with ring.x64():
-            outs = jax.block_until_ready(compiled(key, setup_key, *self._blocks(flat_inputs)))
+            outs = jax.block_until_ready(compiled(key, setup_key,
+                                                  *self._place(self._blocks(flat_inputs), 2)))
         run_s = time.perf_counter() - t0
         groups = [[self._view(v, self._group(o, b)) for v, o in zip(self.prog.outputs, outs)]
                   for b in range(self.groups)]

@@ -199,7 +199,10 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
         Both write the same ledger and give the same outputs for the same dealer randomness.
         "sharded": the whole program party-sharded over a JAX mesh (party p on device p, every
         message a collective; compiler/sharded.py, docs/distributed.md): same ledger and outputs.
-    mesh: for "sharded", a mesh with a `party` axis of size 2 (default: the first two devices).
+    mesh: for "sharded", a mesh with a `party` axis of size 2 (default: the first two devices),
+        from `pcformer.runtime.mesh.party_mesh(batch=B, model=N)`: a `batch` axis for
+        `Program.run_batch`, a `model` axis to split the server's weight matrices over N devices
+        per party (tensor parallel).
     compiler_options: XLA options for the compiled programs (the "program" executor's one jit,
         or each op program of the "op" executor), e.g. {"xla_backend_optimization_level": 0}
         to compile faster at some cost in run time.

@@ -35,21 +35,23 @@ from jax.sharding import Mesh, PartitionSpec
 
 PARTY = "party"
 BATCH = "batch"
+MODEL = "model"
 
 
-def party_mesh(devices=None, batch: int = 1) -> Mesh:
-    """A mesh with a `party` axis of size 2 (and a `batch` axis of size `batch` when > 1) over the
-    first 2 * batch devices. Needs 2 * batch devices (on CPU:
-    XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is imported)."""
+def party_mesh(devices=None, batch: int = 1, model: int = 1) -> Mesh:
+    """A mesh with a `party` axis of size 2, a `batch` axis of size `batch` when > 1 and a
+    `model` axis of size `model` when > 1, over the first 2 * batch * model devices. On CPU:
+    XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is imported."""
     devices = list(jax.devices() if devices is None else devices)
-    need = 2 * batch
+    need = 2 * batch * model
     if len(devices) < need:
-        raise ValueError(f"a party mesh with batch={batch} needs {need} devices, found "
-                         f"{len(devices)} (on CPU set XLA_FLAGS=--xla_force_host_platform_"
+        raise ValueError(f"a party mesh with batch={batch}, model={model} needs {need} devices, "
+                         f"found {len(devices)} (on CPU set XLA_FLAGS=--xla_force_host_platform_"
                          f"device_count={need} before importing JAX)")
-    if batch == 1:
-        return Mesh(np.array(devices[:2]), (PARTY,))
-    return Mesh(np.array(devices[:need]).reshape(2, batch), (PARTY, BATCH))
+    sizes = {PARTY: 2, BATCH: batch, MODEL: model}
+    names = tuple(a for a in (PARTY, BATCH, MODEL) if a == PARTY or sizes[a] > 1)
+    shape = tuple(sizes[a] for a in names)
+    return Mesh(np.array(devices[:need]).reshape(shape), names)
 
 
 def party_index(axis: str = PARTY):
@@ -67,7 +69,7 @@ def exchange_rows(payload, axis: str = PARTY):
     it received (the other party's own row) comes back broadcast to [2, ...], so row p holds
     payload_{1-p}[1-p], as the in-process `payload[::-1]` does."""
     def one(x):
-        got = lax.ppermute(own_row(x, axis), axis, perm=[(0, 1), (1, 0)])
+        got = lax.ppermute(_split_over_model(own_row(x, axis)), axis, perm=[(0, 1), (1, 0)])
         return jnp.broadcast_to(got, x.shape)
     return jax.tree_util.tree_map(one, payload)
 
@@ -76,7 +78,7 @@ def send_value(value, sender: int, axis: str = PARTY):
     """`sender`'s local value to the other party: a one-way permute (zeros on the sender, which
     never reads the result)."""
     return jax.tree_util.tree_map(
-        lambda x: lax.ppermute(x, axis, perm=[(sender, 1 - sender)]), value)
+        lambda x: lax.ppermute(_split_over_model(x), axis, perm=[(sender, 1 - sender)]), value)
 
 
 def public_row(x, axis: str | None):
@@ -126,11 +128,55 @@ def sharded(body, mesh: Mesh, n_party_args: int, n_replicated: int, batch: bool 
     """shard_map of body(*replicated, *party_args) over `mesh`: party args split over `party`
     (each device gets its [1, ...] block) and, on a mesh with a `batch` axis, their next
     (leading data) dim over `batch`; the rest replicated. Outputs are per-party blocks laid out
-    the same way. batch=False: replicated over every axis but `party`."""
+    the same way. batch=False: replicated over every axis but `party`.
+
+    A `model` axis stays automatic (XLA's SPMD partitioner): inside a party's program the
+    arrays placed split over it (`model_spec`: the server's weights) are partitioned by XLA,
+    which moves pieces between the devices of ONE party as it needs; only `party` and `batch`
+    are manual, so every message between the parties is still a permute over `party`."""
     data = (PARTY, BATCH) if batch and BATCH in mesh.axis_names else (PARTY,)
     specs = (PartitionSpec(),) * n_replicated + (PartitionSpec(*data),) * n_party_args
+    manual = {a for a in mesh.axis_names if a != MODEL}
     return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(*data),
-                         check_vma=False)
+                         axis_names=manual, check_vma=False)
+
+
+def model_dim(shape, n: int, lead: int = 0) -> int | None:
+    """The dim of `shape` (past its first `lead`) that a `model` axis of size n splits: the
+    largest one n divides (the last of equals), or None when none does."""
+    dims = [d for d in range(lead, len(shape)) if shape[d] >= n and shape[d] % n == 0]
+    return max(dims, key=lambda i: (shape[i], i)) if dims else None
+
+
+def model_spec(mesh: Mesh, shape, lead: int = 1) -> PartitionSpec | None:
+    """Tensor-parallel placement of one party input block of `shape` (its first `lead` dims
+    the party and batch axes): its largest remaining dim that the `model` axis divides, split
+    over `model`; None when the mesh has no `model` axis or the block is not a matrix (vectors
+    and scalars stay whole on every device of the party)."""
+    if MODEL not in mesh.axis_names or len(shape) - lead < 2:
+        return None
+    d = model_dim(shape, mesh.shape[MODEL], lead)
+    if d is None:
+        return None
+    spec = list((PARTY, BATCH)[:lead]) + [None] * (len(shape) - lead)
+    spec[d] = MODEL
+    return PartitionSpec(*spec)
+
+
+def _split_over_model(x):
+    """A message leaf split over an automatic `model` axis before it crosses `party`, so each
+    device of the sending party sends its slice once (a replicated leaf would be sent by every
+    device of the party: the same bytes n times). Leaves no dim of which the axis divides stay
+    replicated (tests/e2e/mesh_checks.py check_model counts those copies)."""
+    am = jax.sharding.get_abstract_mesh()
+    if MODEL not in am.axis_names or MODEL in am.manual_axes:
+        return x
+    d = model_dim(x.shape, am.shape[MODEL])
+    if d is None:
+        return x
+    spec = [None] * x.ndim
+    spec[d] = MODEL
+    return lax.with_sharding_constraint(x, jax.sharding.NamedSharding(am, PartitionSpec(*spec)))
 
 
 def batch_key(key, mesh: Mesh):

@@ -2,7 +2,8 @@
 several host devices, i.e. XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is
 imported, which the test process (JAX already imported) cannot do for itself.
 
-    python tests/e2e/mesh_checks.py protocols|hlo|bert|gpt2|minilm|batch|compiled|dealer [devices]
+    python tests/e2e/mesh_checks.py protocols|hlo|bert|gpt2|minilm|batch|batch_compiled|compiled|
+        dealer|dealer_fss|model [devices]
 
 Each check prints one JSON line of findings and exits non-zero on the first mismatch.
 """
@@ -30,9 +31,10 @@ _PERMUTE = re.compile(r"=\s*(\w+)\[([\d,]*)\][^=]*?\scollective-permute(?:-start
                       r"source_target_pairs=\{((?:\{\d+,\d+\},?)*)\}")
 
 
-def hlo_permute_bytes(hlo: str) -> int:
+def hlo_permute_bytes(hlo: str, pair_filter=None) -> int:
     """XLA's own count: over every collective-permute of the compiled (per-device) program, its
-    operand's bytes times the number of (source, target) pairs, i.e. the bytes on the wire."""
+    operand's bytes times the number of (source, target) pairs, i.e. the bytes on the wire.
+    pair_filter(source, target): count only the pairs it accepts (e.g. those between parties)."""
     total = 0
     for line in hlo.splitlines():
         m = _PERMUTE.search(line)
@@ -40,7 +42,10 @@ def hlo_permute_bytes(hlo: str) -> int:
             continue
         dt, dims, pairs = m.groups()
         n = int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64))
-        total += n * _BYTES[dt] * pairs.count("{")
+        found = [tuple(map(int, q)) for q in re.findall(r"\{(\d+),(\d+)\}", pairs)]
+        if pair_filter is not None:
+            found = [q for q in found if pair_filter(*q)]
+        total += n * _BYTES[dt] * len(found)
     return total
 
 
@@ -357,6 +362,59 @@ def check_batch_compiled():
             "hlo_bytes": hlo, "ledger_word_bytes": words * b}
 
 
+def check_model():
+    """Tensor parallel: a compiled tiny BERT on a party x model mesh (2 x N/2) with the server's
+    weight matrices split over `model` (XLA partitions each party's program): output and ledger
+    equal the in-process whole-program executor's bit for bit (ring arithmetic is exact, so the
+    partitioned sums are the same), the bytes XLA permutes BETWEEN the parties equal the ledger
+    in words, and each device's arguments are smaller than on the party-only mesh."""
+    n = N_DEVICES // 2
+    ref, params, ids = _bert("program")
+    a, ra = ref.run(params, ids)
+    found = {}
+    for name, m in (("party", mesh.party_mesh()), ("model", mesh.party_mesh(model=n))):
+        sh, _, _ = _bert("sharded", m)
+        b, rb = sh.run(params, ids)
+        if not np.array_equal(np.asarray(a), np.asarray(b)):
+            fail(f"model: {name} mesh output {np.asarray(b)} != in-process {np.asarray(a)}")
+        if ra.entries != rb.entries:
+            fail(f"model: {name} mesh ledger differs")
+        with x64():
+            compiled = sh._exe.compile(sh._flat((params, ids)))[0]
+        party_of = {d.id: p for p, row in enumerate(np.asarray(m.devices).reshape(2, -1))
+                    for d in row}
+        hlo = compiled.as_text()
+        found[name] = {
+            "between_parties": hlo_permute_bytes(hlo, lambda s, t: party_of[s] != party_of[t]),
+            "within_a_party": hlo_permute_bytes(hlo, lambda s, t: party_of[s] == party_of[t]),
+            "argument_bytes": int(compiled.memory_analysis().argument_size_in_bytes),
+            "time": rb.time}
+    shapes = ref._exe.message_shapes(ref._flat((params, ids)))
+    sizes = mesh.message_sizes([(kind, sender, arrays) for _, kind, sender, arrays in shapes])
+    words = ledger_word_bytes(ra.entries, sizes, ref.config.ring_bits)
+    # a message leaf no dim of which `model` divides stays replicated: each of the party's n
+    # devices sends it (mesh._split_over_model); the rest cross once, in slices
+    word = ref.config.ring_bits // 8
+    copies = 0
+    for phase, kind, _, arrays in shapes:
+        if phase not in ("online", "setup"):
+            continue
+        for a in jax.tree_util.tree_leaves(arrays):
+            sent = a.shape[1:] if kind == "exchange" else a.shape
+            if mesh.model_dim(sent, n) is None:
+                copies += (n - 1) * int(np.prod(sent, dtype=np.int64)) * word * \
+                    (2 if kind == "exchange" else 1)
+    want = {"party": words, "model": words + copies}
+    for name, f in found.items():
+        if f["between_parties"] != want[name]:
+            fail(f"model: {name} mesh permutes {f['between_parties']} bytes between the parties, "
+                 f"want {want[name]} (ledger in words {words}, replicated copies {copies})")
+    if not found["model"]["argument_bytes"] < found["party"]["argument_bytes"]:
+        fail(f"model: per-device arguments not smaller with the weights split: {found}")
+    return {"model": n, "ledger_word_bytes": words, "replicated_copies": copies,
+            "entries": len(ra.entries), **found}
+
+
 def _dealer_case(protocols):
     """(function, arguments, owners) the dealer checks run: a tiny BERT for the Beaver family;
     for FSS the two-process job's MLP (pcformer/party_jobs.py), whose ReLU and GeLU comparisons
@@ -425,7 +483,7 @@ if __name__ == "__main__":
     which = sys.argv[1]
     result = {"protocols": check_protocols, "hlo": check_hlo, "bert": check_bert,
               "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer,
-              "batch_compiled": check_batch_compiled,
+              "batch_compiled": check_batch_compiled, "model": check_model,
               "dealer_fss": functools.partial(check_dealer, "fss"),
               "gpt2": check_gpt2, "minilm": check_minilm}[which]()
     print(json.dumps({"ok": True, which: result}))

@@ -68,6 +68,17 @@ def test_compiled_batch_runs_one_prompt_per_group_equal_to_in_process():
 
 
 @pytest.mark.slow
+def test_tensor_parallel_weights_give_the_same_run_and_only_the_ledgers_bytes_between_parties():
+    # a 2 x 2 party x model mesh, the server's weight matrices split over `model`: output and
+    # ledger bit for bit (checked inside), the bytes XLA permutes between the parties are the
+    # ledger's words, and each device's arguments are smaller than on the party-only mesh
+    r = _check("model", 4)
+    assert r["model"]["between_parties"] == r["ledger_word_bytes"] + r["replicated_copies"]
+    assert r["party"]["between_parties"] == r["ledger_word_bytes"] > 0
+    assert r["model"]["argument_bytes"] < r["party"]["argument_bytes"]
+
+
+@pytest.mark.slow
 def test_sharded_bert_layer_equals_in_process_on_2_devices():
     # outputs and ledgers bit for bit; XLA's collective-permute bytes == the ledger's messages
     # in words (checked inside: mesh_checks.check_bert)
