@@ -41,13 +41,6 @@ def process_mesh() -> Mesh:
     return Mesh(np.array(devices), (M.PARTY,))
 
 
-def own_row(x, owner: int | None, party: int) -> np.ndarray:
-    """This process's row of an input: the value itself when public or ours, zeros of its shape
-    when the other party owns it (what this process was given in its place is never read)."""
-    x = np.asarray(x)
-    return x if owner is None or owner == party else np.zeros_like(x)
-
-
 class ProcessPartyExecutable(sharded.ShardedExecutable):
     """The sharded executor as seen by ONE of the two processes (`party` 0 or 1).
 
@@ -76,7 +69,7 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
 
     def _blocks(self, flat_inputs):
         """Each input as a global [2, ...] array of which this process supplies only its row."""
-        return [self._global(own_row(x, sharded._owner(v), self.party))
+        return [self._global(M.input_row(np.asarray(x), sharded._owner(v), self.party))
                 for v, x in zip(self.prog.inputs, flat_inputs)]
 
     def _material_blocks(self):

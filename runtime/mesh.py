@@ -101,17 +101,25 @@ def own_blocks(out, axis: str = PARTY):
     return jax.tree_util.tree_map(one, out, is_leaf=_is_share)
 
 
+def input_row(x, owner: int | None, party: int):
+    """Party `party`'s row of an input: the value itself when public or its own, zeros of its
+    shape when the other party owns it (the other party's value never reaches that row)."""
+    if owner is None or owner == party:
+        return x
+    return np.zeros_like(x) if isinstance(x, np.ndarray) else jnp.zeros_like(x)
+
+
 def party_inputs(args, owners):
-    """Stack each argument as [2, ...] for the party axis: a party-owned argument on its owner's
-    row with zeros on the other (the other device never receives it), a public one on both."""
+    """Stack each argument as [2, ...] for the party axis: each party's `input_row` (a
+    party-owned argument on its owner's row with zeros on the other, so the other device never
+    receives it; a public one on both)."""
     out = []
     for x, owner in zip(args, owners):
         x = jnp.asarray(x)
         if owner is None:
             out.append(jnp.broadcast_to(x, (2,) + x.shape))
         else:
-            rows = [x, jnp.zeros_like(x)] if owner == 0 else [jnp.zeros_like(x), x]
-            out.append(jnp.stack(rows))
+            out.append(jnp.stack([input_row(x, owner, p) for p in (0, 1)]))
     return out
 
 
