@@ -91,12 +91,14 @@ def check_for(material: Material, prog: ir.Program, party: int) -> None:
             "--job, --model, --seq_len, --policy and MPC flags as the parties)")
 
 
-def keys(config, prog: ir.Program) -> tuple:
-    """((dealer seed with party 0, with party 1), setup key): fresh, or from config.seed."""
+def keys(config, prog: ir.Program, run_index: int = 0) -> tuple:
+    """((dealer seed with party 0, with party 1), setup key): fresh, or from config.seed (the
+    seeds of run `run_index`, as the in-process runs draw them; the setup key is the
+    deployment's, the same for every run)."""
     if config.seed is None:
         return _shares.fresh_dealer_words(), _shares.fresh_setup_key()
     with ring.x64():
-        words = _shares.dealer_words_of(_shares.key_words(_shares.run_key(config, 0)))
+        words = _shares.dealer_words_of(_shares.key_words(_shares.run_key(config, run_index)))
         words = [int(w) for w in words]
     setup = int.from_bytes(hashlib.blake2b(
         f"{int(config.seed)}/{fingerprint(prog)}".encode(), digest_size=8).digest(), "little")

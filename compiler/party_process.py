@@ -60,6 +60,16 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
         self._device = next(d for d in self.mesh.devices.flat
                             if d.process_index == jax.process_index())
 
+    def take(self, material) -> None:
+        """The next run's material (another run of the same compiled program, e.g. the next
+        token of a generation): material serves one run, so each run takes its own."""
+        if material is self.materials[self.party]:
+            raise ValueError("this dealer material was used by a run already: ask the dealer "
+                             "for new material (a triple used twice leaks)")
+        dealer_pass.check_for(material, self.prog, self.party)
+        self.materials = {self.party: material}
+        self._spent = False
+
     def _global(self, row: np.ndarray):
         """A global [2, ...] array of which this process supplies only its own row."""
         with ring.x64():   # uint64 keys and tape words stay 64-bit

@@ -135,7 +135,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("party", "One party of a two-process run: the server (weights) or the client (text, "
             "prompt or image) in its own process, joined over jax.distributed, each with only its "
             "own dealer material (--role=dealer prepares it); the client prints its result.",
-            ("role", "coordinator", "dealer_material", "model", "text", "prompt", "image", "seq_len",
+            ("role", "coordinator", "dealer_material", "model", "text", "prompt", "image",
+             "max_new_tokens", "seq_len",
              "policy", "ring_bits", "frac_bits", "trunc_mode", "protocols", "seed", "peer_timeout",
              "connect_timeout", "job"),
             "pcformer party --role=server --coordinator=127.0.0.1:7777 --dealer_material=server.npz "

@@ -69,7 +69,11 @@ def settings_from_flags() -> PartySettings:
                          image=FLAGS.image or "", seq_len=FLAGS.seq_len, policy=FLAGS.policy,
                          seed=FLAGS.seed, ring_bits=int(FLAGS.ring_bits),
                          frac_bits=FLAGS.frac_bits, trunc_mode=FLAGS.trunc_mode,
-                         protocols=FLAGS.protocols)
+                         protocols=FLAGS.protocols,
+                         # a decoder's pair computes the next token's logits unless asked to
+                         # generate (in one process, --max_new_tokens has a default of its own)
+                         new_tokens=FLAGS.max_new_tokens if FLAGS["max_new_tokens"].present
+                         else 1)
 
 
 def timeouts_from_flags() -> Timeouts:
@@ -190,15 +194,21 @@ def progress_of(role: str):
 
 def describe(role: str, result: dict) -> list[str]:
     sent = result["online_bytes"]
+    n = result.get("runs", 1)
+    runs = f" ({n} runs: one per new token)" if n > 1 else ""
     seeded = ("reproducible mode (--seed): every key derives from the seed, NOT secure"
               if result["reproducible"] else "fresh keys from the operating system")
     lines = [f"party     {role} (party {result['party']} of 2: one process each)",
              f"program   fingerprint {result['fingerprint']} (both processes compiled the same)",
-             f"time      XLA compile {result['compile_s']:.1f} s, run {result['run_s']:.2f} s",
-             f"online    server sent {sent[0]} B, client sent {sent[1]} B",
+             f"time      XLA compile {result['compile_s']:.1f} s, run {result['run_s']:.2f} s"
+             + runs,
+             f"online    server sent {sent[0]} B, client sent {sent[1]} B" + runs,
              f"dealer    a third party: this process held only its own seed and tape "
              f"({result['offline_bytes']} B of corrections dealt to it); {seeded}"]
     if role == "client":
+        if "tokens" in result:
+            lines.append(f"generated {json.dumps(result['generated'])} (greedy token ids "
+                         f"{result['tokens']}; each revealed to the client only)")
         lines.append("result    " + json.dumps({"outputs": result["outputs"]}))
     else:
         lines.append("result    (none: outputs are revealed to the client)")
@@ -211,8 +221,10 @@ def dealer() -> int:
     if status != 0:
         print(f"pcformer party: error: dealer: {paths}", file=sys.stderr, flush=True)
         return status
+    more = (f" and its {FLAGS.max_new_tokens - 1} later steps' files PATH.stepK"
+            if FLAGS["max_new_tokens"].present and FLAGS.max_new_tokens > 1 else "")
     for role, path in paths.items():
-        print(f"dealer    {role}: {path} (give it to the {role} only)", flush=True)
+        print(f"dealer    {role}: {path}{more} (give it to the {role} only)", flush=True)
     return 0
 
 
@@ -258,7 +270,7 @@ def check_run_flags() -> None:
     if FLAGS.mode != "protocol" or FLAGS.check_overflow:
         raise UsageError("--processes=2 runs protocol mode only (ideal mode and the overflow "
                          "check reconstruct secrets across the parties)")
-    given = [n for n in ("report", "dump_ir", "trace", "plot", "max_new_tokens")
+    given = [n for n in ("report", "dump_ir", "trace", "plot")
              if FLAGS[n].present]
     if given:
         raise UsageError(f"--{given[0]} is not available with --processes=2 yet")

@@ -12,7 +12,9 @@ Jobs:
 - "model": the --model's private inference, by its kind: the server loads the checkpoint's
   weights, the client reads only the folder's config.json and tokenizer and brings its input:
   BERT / MiniLM: the sentence embedding of its text; GPT-2 / LLaMA-style decoders: the logits of
-  the next token after its prompt (one forward pass; generation runs in one process for now);
+  the next token after its prompt, and with `new_tokens` > 1 greedy generation: one run of the
+  same program per token, the client writing each revealed token into its own padded ids
+  (`advance`; no KV cache across the processes: every step runs the whole padded prompt);
   ViT: the class logits (or last hidden state) of its image (a .npy file of pixels).
 
 The dealer builds the same job from public facts alone (config, settings; zeros for every
@@ -50,6 +52,7 @@ class PartySettings:
     frac_bits: int = 16
     trunc_mode: str = "dealer"
     protocols: str = "beaver"         # the protocol family ("fss": the dealer's keys on tapes)
+    new_tokens: int = 1               # decoders: greedy tokens, one run (and material) each
 
     def config(self) -> MPCConfig:
         return MPCConfig(ring_bits=self.ring_bits, frac_bits=self.frac_bits,
@@ -65,6 +68,7 @@ class Job:
     owners: tuple
     args: tuple
     manifest: dict | None = None
+    tokenizer: object = None          # the client's, for a decoder: decodes what it generated
 
 
 # -- the tiny MLP (tests) --------------------------------------------------------------------
@@ -198,8 +202,41 @@ def _model_job(settings: PartySettings, role: int, manifest: dict | None) -> Job
                    (zeros_from_manifest(manifest), *zeros))
     model = _public_model(_folder(settings.model))
     own = _client_input(settings, model)
+    check_generation(settings, model.kind, own)
     return Job(_model_fn(model), (SERVER,) + (CLIENT,) * len(own),
-               (zeros_from_manifest(manifest), *own))
+               (zeros_from_manifest(manifest), *own), tokenizer=model.tokenizer)
+
+
+def check_generation(settings: PartySettings, kind: str, client_args) -> None:
+    """new_tokens > 1 needs a decoder and room in the padded ids for every token but the last
+    (the client's check, before anything is compiled)."""
+    if settings.new_tokens <= 1:
+        return
+    if kind not in ("gpt2", "llama"):
+        raise ValueError(f"--max_new_tokens generates with a decoder; {settings.model} is a "
+                         f"{kind} model")
+    used = int(np.asarray(client_args[1]).sum())
+    if used + settings.new_tokens - 1 > settings.seq_len:
+        raise ValueError(f"the prompt has {used} tokens and {settings.new_tokens} new tokens "
+                         f"need {used + settings.new_tokens - 1} positions, more than "
+                         f"--seq_len={settings.seq_len}: raise --seq_len")
+
+
+def advance(ids, mask, logits) -> tuple:
+    """The client's next step of greedy generation: (ids, mask, token) with the greedy token of
+    its revealed logits [1, vocab] written at the first padding position (right padding) and the
+    mask extended over it."""
+    token = int(np.argmax(np.asarray(logits)[0]))
+    ids, mask = np.array(ids), np.array(mask)
+    pos = int(mask[0].sum())
+    ids[0, pos], mask[0, pos] = token, 1
+    return ids, mask, token
+
+
+def material_path(path, step: int) -> str:
+    """Where step `step`'s material of a generation is (one run, one material each): the file
+    the dealer names for the first step, FILE.stepK beside it for the others."""
+    return str(path) if step == 0 else f"{path}.step{step}"
 
 
 def build(settings: PartySettings, role: int, manifest: dict | None = None) -> Job:
@@ -221,18 +258,22 @@ def lower(settings: PartySettings, job: Job) -> tuple:
 
 def prepare_material(settings: PartySettings, out_dir) -> dict:
     """The dealer's step before a run: each party's material in its own file under `out_dir`
-    (created private). Returns {role: path}; give each party process only its own."""
+    (created private); a generation's later steps beside it (`material_path`). Returns {role:
+    path}; give each party process only its own files."""
     import os
 
     from .compiler import dealer_pass
     prog, flat = lower(settings, build(settings, DEALER))
-    materials = dealer_pass.deal(prog, settings.config(), flat)
+    config = settings.config()
     os.makedirs(out_dir, mode=0o700, exist_ok=True)
-    paths = {}
-    for role, party in ROLES.items():
-        path = os.path.join(out_dir, f"{role}.npz")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            materials[party].save(f)
-        paths[role] = path
+    paths = {role: os.path.join(out_dir, f"{role}.npz") for role in ROLES}
+    setup = dealer_pass.keys(config, prog)[1]       # the deployment's: one for every step
+    for step in range(settings.new_tokens):       # one run each: fresh material per step
+        words = dealer_pass.keys(config, prog, run_index=step)[0]
+        materials = dealer_pass.deal(prog, config, flat, words, setup)
+        for role, party in ROLES.items():
+            path = material_path(paths[role], step)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                materials[party].save(f)
     return paths

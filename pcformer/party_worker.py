@@ -10,7 +10,8 @@ Steps, each announced on stdout as `phase NAME` (the supervisor bounds the waits
    and each checks that its dealer material (a file from the dealer, compiler/dealer_pass.py)
    was made for this program;
 3. compile: each process compiles the same party-sharded program for its own device;
-4. run: after a barrier (both compiled), one run: every message a collective between processes;
+4. run: after a barrier (both compiled), one run: every message a collective between processes
+   (greedy generation: one run per new token, each with its own material and run key);
 5. result: the client prints `result {json}` (its revealed outputs, bit-exact); both wait at a
    last barrier so neither leaves while the other still needs it.
 
@@ -101,19 +102,23 @@ def _job(settings, party: int, connect_s: int):
         publish("manifest", json.dumps(job.manifest))
         return job
     manifest = json.loads(fetch("manifest", connect_s, "weights manifest"))
-    return party_jobs.build(settings, party, manifest)
+    try:
+        return party_jobs.build(settings, party, manifest)
+    except ValueError as e:     # the client's own input (too long, wrong shape, ...): say so
+        raise PartyError(f"the client's input: {e}") from None
 
 
-def _exchange_run_key(party, config, connect_s):
-    """The parties' shared seed (input sharing), drawn by the server: fresh, or the seed's run
-    key (a seeded pair equals the in-process simulation). The dealer's seeds are not in it."""
+def _exchange_run_key(party, config, connect_s, step: int = 0):
+    """The parties' shared seed (input sharing) of run `step`, drawn by the server: fresh, or
+    the seed's run key of that run (a seeded pair equals the in-process simulation). The
+    dealer's seeds are not in it."""
     import numpy as np
     if party == 0:
         from pcformer.runtime.shares import run_key
-        key = np.asarray(run_key(config, 0))
-        publish("keys", json.dumps({"run": [int(w) for w in key.ravel()]}))
+        key = np.asarray(run_key(config, step))
+        publish(f"keys/{step}", json.dumps({"run": [int(w) for w in key.ravel()]}))
         return key
-    got = json.loads(fetch("keys", connect_s, "run key"))
+    got = json.loads(fetch(f"keys/{step}", connect_s, "run key"))
     return np.asarray(got["run"], np.uint32)
 
 
@@ -145,11 +150,12 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
     key = _exchange_run_key(party, config, connect_s)
     from pcformer.compiler.dealer_pass import fingerprint
     mine = fingerprint(prog)
-    publish(f"program/{party}", mine)
+    publish(f"program/{party}", f"{mine}/{settings.new_tokens}")   # the program, and its runs
     theirs = fetch(f"program/{1 - party}", connect_s, "program fingerprint")
-    if theirs != mine:
-        raise PartyError("the two processes compiled different programs (give both the same "
-                         "--job, --model, --seq_len, --policy and MPC flags)")
+    if theirs != f"{mine}/{settings.new_tokens}":
+        raise PartyError("the two processes compiled different programs or runs (give both the "
+                         "same --job, --model, --seq_len, --max_new_tokens, --policy and MPC "
+                         "flags)")
     phase("compile")
     from pcformer.compiler.party_process import ProcessPartyExecutable
     exe = ProcessPartyExecutable(prog, config, party, material)
@@ -159,17 +165,43 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
     wait_s = compiled_wait_s(peer_s, compile_s)
     phase("wait", wait_s)
     barrier("compiled", wait_s, "compiled")
-    phase("run")
-    outs, entries, times = exe.run_party(flat, key)
+    outs, entries, run_s, tokens = _runs(settings, job, exe, flat, key, material_path, prog,
+                                         connect_s)
     phase("done")
     barrier("done", peer_s, "done")
     from pcformer.runtime.ledger import totals_of
     totals = totals_of(entries)   # bytes per message rounded up, as every report counts them
-    return {"party": party, "outputs": [output_json(o) for o in outs],
-            "online_bytes": list(totals["online"]["bytes"]),
-            "offline_bytes": totals["offline"]["bytes"][party],
-            "reproducible": material.reproducible,
-            "compile_s": compile_s, "run_s": times["run_s"], "fingerprint": mine}
+    result = {"party": party, "outputs": [output_json(o) for o in outs],
+              "online_bytes": list(totals["online"]["bytes"]),
+              "offline_bytes": totals["offline"]["bytes"][party],
+              "reproducible": material.reproducible, "runs": settings.new_tokens,
+              "compile_s": compile_s, "run_s": run_s, "fingerprint": mine}
+    if tokens:
+        result["tokens"] = tokens
+        result["generated"] = job.tokenizer.decode(tokens, skip_special_tokens=True)
+    return result
+
+
+def _runs(settings, job, exe, flat, key, material_path, prog, connect_s):
+    """One run, or one per new token (greedy generation): each with its own dealer material and
+    run key; the client writes each revealed token into its own ids before the next run
+    (`party_jobs.advance`), the server's inputs stay as they are. Returns (the last run's
+    outputs, every run's ledger entries, run seconds in all, the client's tokens)."""
+    from pcformer import party_jobs
+    entries, run_s, tokens = [], 0.0, []
+    for step in range(settings.new_tokens):
+        if step:
+            exe.take(_material(party_jobs.material_path(material_path, step), prog, exe.party))
+            key = _exchange_run_key(exe.party, settings.config(), connect_s, step)
+        phase("run")
+        outs, step_entries, times = exe.run_party(flat, key)
+        entries += step_entries
+        run_s += times["run_s"]
+        if settings.new_tokens > 1 and exe.party == party_jobs.CLIENT:
+            ids, mask, token = party_jobs.advance(flat[-2], flat[-1], outs[0])
+            flat = [*flat[:-2], ids, mask]
+            tokens.append(token)
+    return outs, entries, run_s, tokens
 
 
 def output_json(x):

@@ -154,6 +154,35 @@ def test_child_env_drops_the_forced_device_count(monkeypatch):
     assert env["XLA_FLAGS"] == "--xla_cpu_foo=1" and env["JAX_PLATFORMS"] == "cpu"
 
 
+def test_a_generation_step_writes_the_greedy_token_at_the_first_padding_position():
+    ids = np.array([[5, 6, 0, 0]], np.int32)
+    mask = np.array([[1, 1, 0, 0]], np.int32)
+    logits = np.array([[0.1, 2.0, -1.0, 0.3]], np.float32)
+    new_ids, new_mask, token = party_jobs.advance(ids, mask, logits)
+    assert token == 1
+    assert new_ids.tolist() == [[5, 6, 1, 0]] and new_mask.tolist() == [[1, 1, 1, 0]]
+    assert ids.tolist() == [[5, 6, 0, 0]]          # the client's earlier inputs are not touched
+    assert party_jobs.material_path("m/client.npz", 0) == "m/client.npz"
+    assert party_jobs.material_path("m/client.npz", 2) == "m/client.npz.step2"
+
+
+@pytest.mark.parametrize("kind, used, new_tokens, says", [
+    ("bert", 2, 3, "generates with a decoder"),
+    ("gpt2", 3, 3, "need 5 positions, more than --seq_len=4"),
+])
+def test_generation_the_client_cannot_fit_is_refused_before_compiling(kind, used, new_tokens, says):
+    settings = party_jobs.PartySettings(seq_len=4, new_tokens=new_tokens)
+    mask = np.zeros((1, 4), np.int32)
+    mask[0, :used] = 1
+    with pytest.raises(ValueError, match=says):
+        party_jobs.check_generation(settings, kind, (np.zeros((1, 4), np.int32), mask))
+    # what fits passes: every token but the last is written into the ids
+    room = used + new_tokens - 1
+    fits = np.zeros((1, room), np.int32)
+    fits[0, :used] = 1
+    party_jobs.check_generation(dataclasses.replace(settings, seq_len=room), "gpt2", (None, fits))
+
+
 # -- two real processes ----------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -288,20 +317,28 @@ def test_the_dealer_builds_the_parties_program_from_public_facts_alone(fixture, 
             == dealer_pass.fingerprint(party_jobs.lower(settings, server)[0]))
 
 
-def _pair_equals_reference(folder, text: str, seq_len: int, input_flag: str) -> np.ndarray:
+def _pair_equals_reference(folder, text: str, seq_len: int, input_flag: str,
+                           new_tokens: int = 1) -> np.ndarray:
     """`pcformer run --processes=2` on `folder`; its client's output == the in-process
-    reference's (tests/e2e/party_reference.py), bit for bit. Returns the output."""
+    reference's (tests/e2e/party_reference.py), bit for bit, and so are the online bytes it
+    prints (and, generating, its tokens). Returns the output."""
+    more = [f"--max_new_tokens={new_tokens}"] if new_tokens > 1 else []
     done = subprocess.run(_pcformer("run", "--processes=2", f"--model={folder}",
                                     f"--{input_flag}={text}", f"--seq_len={seq_len}",
-                                    f"--seed={SEED}", "--peer_timeout=300"),
+                                    f"--seed={SEED}", "--peer_timeout=300", *more),
                           capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
     assert done.returncode == 0, done.stderr[-2000:]
     (got,) = _result_outputs(done.stdout)
     ref = subprocess.run([sys.executable, str(Path(__file__).with_name("party_reference.py")),
-                          str(folder), text, str(seq_len), str(SEED)],
+                          str(folder), text, str(seq_len), str(SEED), str(new_tokens)],
                          capture_output=True, text=True, timeout=2 * RUN_BOUND_S)
     assert ref.returncode == 0, ref.stderr[-2000:]
-    *_, sent_line, out_line = ref.stdout.splitlines()
+    lines = ref.stdout.splitlines()
+    if new_tokens > 1:
+        tokens = json.loads(lines.pop())["tokens"]
+        assert len(tokens) == new_tokens
+        assert f"greedy token ids {tokens}" in done.stdout
+    *_, sent_line, out_line = lines
     want = party_worker.from_json(json.loads(out_line))
     assert got.shape == want.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
@@ -316,8 +353,11 @@ def test_tiny_bert_as_two_processes_equals_the_in_process_run(tiny_bert):
 
 
 @pytest.mark.slow
-def test_tiny_gpt2_as_two_processes_equals_the_in_process_run(tiny_gpt2):
-    got = _pair_equals_reference(tiny_gpt2, "the cat sat", 12, "prompt")
+def test_tiny_gpt2_generates_as_two_processes_as_the_in_process_runs_do(tiny_gpt2):
+    # three tokens: three runs of the same compiled program, each with its own dealer material
+    # and run key; the client writes each revealed token into its own padded ids (one token,
+    # one run: the MLP and tiny BERT pairs)
+    got = _pair_equals_reference(tiny_gpt2, "the cat sat", 12, "prompt", new_tokens=3)
     assert got.shape == (1, 300) and np.isfinite(got).all()
 
 
