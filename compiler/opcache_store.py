@@ -38,11 +38,19 @@ SUBFOLDER = "opcache"
 STATS = {"loaded": 0, "stored": 0, "bad": 0}
 
 
+_BASE: dict = {"dir": None}   # the compile cache's folder: pcformer/compile_cache.py sets it
+
+
+def use_folder(base) -> None:
+    """Where the compile cache is (None: off). pcformer/compile_cache.py calls this when it turns
+    the cache on or off, so the compiler never reaches up into the package for it."""
+    _BASE["dir"] = None if base is None else Path(base)
+
+
 def folder() -> Path | None:
     """Where templates live, or None when the compile cache is off."""
-    from pcformer import compile_cache
-    base = compile_cache.folder_in_use()
-    return None if base is None else Path(base) / SUBFOLDER
+    base = _BASE["dir"]
+    return None if base is None else base / SUBFOLDER
 
 
 @functools.lru_cache(maxsize=1)

@@ -83,7 +83,14 @@ def enable(folder: Path | None = None, note=None) -> Path | None:
             if name not in os.environ:
                 os.environ[name] = _state["env"][name] = value
     _state["dir"] = folder
+    _tell_op_templates(folder)
     return folder
+
+
+def _tell_op_templates(folder: Path | None) -> None:
+    """The op-template store (compiler/opcache_store.py) keeps its files in the same folder."""
+    from pcformer.compiler import opcache_store   # light: no JAX at import
+    opcache_store.use_folder(folder)
 
 
 def listen() -> None:
@@ -104,6 +111,7 @@ def disable() -> None:
         import jax
         jax.config.update("jax_compilation_cache_dir", None)
     _state["dir"] = None
+    _tell_op_templates(None)
 
 
 def folder_in_use() -> Path | None:
