@@ -32,13 +32,27 @@ from pcformer.runtime.shares import AShare
 from . import dealer_pass, sharded
 
 
-def process_mesh() -> Mesh:
-    """The `party` mesh of a two-process run: party p = the one device of process p."""
+def process_mesh(model: int = 1) -> Mesh:
+    """The mesh of a two-process run: party p = the devices of process p (`model` of them each:
+    with more than one, a `model` axis over which the server's weight matrices are split)."""
     devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-    if len(devices) != 2 or {d.process_index for d in devices} != {0, 1}:
-        raise ValueError(f"a two-process party run needs exactly one device in each of two "
+    per = [sum(d.process_index == p for d in devices) for p in (0, 1)]
+    if len(devices) != 2 * model or per != [model, model]:
+        raise ValueError(f"a two-process party run needs {model} device(s) in each of two "
                          f"processes, found {[(d.process_index, d.id) for d in devices]}")
-    return Mesh(np.array(devices), (M.PARTY,))
+    if model == 1:
+        return Mesh(np.array(devices), (M.PARTY,))
+    return Mesh(np.array(devices).reshape(2, model), (M.PARTY, M.MODEL))
+
+
+def _own_row(arr) -> np.ndarray:
+    """This process's row of a global [2, ...] array, put together from its local pieces (XLA
+    may leave an output split over a `model` axis)."""
+    with ring.x64():
+        row = np.empty(arr.shape[1:], arr.dtype)
+        for piece in arr.addressable_shards:
+            row[tuple(piece.index[1:])] = np.asarray(piece.data)[0]
+    return row
 
 
 class ProcessPartyExecutable(sharded.ShardedExecutable):
@@ -56,9 +70,8 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
         super().__init__(prog, config, process_mesh() if mesh is None else mesh)
         self.materials = {party: material}
         self.party = party
-        self._sharding = NamedSharding(self.mesh, PartitionSpec(M.PARTY))
-        self._device = next(d for d in self.mesh.devices.flat
-                            if d.process_index == jax.process_index())
+        self._local = [d for d in self.mesh.devices.flat
+                       if d.process_index == jax.process_index()]
 
     def take(self, material) -> None:
         """The next run's material (another run of the same compiled program, e.g. the next
@@ -70,17 +83,31 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
         self.materials = {self.party: material}
         self._spent = False
 
-    def _global(self, row: np.ndarray):
-        """A global [2, ...] array of which this process supplies only its own row."""
+    def _global(self, row: np.ndarray, spec: PartitionSpec | None = None):
+        """A global [2, ...] array of which this process supplies only its own row: one piece
+        per local device, as `spec` lays it out (default: split over `party` only)."""
+        row = np.asarray(row)[None]
+        shape = (2,) + row.shape[1:]
+        sharding = NamedSharding(self.mesh, PartitionSpec(M.PARTY) if spec is None else spec)
+        pieces = sharding.addressable_devices_indices_map(shape)
         with ring.x64():   # uint64 keys and tape words stay 64-bit
-            local = jax.device_put(np.asarray(row)[None], self._device)
-            return jax.make_array_from_single_device_arrays((2,) + np.shape(row),
-                                                            self._sharding, [local])
+            local = [jax.device_put(row[(slice(None),) + tuple(pieces[d][1:])], d)
+                     for d in self._local]
+            return jax.make_array_from_single_device_arrays(shape, sharding, local)
 
     def _blocks(self, flat_inputs):
-        """Each input as a global [2, ...] array of which this process supplies only its row."""
-        return [self._global(M.input_row(np.asarray(x), sharded._owner(v), self.party))
-                for v, x in zip(self.prog.inputs, flat_inputs)]
+        """Each input as a global [2, ...] array of which this process supplies only its row;
+        the server's weight matrices split over a `model` axis (compiler/sharded._place)."""
+        out = []
+        for v, x in zip(self.prog.inputs, flat_inputs):
+            x = np.asarray(x)
+            spec = (M.model_spec(self.mesh, (2,) + x.shape)
+                    if v.vis.kind == "private" and v.vis.party == 0 else None)
+            out.append(self._global(M.input_row(x, sharded._owner(v), self.party), spec))
+        return out
+
+    def _place(self, blocks, lead: int = 1):
+        return blocks      # `_blocks` laid them out already: a process holds only its pieces
 
     def _material_blocks(self):
         """This party's own dealer material: its (seed, setup key) row and its flat tape."""
@@ -90,8 +117,7 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
     def _own_view(self, v, out):
         """This party's block of output `v`: its share of a secret, its view of a revealed
         value; None for the other party's private value or a value revealed only to it."""
-        block = np.asarray(out.data.addressable_data(0) if isinstance(out, AShare)
-                           else out.addressable_data(0))[0]
+        block = _own_row(out.data if isinstance(out, AShare) else out)
         if isinstance(out, AShare):
             return AShare(jnp.asarray(block), 0)
         return None if v.vis.is_private and v.vis.party != self.party else block

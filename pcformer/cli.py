@@ -83,6 +83,9 @@ flags.DEFINE_integer("peer_timeout", 60, "Two processes: seconds a step may wait
                      "before this process gives up with an error.", lower_bound=1)
 flags.DEFINE_integer("connect_timeout", 120, "Two processes: seconds to reach the peer and agree "
                      "on the run.", lower_bound=1)
+flags.DEFINE_integer("model_parallel", 1, "Two processes: devices per party process, the "
+                     "server's weight matrices split over them (tensor parallel; docs/"
+                     "distributed.md).", lower_bound=1)
 flags.DEFINE_enum("job", "model", ["model", "mlp"], "Two processes: the --model (BERT: sentence "
                   "embedding of --text; GPT-2/LLaMA: next-token logits of --prompt; ViT: class "
                   "logits of --image) or a built-in tiny MLP (a quick check of the pair).")
@@ -97,7 +100,7 @@ _DISTILL = distill_cli.define_flags(FLAGS)
 DEBUG_ENV = "PCFORMER_DEBUG"
 _MPC = ("ring_bits", "frac_bits", "trunc_mode", "mode", "seed", "check_overflow", "protocols")
 COMMON = ("compile_cache", "debug")
-_TWO = ("processes", "peer_timeout", "connect_timeout", "job")
+_TWO = ("processes", "peer_timeout", "connect_timeout", "job", "model_parallel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +141,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             ("role", "coordinator", "dealer_material", "model", "text", "prompt", "image",
              "max_new_tokens", "seq_len",
              "policy", "ring_bits", "frac_bits", "trunc_mode", "protocols", "seed", "peer_timeout",
-             "connect_timeout", "job"),
+             "connect_timeout", "job", "model_parallel"),
             "pcformer party --role=server --coordinator=127.0.0.1:7777 --dealer_material=server.npz "
             "--model=minilm",
             "pcformer.party_cli:party"),

@@ -73,7 +73,7 @@ def settings_from_flags() -> PartySettings:
                          # a decoder's pair computes the next token's logits unless asked to
                          # generate (in one process, --max_new_tokens has a default of its own)
                          new_tokens=FLAGS.max_new_tokens if FLAGS["max_new_tokens"].present
-                         else 1)
+                         else 1, model_parallel=FLAGS.model_parallel)
 
 
 def timeouts_from_flags() -> Timeouts:
@@ -200,6 +200,8 @@ def describe(role: str, result: dict) -> list[str]:
               if result["reproducible"] else "fresh keys from the operating system")
     lines = [f"party     {role} (party {result['party']} of 2: one process each)",
              f"program   fingerprint {result['fingerprint']} (both processes compiled the same)",
+             *([f"devices   {result['devices']} per party (the server's weight matrices split "
+                f"over them)"] if result.get("devices", 1) > 1 else []),
              f"time      XLA compile {result['compile_s']:.1f} s, run {result['run_s']:.2f} s"
              + runs,
              f"online    server sent {sent[0]} B, client sent {sent[1]} B" + runs,

@@ -53,6 +53,7 @@ class PartySettings:
     trunc_mode: str = "dealer"
     protocols: str = "beaver"         # the protocol family ("fss": the dealer's keys on tapes)
     new_tokens: int = 1               # decoders: greedy tokens, one run (and material) each
+    model_parallel: int = 1           # devices per party process: the server's weights split
 
     def config(self) -> MPCConfig:
         return MPCConfig(ring_bits=self.ring_bits, frac_bits=self.frac_bits,

@@ -45,10 +45,11 @@ def compiled_wait_s(peer_s: int, compile_s: float) -> float:
     return peer_s + 2 * compile_s
 
 
-def connect(coordinator: str, party: int, connect_timeout: int, peer_timeout: int) -> None:
+def connect(coordinator: str, party: int, connect_timeout: int, peer_timeout: int,
+            devices: int = 1) -> None:
     import jax
     jax.config.update("jax_platforms", "cpu")
-    jax.config.update("jax_num_cpu_devices", 1)
+    jax.config.update("jax_num_cpu_devices", devices)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=2,
@@ -60,8 +61,8 @@ def connect(coordinator: str, party: int, connect_timeout: int, peer_timeout: in
                          f"{connect_timeout} s ({_first_line(e)})") from None
     # both backends start now: each waits for the other's device topology, which must not
     # wait behind anything else (e.g. the client waiting for the server's manifest)
-    if len(jax.devices()) != 2:
-        raise PartyError(f"expected one device per process, found {jax.devices()}")
+    if len(jax.devices()) != 2 * devices:
+        raise PartyError(f"expected {devices} device(s) per process, found {jax.devices()}")
 
 
 def _client():
@@ -140,7 +141,7 @@ def _material(path: str, prog, party: int):
 def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
          material_path: str) -> dict:
     phase("connect")
-    connect(coordinator, party, connect_s, peer_s)
+    connect(coordinator, party, connect_s, peer_s, settings.model_parallel)
     phase("agree")
     from pcformer import party_jobs
     job = _job(settings, party, connect_s)
@@ -150,15 +151,17 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
     key = _exchange_run_key(party, config, connect_s)
     from pcformer.compiler.dealer_pass import fingerprint
     mine = fingerprint(prog)
-    publish(f"program/{party}", f"{mine}/{settings.new_tokens}")   # the program, and its runs
+    agreed = f"{mine}/{settings.new_tokens}/{settings.model_parallel}"   # program, runs, mesh
+    publish(f"program/{party}", agreed)
     theirs = fetch(f"program/{1 - party}", connect_s, "program fingerprint")
-    if theirs != f"{mine}/{settings.new_tokens}":
+    if theirs != agreed:
         raise PartyError("the two processes compiled different programs or runs (give both the "
-                         "same --job, --model, --seq_len, --max_new_tokens, --policy and MPC "
-                         "flags)")
+                         "same --job, --model, --seq_len, --max_new_tokens, --model_parallel, "
+                         "--policy and MPC flags)")
     phase("compile")
-    from pcformer.compiler.party_process import ProcessPartyExecutable
-    exe = ProcessPartyExecutable(prog, config, party, material)
+    from pcformer.compiler.party_process import ProcessPartyExecutable, process_mesh
+    exe = ProcessPartyExecutable(prog, config, party, material,
+                                 process_mesh(settings.model_parallel))
     t0 = time.perf_counter()
     exe.compile([exe._as_input(x) for x in flat])
     compile_s = time.perf_counter() - t0
@@ -175,6 +178,7 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
               "online_bytes": list(totals["online"]["bytes"]),
               "offline_bytes": totals["offline"]["bytes"][party],
               "reproducible": material.reproducible, "runs": settings.new_tokens,
+              "devices": settings.model_parallel,
               "compile_s": compile_s, "run_s": run_s, "fingerprint": mine}
     if tokens:
         result["tokens"] = tokens

@@ -201,6 +201,23 @@ def test_two_processes_equal_the_in_process_run_bit_for_bit(protocols):
     assert _prints_ledger_bytes(done.stdout, rep.totals()["online"]["bytes"])
 
 
+@pytest.mark.slow
+def test_two_devices_per_process_split_the_weights_and_equal_the_in_process_run():
+    # --model_parallel=2: each party process holds two devices, the server's weight matrices
+    # split over them (its process supplies only its own pieces); the client puts its output
+    # back together from its devices' pieces
+    done = subprocess.run(_pcformer("run", "--processes=2", "--job=mlp", f"--seed={SEED}",
+                                    "--model_parallel=2", "--peer_timeout=120"),
+                          capture_output=True, text=True, timeout=RUN_BOUND_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "devices   2 per party" in done.stdout
+    (got,) = _result_outputs(done.stdout)
+    want, rep = _in_process_mlp(report=True)
+    assert got.shape == want.shape
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert _prints_ledger_bytes(done.stdout, rep.totals()["online"]["bytes"])
+
+
 @pytest.fixture(scope="module")
 def mlp_material(tmp_path_factory) -> Path:
     """`pcformer party --role=dealer`: each party's material for the MLP job, one file each."""
