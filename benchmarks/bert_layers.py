@@ -147,6 +147,8 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
                                 matmul_kernel=args.matmul_kernel, protocols=args.protocols,
                                 seed=args.seed if args.mesh else None)
     options = {"xla_backend_optimization_level": args.opt_level} if args.opt_level >= 0 else None
+    if args.fusion_emitters != "default":    # XLA CPU's fusion emitters (op executor default: off)
+        options = {**(options or {}), "xla_cpu_use_fusion_emitters": args.fusion_emitters == "on"}
 
     t0 = time.perf_counter()
     prog = pcformer.compile(fn, *inputs, owners=owners, policy=policy, config=config,
@@ -280,6 +282,9 @@ def parse(argv=None):
     p.add_argument("--opt_level", type=int, default=-1,
                    help="XLA backend optimization level of the compiled programs (the op "
                         "executor's op programs, or the whole program's jit; -1: XLA default)")
+    p.add_argument("--fusion_emitters", default="default", choices=("default", "on", "off"),
+                   help="XLA CPU's fusion emitters for the compiled programs (the op executor "
+                        "turns them off by default: compiler/opcache.op_program_defaults)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mesh", action="store_true",
                    help="also run party-sharded (executor='sharded', party p on device p) and "

@@ -144,8 +144,28 @@ def test_compiler_options_reach_the_op_programs_and_key_their_templates(monkeypa
                             compiler_options=options)
     seen.clear()
     b, rb = fast.run(X, W)
-    assert seen and all(o == options for o in seen)      # compiled again, each with the options
+    # compiled again, each with the options (over the executor's defaults, which they keep)
+    from pcformer.compiler.opcache import op_program_defaults
+    assert seen and all(o == {**op_program_defaults(), **options} for o in seen)
     assert len(seen) == fast._exe.distinct_executables
     assert not fast._exe._used & base._exe._used
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert ledger_key(ra.entries) == ledger_key(rb.entries)
+
+
+def test_the_cpu_default_turns_xla_fusion_emitters_off_and_the_caller_can_turn_them_on():
+    """Op programs compile with XLA's CPU fusion emitters off by default (faster compiles,
+    benchmarks/README.md) and give what the emitters give, bit for bit."""
+    import jax
+    from pcformer.compiler.opcache import op_program_defaults
+    if jax.default_backend() == "cpu":
+        assert op_program_defaults() == {"xla_cpu_use_fusion_emitters": False}
+    cfg = pcformer.MPCConfig(seed=5)
+    default = pcformer.compile(block, X, W, owners=(1, 0), policy=None, config=cfg)
+    emitters = pcformer.compile(block, X, W, owners=(1, 0), policy=None, config=cfg,
+                                compiler_options={"xla_cpu_use_fusion_emitters": True})
+    assert emitters._exe.compiler_options["xla_cpu_use_fusion_emitters"] is True
+    a, ra = default.run(X, W)
+    b, rb = emitters.run(X, W)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert ledger_key(ra.entries) == ledger_key(rb.entries)
