@@ -42,19 +42,16 @@ import sys
 
 def _model_parallel(argv) -> int:
     """--model_parallel N from argv, read before JAX's import (it fixes the host devices)."""
-    for i, a in enumerate(argv):
-        if a.startswith("--model_parallel="):
-            return int(a.split("=", 1)[1])
-        if a == "--model_parallel" and i + 1 < len(argv):
-            return int(argv[i + 1])
-    return 1
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--model_parallel", type=int, default=1)
+    return early.parse_known_args(argv)[0].model_parallel
 
 
 if "--mesh" in sys.argv and "xla_force_host_platform_device_count" not in os.environ.get(
         "XLA_FLAGS", ""):   # host devices for the party (x model) axes; must precede JAX's import
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                f" --xla_force_host_platform_device_count="
-                               f"{2 * _model_parallel(sys.argv)}")
+                               f"{2 * _model_parallel(sys.argv[1:])}")
 
 import pcformer  # noqa: F401,E402  first: tunes malloc before JAX starts (pcformer/_allocator.py)
 import jax

@@ -48,10 +48,9 @@ def process_mesh(model: int = 1) -> Mesh:
 def _own_row(arr) -> np.ndarray:
     """This process's row of a global [2, ...] array, put together from its local pieces (XLA
     may leave an output split over a `model` axis)."""
-    with ring.x64():
-        row = np.empty(arr.shape[1:], arr.dtype)
-        for piece in arr.addressable_shards:
-            row[tuple(piece.index[1:])] = np.asarray(piece.data)[0]
+    row = np.empty(arr.shape[1:], arr.dtype)
+    for piece in arr.addressable_shards:
+        row[tuple(piece.index[1:])] = np.asarray(piece.data)[0]
     return row
 
 
@@ -66,19 +65,17 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
         if any(v.vis.is_secret for v in prog.inputs):
             raise ValueError("secret-shared inputs (a Secret from an earlier run) are not yet "
                              "supported in a two-process run")
-        dealer_pass.check_for(material, prog, party)
         super().__init__(prog, config, process_mesh() if mesh is None else mesh)
-        self.materials = {party: material}
         self.party = party
+        self.take(material)
         self._local = [d for d in self.mesh.devices.flat
                        if d.process_index == jax.process_index()]
 
     def take(self, material) -> None:
         """The next run's material (another run of the same compiled program, e.g. the next
         token of a generation): material serves one run, so each run takes its own."""
-        if material is self.materials[self.party]:
-            raise ValueError("this dealer material was used by a run already: ask the dealer "
-                             "for new material (a triple used twice leaks)")
+        if material is (self.materials or {}).get(self.party):
+            raise ValueError(sharded.MATERIAL_USED)
         dealer_pass.check_for(material, self.prog, self.party)
         self.materials = {self.party: material}
         self._spent = False
@@ -101,9 +98,8 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
         out = []
         for v, x in zip(self.prog.inputs, flat_inputs):
             x = np.asarray(x)
-            spec = (M.model_spec(self.mesh, (2,) + x.shape)
-                    if v.vis.kind == "private" and v.vis.party == 0 else None)
-            out.append(self._global(M.input_row(x, sharded._owner(v), self.party), spec))
+            out.append(self._global(M.input_row(x, sharded._owner(v), self.party),
+                                    self._weight_spec(v, (2,) + x.shape)))
         return out
 
     def _place(self, blocks, lead: int = 1):

@@ -23,6 +23,10 @@ from pcformer.runtime.shares import AShare, Context
 from . import dealer_pass, deployment, execute
 
 
+MATERIAL_USED = ("this dealer material was used by a run already: ask the dealer for new "
+                 "material (a triple used twice leaks)")
+
+
 def _owner(v) -> int | None:
     """Which device may hold input `v`'s plaintext: its private owner, else both (None)."""
     return v.vis.party if v.vis.kind == "private" else None
@@ -65,8 +69,7 @@ class ShardedExecutable(execute.Executable):
         if self.materials is None:
             return
         if self._spent:
-            raise ValueError("this dealer material was used by a run already: ask the dealer "
-                             "for new material (a triple used twice leaks)")
+            raise ValueError(MATERIAL_USED)
         self._spent = True
 
     def _blocks(self, flat_inputs):
@@ -101,18 +104,20 @@ class ShardedExecutable(execute.Executable):
         self._last_entries = list(ctx.ledger.entries)
         return M.own_blocks(list(outs))
 
+    def _weight_spec(self, v, shape, lead: int = 1):
+        """Tensor parallel: how input `v`'s block of `shape` is split over a `model` axis. Only
+        the server's weight matrices are (runtime.mesh.model_spec); None for the rest."""
+        return M.model_spec(self.mesh, shape, lead) if _owner(v) == 0 else None
+
     def _place(self, blocks, lead: int = 1):
-        """Tensor parallel on a mesh with a `model` axis: the server's weight matrices split
-        over it (runtime.mesh.model_spec), so each device of a party holds a slice of them and
-        XLA partitions their products and masks; everything else as shard_map splits it."""
-        if M.MODEL not in self.mesh.axis_names:
-            return blocks
+        """The blocks on the mesh: each of the server's weight matrices split over a `model`
+        axis (`_weight_spec`), so each device of a party holds a slice of it and XLA partitions
+        its products and masks; everything else as shard_map splits it."""
         out = list(blocks)
         for i, v in enumerate(self.prog.inputs):
-            if v.vis.kind == "private" and v.vis.party == 0:
-                spec = M.model_spec(self.mesh, np.shape(out[i]), lead)
-                if spec is not None:
-                    out[i] = jax.device_put(out[i], NamedSharding(self.mesh, spec))
+            spec = self._weight_spec(v, np.shape(out[i]), lead)
+            if spec is not None:
+                out[i] = jax.device_put(out[i], NamedSharding(self.mesh, spec))
         return out
 
     def _all_blocks(self, flat_inputs):

@@ -219,12 +219,13 @@ def describe(role: str, result: dict) -> list[str]:
 
 def dealer() -> int:
     """`pcformer party --role=dealer --dealer_material=DIR`: each party's material, one file each."""
-    status, paths = prepare_material(settings_from_flags(), FLAGS.dealer_material)
+    settings = settings_from_flags()
+    status, paths = prepare_material(settings, FLAGS.dealer_material)
     if status != 0:
         print(f"pcformer party: error: dealer: {paths}", file=sys.stderr, flush=True)
         return status
-    more = (f" and its {FLAGS.max_new_tokens - 1} later steps' files PATH.stepK"
-            if FLAGS["max_new_tokens"].present and FLAGS.max_new_tokens > 1 else "")
+    more = (f" and its {settings.new_tokens - 1} later steps' files PATH.stepK"
+            if settings.new_tokens > 1 else "")
     for role, path in paths.items():
         print(f"dealer    {role}: {path}{more} (give it to the {role} only)", flush=True)
     return 0

@@ -168,8 +168,7 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
     wait_s = compiled_wait_s(peer_s, compile_s)
     phase("wait", wait_s)
     barrier("compiled", wait_s, "compiled")
-    outs, entries, run_s, tokens = _runs(settings, job, exe, flat, key, material_path, prog,
-                                         connect_s)
+    outs, entries, run_s, tokens = _runs(settings, exe, flat, key, material_path, connect_s)
     phase("done")
     barrier("done", peer_s, "done")
     from pcformer.runtime.ledger import totals_of
@@ -186,7 +185,7 @@ def work(settings, party: int, coordinator: str, connect_s: int, peer_s: int,
     return result
 
 
-def _runs(settings, job, exe, flat, key, material_path, prog, connect_s):
+def _runs(settings, exe, flat, key, material_path, connect_s):
     """One run, or one per new token (greedy generation): each with its own dealer material and
     run key; the client writes each revealed token into its own ids before the next run
     (`party_jobs.advance`), the server's inputs stay as they are. Returns (the last run's
@@ -195,7 +194,8 @@ def _runs(settings, job, exe, flat, key, material_path, prog, connect_s):
     entries, run_s, tokens = [], 0.0, []
     for step in range(settings.new_tokens):
         if step:
-            exe.take(_material(party_jobs.material_path(material_path, step), prog, exe.party))
+            exe.take(_material(party_jobs.material_path(material_path, step), exe.prog,
+                               exe.party))
             key = _exchange_run_key(exe.party, settings.config(), connect_s, step)
         phase("run")
         outs, step_entries, times = exe.run_party(flat, key)
