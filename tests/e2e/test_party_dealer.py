@@ -90,3 +90,24 @@ def test_a_party_expands_its_tape_with_zeros_where_the_other_partys_entries_are(
     assert dealer_tape.tape_bits(schedule, 1) == 2 * 64 + 1 and dealer_tape.tape_bits(schedule, 0) == 192
     with pytest.raises(dealer_tape.MaterialMismatch):
         dealer_tape.expand(schedule, 1, np.array([7, 8], np.uint64), np.uint64)
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_each_generation_step_gets_fresh_material_under_the_deployments_one_setup_key(
+        tmp_path, seed):
+    # one run per new token: a step that reused another's triples would leak the difference of
+    # the two runs' masked values; the setup key (the masks of the same weights) stays one
+    settings = party_jobs.PartySettings(job="mlp", seed=seed, new_tokens=3)
+    paths = party_jobs.prepare_material(settings, tmp_path)
+    steps = {role: [dealer_pass.Material.load(party_jobs.material_path(path, k))
+                    for k in range(3)] for role, path in paths.items()}
+    client, server = steps["client"], steps["server"]
+    assert len({m.dealer_word for m in client}) == 3 and len({m.dealer_word for m in server}) == 3
+    assert not any(np.array_equal(a.tape, b.tape) for a, b in
+                   [(client[0], client[1]), (client[1], client[2]), (client[0], client[2])])
+    assert len({m.setup_word for m in server}) == 1 and server[0].setup_word != 0
+    assert all(m.setup_word == 0 for m in client)
+    if seed is not None:   # step k's seeds are the in-process run k's
+        prog, flat = _mlp(seed=seed)
+        for k in range(3):
+            assert client[k].dealer_word == dealer_pass.keys(prog.config, prog.ir, k)[0][1]
