@@ -18,6 +18,7 @@ import numpy as np
 from .approximation_table import approximation
 from .approximations import (erf_poly, exp_limit, exp_taylor, logistic_exp, reciprocal_goldschmidt,
                              relu)
+from .lookup_table import table_lookup
 
 # ---------------------------------------------------------------------------------------------
 # GeLU
@@ -76,6 +77,30 @@ def gelu_tanh(x, exp: Callable | None = None, recip_iters: int = 3):
     return x * logistic_exp(2.0 * z, exp, recip_iters)
 
 
+def _relu_minus_gelu(a, form: str = "erf"):
+    """delta(a) = relu(a) - gelu(a) for a >= 0, in float64 (numpy): a * Phi(-a) for the erf form,
+    a * (1 - sigmoid(2 sqrt(2/pi) (a + 0.044715 a^3))) for the tanh form."""
+    a = np.asarray(a, dtype=np.float64)
+    if form == "tanh":
+        return a / (1.0 + np.exp(2.0 * _SQRT2_PI * (a + 0.044715 * a ** 3)))
+    return a * 0.5 * np.vectorize(math.erfc)(a * _SQRT1_2)
+
+
+def gelu_sigma(x, form: str = "erf", bits: int = 8, frac: int = 6):
+    """SIGMA's GeLU: relu(x) - delta(|x|), delta = relu - gelu (even, at most 0.17, below 1.3e-4
+    for |x| >= 4) read from a 2^bits-entry table on [0, 2^bits / 2^frac) at the midpoints of
+    steps of 2^-frac; |x| = 2 relu(x) - x reuses the ReLU. Defaults: 8 bits, 6 fractional bits,
+    |x| clipped to [0, 4): max abs error 4.0e-3 (the step), at no polynomial at all.
+
+    Range: all reals. Cost under protocols="fss": one relu, one exact truncation, one relu
+    (the clip), one 8-bit lookup: 4 rounds. Source: Gupta et al., SIGMA (PoPETs 2024), sec. 5.
+    """
+    r = relu(x)
+    a = 2.0 * r - x
+    mids = (np.arange(1 << bits, dtype=np.float64) + 0.5) / float(2 ** frac)
+    return r - table_lookup(a, _relu_minus_gelu(mids, form), frac, nonneg=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Softmax (over `axis`, with an optional boolean mask `where`: masked entries are exactly 0 and
 # do not enter the sum). `recip` is the reciprocal used for the one division per row.
@@ -122,6 +147,22 @@ def softmax_puma(x, where=None, axis: int = -1, exp_iters: int = 8, cutoff: floa
     return _normalise(_masked(exp_limit(z, exp_iters, cutoff), where), axis, recip, eps)
 
 
+def exp_nonpositive_lut(z):
+    """exp(z) for z <= 0 from two 8-bit tables (SIGMA's nExp): with u = -z + 2^-13, the
+    index k = floor(u 2^12) = round(-z 2^12) splits into digits hi = k >> 8 (clipped to 255) and
+    lo = k mod 2^8, and exp(z) ~ exp(-hi/16) * exp(-lo/4096). Max relative error 1.3e-4 on
+    [-15.9, 0]; below, at most exp(-15.9) = 1.2e-7 absolute (0 in 16-bit fixed point).
+
+    Range: z <= 2^-13 (a max-subtracted score; the offset absorbs one fixed-point LSB above 0).
+    Cost under protocols="fss": two exact truncations (one round), one relu (the clip), two
+    8-bit lookups, one product: 5 rounds. Source: Gupta et al., SIGMA (PoPETs 2024), sec. 5.
+    """
+    u = 2.0 ** -13 - z
+    hi = table_lookup(u, np.exp(-np.arange(256) / 16.0), 4, nonneg=True)
+    lo = table_lookup(u, np.exp(-np.arange(256) / 4096.0), 12, nonneg=True, wrap=True)
+    return hi * lo
+
+
 def softmax_exact(x, where=None, axis: int = -1, exp: Callable | None = None,
                   eps: float = 0.0, recip: Callable = reciprocal_goldschmidt):
     """High-accuracy softmax: z = x - max(x), `exp` (default `exp_taylor`, 0 below -14), one
@@ -153,6 +194,13 @@ def _relu(pol):
 def _puma(pol):
     """PUMA's piecewise polynomial GeLU."""
     return lambda x, form="erf": gelu_puma(x)
+
+
+@approximation("gelu", "sigma", valid=(-20.0, 20.0), error=("abs", 4.0e-3), reference=_gelu_ref)
+def _gelu_sigma(pol):
+    """SIGMA's relu(x) - lookup(|x|) on an 8-bit table (the matched form's table; lookups need
+    protocols="fss")."""
+    return lambda x, form="erf": gelu_sigma(x, form)
 
 
 @approximation("gelu", "exact", params=("erf_degree", "recip_iters"), valid=(-20.0, 20.0),
@@ -187,6 +235,14 @@ def _softmax_puma(pol):
     recip = pol.fn("reciprocal")
     return lambda x, where, axis: softmax_puma(x, where, axis, pol.exp_iters, pol.exp_cutoff,
                                                0.0, recip)
+
+
+@approximation("softmax", "sigma", params=("recip_iters", "recip_range"))
+def _softmax_sigma(pol):
+    """Max-subtracted softmax with SIGMA's two-table exp (lookups need protocols="fss") and the
+    policy's reciprocal."""
+    recip = pol.fn("reciprocal")
+    return lambda x, where, axis: softmax_exact(x, where, axis, exp_nonpositive_lut, 0.0, recip)
 
 
 @approximation("softmax", "exact", error=("abs", 4.6e-6))

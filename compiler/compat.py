@@ -211,3 +211,24 @@ def distributed_client():
     timeouts: what a two-process party run agrees on keys with); None before `initialize`."""
     from jax._src import distributed as _distributed
     return _distributed.global_state.client
+
+
+# ------------------------------------------------------------------ defining a primitive
+# compiler/lookup_table.py defines pcformer's one primitive of its own (a public table read at
+# a secret position); its differentiation, batching and XLA lowering hooks live here.
+from jax.interpreters import ad as _ad          # noqa: E402
+from jax.interpreters import batching as _batching  # noqa: E402
+from jax.interpreters import mlir as _mlir      # noqa: E402
+
+
+def define_elementwise_primitive(name: str, impl, jvp_slope) -> Primitive:
+    """A primitive y = impl(x, **params), elementwise on one float array: its abstract value is
+    x's, vmap maps it elementwise, jit lowers impl, and its JVP is jvp_slope(x, **params) * t."""
+    p = Primitive(name)
+    p.def_impl(impl)
+    p.def_abstract_eval(lambda aval, **params: aval)
+    _mlir.register_lowering(p, _mlir.lower_fun(impl, multiple_results=False))
+    _batching.primitive_batchers[p] = lambda args, dims, **params: (p.bind(args[0], **params),
+                                                                    dims[0])
+    _ad.defjvp(p, lambda t, x, **params: jvp_slope(x, **params) * t)
+    return p

@@ -111,6 +111,20 @@ def lower(traced, owners_flat, config, keep_secret=None) -> ir.Program:
 BATCHED = ("drelu",)
 
 
+def _entry(op, family: str):
+    """The registry entry of a protocol op in the run's family, or a LoweringError naming the
+    op, its source line and module path, and the families that have it."""
+    entry = registry.find(op.name, family)
+    if entry is None:
+        others = [f for f in registry.families() if registry.find(op.name, f) is not None]
+        raise LoweringError(
+            f"protocol op {op.name!r} has no protocol in family {family!r}"
+            + (f"; it exists in {others} (MPCConfig(protocols={others[0]!r}), CLI "
+               f"--protocols={others[0]})" if others else "")
+            + f" [at {op.where or '<unknown>'}, module {op.scope or '<top>'}]")
+    return entry
+
+
 def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], int]:
     """Merge independent comparisons into one protocol call.
 
@@ -176,7 +190,7 @@ def batch_comparisons(ops: list[Op], next_id: int, config) -> tuple[list[Op], in
         d_in = max((depth.get(v.id, 0) for v in op.operands if v.vis.is_secret), default=0)
         d_out = d_in
         if op.kind == "protocol":     # the op's own rounds, from its registry entry's formula
-            entry = registry.lookup(op.name, config.protocols)
+            entry = _entry(op, config.protocols)
             d_out = 0 if op.name == "share" else d_in + rounds(entry.messages(op, config))
         for r in op.results:
             depth[r.id] = d_out

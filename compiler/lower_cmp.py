@@ -9,7 +9,11 @@ truncation only.
   comparison, exact for every input in range;
 - ceil(x) = -floor(-x); round half away from zero selects floor(x + 1/2) or -floor(1/2 - x) by
   the sign; round half to even subtracts [tie] * [floor(x + 1/2) odd] from floor(x + 1/2);
-- rem(x, y) for a y a party knows (C fmod): x - y * trunc(x * (1/y)).
+- rem(x, y) for a y a party knows (C fmod): x - y * trunc(x * (1/y));
+- table_lookup (compiler/lookup_table.py): truncate to the table's fractional bits (scale 0:
+  the index), clip to [0, 2^n) with relus (t - relu(t - hi), + relu(-t) unless nonneg, both in
+  one round; none with wrap: `lut` reads the index mod 2^n), then the FSS family's one-round
+  `lut` on n bits.
 Costs are the sums of the protocol ops these emit (drelu, truncate, mul), so static == measured
 by construction. Registered into `lower_base.LOWER_RULES` on import.
 """
@@ -18,7 +22,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from .ir import Value
+from .ir import SECRET, Value
+from .lookup_table import bits_of
 from . import lower_struct  # noqa: F401  (registers convert_element_type, refined below)
 from .lower_base import LOWER_RULES, _out, rule
 
@@ -199,3 +204,28 @@ def _xor(L, eqn, a, b):
     s = L.add(a, b, shape=shape, dtype=dtype)
     return [L.add(s, L.add(ab, ab, shape=shape, dtype=dtype), sub=True, shape=shape,
                   dtype=dtype)]
+
+
+@rule("table_lookup")
+def _table_lookup(L, eqn, x):
+    """table[clip(floor(x 2^frac), 0, 2^n - 1)]: `truncate` to the index, one or two `relu`s
+    (the clip, one round), `lut` on n bits (protocols="fss": a DPF, one round)."""
+    shape, dtype = _out(eqn)
+    table, frac, nonneg = eqn.params["table"], eqn.params["frac"], eqn.params["nonneg"]
+    wrap = eqn.params["wrap"]
+    n = bits_of(table)
+    x = L.for_compare(_secret(L, x))
+    if x.scale <= frac:        # the index is x's top bits: bring x above frac, then drop frac
+        x = L.lift(x, frac + 1)
+    t = L.new(shape, "int32", SECRET, 0)
+    L.emit("truncate", [x], [t], shift=x.scale - frac)
+    idx = t                    # wrap: `lut` reads t mod 2^n
+    if not wrap:
+        hi = L.const(np.asarray((1 << n) - 1, np.int32))
+        over = L.relu(L.add(t, hi, sub=True, shape=shape, dtype="int32"))
+        idx = L.add(t, over, sub=True, shape=shape, dtype="int32")
+        if not nonneg:
+            idx = L.add(idx, L.relu(_neg(L, t)), shape=shape, dtype="int32")
+    r = L.new(shape, dtype, SECRET, L.frac_bits)
+    L.emit("lut", [idx], [r], table=tuple(table), bits=n, enc=L.frac_bits)
+    return [r]

@@ -21,8 +21,8 @@ class Policy:
     """One approximation name per operator class, plus the parameters they use: a mapping from
     operator class to an entry of the approximation table (compiler/approximation_table.py).
 
-    Operator classes: `gelu` (quad | relu | puma | exact), `softmax` (2quad | relu | puma |
-    exact), `exp` (taylor | limit), `reciprocal` (goldschmidt | newton), `rsqrt` (newton | crypten),
+    Operator classes: `gelu` (quad | relu | puma | sigma | exact), `softmax` (2quad | relu | puma |
+    sigma | exact), `exp` (taylor | limit), `reciprocal` (goldschmidt | newton), `rsqrt` (newton | crypten),
     `tanh` (logistic), `logistic` (exp), `erf` (poly), `math` (poly). `reciprocal` also serves the
     division inside every softmax; `exp` applies to a standalone `exp` only (softmax has its own).
     """
@@ -97,7 +97,13 @@ PAPER = Policy(name="paper", gelu="relu", softmax="2quad", exp=None, tanh=None, 
     "attention ((x+c)^2 / sum, 2Quad-style); LayerNorm's rsqrt approximated; fine-tuning "
     "(distillation) recovers accuracy."))
 
-NAMED: dict[str, Policy] = {p.name: p for p in (EXACT, MPCFORMER, PUMA, PAPER)}
+SIGMA = Policy(name="sigma", gelu="sigma", softmax="sigma", doc=(
+    "SIGMA (Gupta et al., PoPETs 2024)'s lookup tables: GeLU as relu(x) minus an 8-bit table "
+    "of relu - gelu on |x| < 4 (max error 4e-3), softmax's exp from two 8-bit tables (relative "
+    "error 1.3e-4); every other operator as `exact`; no distillation needed. Lookup tables "
+    "need protocols='fss' (one-round DPF lookups)."))
+
+NAMED: dict[str, Policy] = {p.name: p for p in (EXACT, MPCFORMER, PUMA, PAPER, SIGMA)}
 
 
 def to_dict(policy: Policy) -> dict:

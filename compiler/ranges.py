@@ -165,6 +165,8 @@ def _rule(op: ir.Op, ins: list):
         return a
     if name == "relu":
         return None if a is None else (max(a[0], 0.0), max(a[1], 0.0))
+    if name == "lut":
+        return (min(op.attrs["table"]), max(op.attrs["table"]))
     if name in ("reciprocal", "div") and (name == "reciprocal" or len(ins) == 2):
         r = _recip(ins[-1])
         return r if name == "reciprocal" else _mul(ins[0], r)

@@ -15,6 +15,7 @@ comparisons open n bits instead of l and have n-level keys.
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from pcformer.runtime import channel, fss_dealer, ring
 from pcformer.runtime.fss_dpf import dpf_eval_all
@@ -25,8 +26,8 @@ from . import arith
 from . import fss_ideal  # noqa: F401  (fills FSS_IDEAL_RULES)
 from ._base import as_ring, const, only_party0
 from ._fss_base import fss_entry, fss_protocol, low_bits
-from .adapt import unary
-from .registry import register
+from .adapt import input_shape, unary
+from .registry import FromIR, register
 
 
 def open_masked(ctx, x: AShare, r, n: int, depth: int | None = None):
@@ -132,6 +133,12 @@ def truncate(ctx, x: AShare, bits: int | None = None, mode: str | None = None,
     return AShare(z, d)
 
 
+def _lut_operands(op, args, config) -> tuple:
+    """(x, the IR's float table encoded at its scale): `lut`'s operands from an IR op."""
+    return (args[0], jnp.asarray(ring.encode(np.asarray(op.attrs["table"]), op.attrs["enc"],
+                                             config.ring_bits)))
+
+
 def lut_table(ctx, table, bits: int):
     """The public table as ring elements, checked to have 2^bits entries."""
     t = as_ring(ctx, table)
@@ -162,12 +169,14 @@ def lut(ctx, x: AShare, table, bits: int, prg: str | None = None) -> AShare:
 # ----------------------------------------------------------------------------- registry table
 # Family "fss": these replace the Beaver ops of the same name (fss_compare.py adds the rest and
 # the Beaver ops it keeps). truncate's IR adapter is Beaver's: the shift is the IR's `shift`.
-# lut has no adapter: the lowering does not emit table lookups yet.
+# lut's adapter: the IR carries the table as floats and its scale (compiler/lookup_table.py);
+# the ring encoding happens here, with encode's range check.
 TABLE = (
     fss_entry("drelu", drelu, unary()),
     fss_entry("relu", relu, unary()),
     fss_entry("select", select),
     fss_entry("truncate", truncate, unary(lambda op: {"bits": op.attrs["shift"]})),
-    fss_entry("lut", lut),
+    fss_entry("lut", lut, FromIR(input_shape, _lut_operands,
+                                 lambda op: {"bits": op.attrs["bits"]})),
 )
 register(*TABLE)

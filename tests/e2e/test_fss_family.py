@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -129,6 +130,70 @@ def test_threefry_prg_gives_the_same_program_and_ledger(mlp_inputs, both_familie
     _, outs, report = _run(mlp_inputs, protocols="fss", fss_prg="threefry")
     _check_close(outs, both_families["fss"][1])
     assert key(report.entries) == key(both_families["fss"][2].entries)
+
+
+# ----------------------------------------------------------------------------- lookup tables
+def _gelu_softmax(x, w):
+    """SIGMA's lookups: GeLU of the client's values themselves (edge values reach the table
+    unchanged) and a softmax of a product."""
+    return jax.nn.gelu(x, approximate=False), jax.nn.softmax(x @ w, axis=-1)
+
+
+@pytest.fixture(scope="module")
+def lookup_inputs():
+    edges = [-20.0, -4.0, -1e-3, 0.0, 1e-3, 1.0, 3.99, 4.0, 4.02, 20.0, -0.5, 2.5]
+    x = np.asarray(edges, np.float32).reshape(3, 4)
+    w = np.random.default_rng(5).uniform(-2, 2, (4, 6)).astype(np.float32)
+    return x, w
+
+
+def _lookup_run(inputs, policy="sigma", **config):
+    prog = pcformer.compile(_gelu_softmax, *inputs, owners=(1, 0), policy=policy,
+                            config=MPCConfig(seed=0, protocols="fss", **config))
+    outs, report = prog.run(*inputs)
+    return prog, [np.asarray(o) for o in outs], report
+
+
+@pytest.fixture(scope="module")
+def sigma_run(lookup_inputs):
+    return _lookup_run(lookup_inputs)
+
+
+def test_sigma_lookups_match_the_rewritten_program_and_the_exact_functions(lookup_inputs,
+                                                                           sigma_run):
+    prog, outs, report = sigma_run
+    ops = {e.op.split("/")[-1] for e in report.entries}
+    assert "lut" in ops
+    for got, want in zip(outs, prog.plaintext(*lookup_inputs)):
+        np.testing.assert_allclose(got, np.asarray(want), atol=2e-4)
+    exact = _gelu_softmax(*lookup_inputs)
+    np.testing.assert_allclose(outs[0], np.asarray(exact[0]), atol=4.5e-3)
+    np.testing.assert_allclose(outs[1], np.asarray(exact[1]), atol=5e-4)
+
+
+def test_sigma_ledger_equals_static_cost_and_beats_exact(lookup_inputs, sigma_run):
+    prog, _, report = sigma_run
+    assert key(report.entries) == key(prog.cost.entries)
+    exact = pcformer.compile(_gelu_softmax, *lookup_inputs, owners=(1, 0), policy="exact",
+                             config=MPCConfig(protocols="fss")).cost.totals()["online"]
+    sigma = report.totals()["online"]
+    assert sigma["rounds"] < exact["rounds"]
+    assert max(sigma["bytes"]) < max(exact["bytes"]) / 2
+
+
+def test_lookups_under_beaver_fail_before_running_and_name_the_family(lookup_inputs):
+    with pytest.raises(pcformer.compiler.lower.LoweringError,
+                       match=r"'lut' has no protocol in family 'beaver'.*'fss'.*(gelu|softmax)\[sigma\]"):
+        pcformer.compile(_gelu_softmax, *lookup_inputs, owners=(1, 0), policy="sigma")
+
+
+@pytest.mark.slow  # compiles the lookups a second time, in ideal mode
+def test_sigma_ideal_mode_writes_the_protocol_ledger(lookup_inputs, sigma_run):
+    _, protocol_outs, protocol_report = sigma_run
+    prog, ideal_outs, ideal_report = _lookup_run(lookup_inputs, mode="ideal")
+    assert key(ideal_report.entries) == key(protocol_report.entries)
+    for a, b in zip(ideal_outs, protocol_outs):
+        np.testing.assert_allclose(a, b, atol=2e-4)
 
 
 # ----------------------------------------------------------------------------- tiny BERT
