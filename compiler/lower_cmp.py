@@ -214,8 +214,10 @@ def _table_lookup(L, eqn, x):
     table, frac, nonneg = eqn.params["table"], eqn.params["frac"], eqn.params["nonneg"]
     wrap = eqn.params["wrap"]
     n = bits_of(table)
-    x = L.for_compare(_secret(L, x))
-    if x.scale <= frac:        # the index is x's top bits: bring x above frac, then drop frac
+    # a product at scale 2f truncates straight to the index, in the same round as its own
+    # truncation to f (no for_compare first); at or below frac, lift x, then drop the extra bit
+    x = _secret(L, x)
+    if x.scale <= frac:
         x = L.lift(x, frac + 1)
     t = L.new(shape, "int32", SECRET, 0)
     L.emit("truncate", [x], [t], shift=x.scale - frac)

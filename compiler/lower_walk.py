@@ -100,8 +100,8 @@ def _concat(L, parts: list[Value], axis: int) -> Value:
 def tree_max(L, x: Value, axis: int, with_index: bool, index_dtype="int32"):
     """Maximum (and first argmax) over one axis by a tree of ceil(log2 k) levels.
 
-    Each level compares the even and odd halves: bit = [a >= b] (drelu of a - b), then
-    max = b + bit * (a - b) and, for the index, ib + bit * (ia - ib). While the indices are
+    Each level compares the even and odd halves: without the index, max = b + relu(a - b);
+    with it, bit = [a >= b] (drelu of a - b), max = b + bit * (a - b) and ib + bit * (ia - ib). While the indices are
     still public, selecting them is a free product by a public difference; afterwards one
     Beaver mul per level. Ties keep the earlier index, like jnp.argmax."""
     x = L.for_compare(x)
@@ -117,6 +117,10 @@ def tree_max(L, x: Value, axis: int, with_index: bool, index_dtype="int32"):
         h = n // 2
         a, b = _slice(L, x, axis, 0, 2 * h, 2), _slice(L, x, axis, 1, 2 * h, 2)
         d = L.add(a, b, sub=True, shape=a.shape, dtype=a.dtype)
+        if not with_index:     # b + relu(a - b): one op (the FSS family's relu is one round)
+            m = L.for_compare(L.add(L.relu(d), b, shape=a.shape, dtype=a.dtype))
+            x = _concat(L, [m, _slice(L, x, axis, 2 * h, n)], axis) if n % 2 else m
+            continue
         bit = L.ge_zero(d, a.shape)
         m = L.add(L.mul(d, bit, shape=a.shape, dtype=a.dtype), b, shape=a.shape, dtype=a.dtype)
         m = L.for_compare(m)

@@ -22,7 +22,8 @@ class Policy:
     operator class to an entry of the approximation table (compiler/approximation_table.py).
 
     Operator classes: `gelu` (quad | relu | puma | sigma | exact), `softmax` (2quad | relu | puma |
-    sigma | exact), `exp` (taylor | limit), `reciprocal` (goldschmidt | newton), `rsqrt` (newton | crypten),
+    sigma | exact), `exp` (taylor | limit), `reciprocal` (goldschmidt | lut | newton), `rsqrt` (newton | lut |
+    crypten),
     `tanh` (logistic), `logistic` (exp), `erf` (poly), `math` (poly). `reciprocal` also serves the
     division inside every softmax; `exp` applies to a standalone `exp` only (softmax has its own).
     """
@@ -97,11 +98,15 @@ PAPER = Policy(name="paper", gelu="relu", softmax="2quad", exp=None, tanh=None, 
     "attention ((x+c)^2 / sum, 2Quad-style); LayerNorm's rsqrt approximated; fine-tuning "
     "(distillation) recovers accuracy."))
 
-SIGMA = Policy(name="sigma", gelu="sigma", softmax="sigma", doc=(
+SIGMA = Policy(name="sigma", gelu="sigma", softmax="sigma", reciprocal="lut", rsqrt="lut",
+               recip_iters=1, rsqrt_iters=1, recip_range=(-12, 17), rsqrt_range=(-8, 8), doc=(
     "SIGMA (Gupta et al., PoPETs 2024)'s lookup tables: GeLU as relu(x) minus an 8-bit table "
     "of relu - gelu on |x| < 4 (max error 4e-3), softmax's exp from two 8-bit tables (relative "
-    "error 1.3e-4); every other operator as `exact`; no distillation needed. Lookup tables "
-    "need protocols='fss' (one-round DPF lookups)."))
+    "error 1.3e-4), reciprocal and rsqrt seeded by 8-bit tables with one Goldschmidt / Newton "
+    "step (relative 4e-6 / 2.3e-5) on [2^-12, 2^17) / [4^-8, 4^8), the octaves whose scale "
+    "factors are 16-bit fixed-point numbers; every other operator as `exact`; no distillation "
+    "needed. "
+    "Lookup tables need protocols='fss' (one-round DPF lookups)."))
 
 NAMED: dict[str, Policy] = {p.name: p for p in (EXACT, MPCFORMER, PUMA, PAPER, SIGMA)}
 

@@ -198,7 +198,7 @@ def test_sigma_ideal_mode_writes_the_protocol_ledger(lookup_inputs, sigma_run):
 
 # ----------------------------------------------------------------------------- tiny BERT
 @pytest.mark.slow  # compiles the FSS ops of a whole BERT layer (about a minute per policy)
-@pytest.mark.parametrize("policy", ["mpcformer", "exact"])
+@pytest.mark.parametrize("policy", ["mpcformer", "exact", "sigma"])
 def test_tiny_bert_under_fss(tiny_bert, policy):
     fn, params, ids, mask = tiny_bert
     prog = pcformer.compile(fn, params, ids, mask, owners=(0, 1, 1), policy=policy,
