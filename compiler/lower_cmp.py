@@ -220,7 +220,9 @@ def _table_lookup(L, eqn, x):
     if x.scale <= frac:
         x = L.lift(x, frac + 1)
     t = L.new(shape, "int32", SECRET, 0)
-    L.emit("truncate", [x], [t], shift=x.scale - frac)
+    # always the exact truncation, even under trunc_mode="local": an index one step low at 0
+    # would wrap to the table's far end
+    L.emit("truncate", [x], [t], shift=x.scale - frac, mode="dealer")
     idx = t                    # wrap: `lut` reads t mod 2^n
     if not wrap:
         hi = L.const(np.asarray((1 << n) - 1, np.int32))

@@ -78,7 +78,9 @@ def select(b_shape, x_shape, y_shape, config: MPCConfig = MPCConfig()):
 
 def truncate(x_shape, config: MPCConfig = MPCConfig(), bits=None, mode=None, prg="splitmix"):
     """Offline: DCF on f bits (payload 1) to both + r >> f and msb(r) (2l) to party 1.
-    Online: one round, l bits per element each."""
+    Online: one round, l bits per element each. trunc_mode "local": free (SecureML's shift)."""
+    if (mode or config.trunc_mode) == "local":
+        return []
     f = config.frac_bits if bits is None else int(bits)
     l, N = config.ring_bits, _n(x_shape)
     return (dcf_msgs(f, 1, N, l, "truncate") + _corrections(2, N, l, "truncate")

@@ -115,8 +115,11 @@ def truncate(ctx, x: AShare, bits: int | None = None, mode: str | None = None,
              prg: str | None = None) -> AShare:
     """Exact floor(x / 2^f) for |x| < 2^(l-2), ONE round (SIGMA's truncation): open
     x' + r with x' = x + 2^(l-2) >= 0 (l bits each); a DCF on f bits gives the borrow of the low
-    bits, and the wrap of x' + r is msb(r) * (1 - msb(x' + r)) (x' < 2^(l-1)). `mode` is
-    accepted for the Beaver family's signature and ignored (FSS truncation is always exact)."""
+    bits, and the wrap of x' + r is msb(r) * (1 - msb(x' + r)) (x' < 2^(l-1)). `mode` (or
+    `MPCConfig.trunc_mode`) "local" is the user's choice of SecureML's free local shift instead
+    (the Beaver family's, no messages, rare large errors); "dealer" means this exact one."""
+    if (mode or ctx.config.trunc_mode) == "local":
+        return arith.truncate(ctx, x, bits, "local")
     l = ctx.ring_bits
     f = ctx.config.frac_bits if bits is None else int(bits)
     if not 1 <= f < l - 2:
@@ -168,14 +171,16 @@ def lut(ctx, x: AShare, table, bits: int, prg: str | None = None) -> AShare:
 
 # ----------------------------------------------------------------------------- registry table
 # Family "fss": these replace the Beaver ops of the same name (fss_compare.py adds the rest and
-# the Beaver ops it keeps). truncate's IR adapter is Beaver's: the shift is the IR's `shift`.
+# the Beaver ops it keeps). truncate's IR adapter reads the IR's `shift` and its optional
+# `mode` (a lookup's index is always truncated exactly, whatever MPCConfig.trunc_mode says).
 # lut's adapter: the IR carries the table as floats and its scale (compiler/lookup_table.py);
 # the ring encoding happens here, with encode's range check.
 TABLE = (
     fss_entry("drelu", drelu, unary()),
     fss_entry("relu", relu, unary()),
     fss_entry("select", select),
-    fss_entry("truncate", truncate, unary(lambda op: {"bits": op.attrs["shift"]})),
+    fss_entry("truncate", truncate, unary(lambda op: {"bits": op.attrs["shift"],
+                                                      "mode": op.attrs.get("mode")})),
     fss_entry("lut", lut, FromIR(input_shape, _lut_operands,
                                  lambda op: {"bits": op.attrs["bits"]})),
 )

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from pcformer.runtime import ring
 from pcformer.runtime.shares import AShare
 
+from . import ideal
 from ._base import as_ring
 from ._fss_base import FSS_IDEAL_RULES, low_bits
 
@@ -61,6 +62,8 @@ def _select(ctx, like, b, x, y):
 
 @_rule("truncate")
 def _truncate(ctx, like, x, bits=None, mode=None, prg="splitmix"):
+    if (mode or ctx.config.trunc_mode) == "local":     # the Beaver family's local shift
+        return ideal.truncate(ctx, like, x, bits, "local")
     f = ctx.config.frac_bits if bits is None else int(bits)
     s = ring.to_signed(value(x))
     return fresh(ctx, ring.from_signed(s >> jnp.asarray(f, s.dtype)), like.depth)

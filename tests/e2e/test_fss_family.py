@@ -116,6 +116,18 @@ def test_fss_deals_keys_to_both_parties_and_needs_fewer_rounds(both_families):
     assert sum(fss_t["online"]["bytes"]) < sum(beaver_t["online"]["bytes"])
 
 
+def test_local_truncation_is_honoured_by_the_fss_family(mlp_inputs, both_families):
+    """trunc_mode="local" (SecureML's free shift, the user's choice) replaces the FSS family's
+    one-round exact truncation too: no truncate messages, fewer rounds, the same outputs."""
+    prog, outs, report = _run(mlp_inputs, protocols="fss", trunc_mode="local")
+    _check_close(outs, both_families["fss"][1])
+    assert key(report.entries) == key(prog.cost.entries)
+    assert not [e for e in report.entries if e.op.split("/")[-1] == "truncate"]
+    assert [e for e in both_families["fss"][2].entries if e.op.split("/")[-1] == "truncate"]
+    dealer = both_families["fss"][2].totals()["online"]
+    assert report.totals()["online"]["rounds"] < dealer["rounds"]
+
+
 @pytest.mark.slow  # compiles the MLP a third time, in ideal mode
 def test_ideal_mode_under_fss_writes_the_protocol_ledger(mlp_inputs, both_families):
     _, protocol_outs, protocol_report = both_families["fss"]
@@ -185,6 +197,13 @@ def test_lookups_under_beaver_fail_before_running_and_name_the_family(lookup_inp
     with pytest.raises(pcformer.compiler.lower.LoweringError,
                        match=r"'lut' has no protocol in family 'beaver'.*'fss'.*(gelu|softmax)\[sigma\]"):
         pcformer.compile(_gelu_softmax, *lookup_inputs, owners=(1, 0), policy="sigma")
+
+
+def test_sigma_lookups_with_local_truncation(lookup_inputs, sigma_run):
+    prog, outs, report = _lookup_run(lookup_inputs, trunc_mode="local")
+    assert key(report.entries) == key(prog.cost.entries)
+    for got, want in zip(outs, sigma_run[1]):
+        np.testing.assert_allclose(got, want, atol=2e-3)   # an index may be one step off
 
 
 @pytest.mark.slow  # compiles the lookups a second time, in ideal mode
