@@ -231,7 +231,9 @@ def _user_errors() -> tuple:
     errs = [UsageError, OSError, UnicodeError]
     for mod, name in (("pcformer.inference", "InputError"), ("pcformer.models.checkpoint", "CheckpointError"),
                       ("pcformer.compiler.policies", "PolicyError"), ("pcformer.distill", "DistillError"),
-                      ("pcformer.presets", "CostError")):
+                      ("pcformer.presets", "CostError"),
+                      # a program or policy the protocols cannot run (it names the op and line)
+                      ("pcformer.compiler.lower_base", "LoweringError")):
         m = sys.modules.get(mod)   # a module never imported cannot have raised its error
         if m is not None and hasattr(m, name):
             errs.append(getattr(m, name))

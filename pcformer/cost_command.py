@@ -95,9 +95,11 @@ def main(model: str, seq_len: int, new_tokens: int = 1, policy: str = "mpcformer
     try:
         mc = costing.model_cost(model, seq_len, new_tokens, policy=pol,
                                 config=config or MPCConfig(), protocols=protocols)
-    except LoweringError as e:  # the policy leaves an operator of this model on secrets
-        raise CostError(f"--policy={policy} cannot cost {model}: {e} (--policy=exact "
-                        f"approximates every operator)") from None
+    except LoweringError as e:  # the policy leaves an operator of this model on secrets, or
+        # chose approximations (table lookups) the protocol family has no protocol for
+        hint = ("" if "has no protocol in family" in str(e)
+                else " (--policy=exact approximates every operator)")
+        raise CostError(f"--policy={policy} cannot cost {model}: {e}{hint}") from None
     mc.policy = policy
     out(format_cost(mc, nets, scope_depth, max_rows))
     if report:

@@ -110,3 +110,15 @@ def test_a_bad_flag_is_one_line_before_any_import(args, needle):
     res, seconds = pcformer(*args)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.count("\n") == 1 and needle in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_program_the_protocols_cannot_run_is_a_user_error(monkeypatch, capsys):
+    """A LoweringError (here: lookups under the Beaver family) names the op, the line and the
+    fix; it is bad input, not a bug."""
+    from pcformer.compiler.lower_base import LoweringError
+    _fake_command(monkeypatch, LoweringError("protocol op 'lut' has no protocol in family "
+                                             "'beaver'; it exists in ['fss']"))
+    assert cli.main(["pcformer", "fake"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pcformer: error: protocol op 'lut' has no protocol in family 'beaver'; it "
+                   "exists in ['fss']"]
