@@ -1,14 +1,15 @@
 """A public table read at a secret position: pcformer's own primitive, `table_lookup`.
 
-    table_lookup(x; table, frac, nonneg, wrap) = table[clip(floor(x * 2^frac), 0, len(table) - 1)]
-    with wrap=True:                               table[floor(x * 2^frac) mod len(table)]
+table_lookup(x; table, frac, nonneg, wrap) = table[clip(floor(x * 2^frac), 0, len(table) - 1)]
+with wrap=True: table[floor(x * 2^frac) mod len(table)]
 
 `len(table)` is a power of two, 2^n. In float JAX (the rewritten program, distillation) it is
 exactly that gather; its derivative is the table's forward difference times 2^frac (a slope
-through the steps, zero where the index is clipped, so distillation can train through it). The lowering (compiler/lower_cmp.py)
-turns it into the FSS family's one-round `lut` (SIGMA's lookup tables): an exact truncation to
-`frac` fractional bits, a clip to [0, 2^n) by one or two `relu`s, then a DPF on n bits. Tables
-with n <= 10 or so: the dealer's key and the parties' local work grow as 2^n per element.
+through the steps, zero where the index is clipped, so distillation can train through it).
+The lowering (compiler/lower_cmp.py) turns it into the FSS family's one-round `lut` (SIGMA's
+lookup tables): an exact truncation to `frac` fractional bits, a clip to [0, 2^n) by one or two
+`relu`s, then a DPF on n bits. Tables with n <= 10 or so: the dealer's key and the parties'
+local work grow as 2^n per element.
 
 `nonneg=True` is the caller's promise that x >= 0 (|x|, say): the lowering then skips the low
 clip (one `relu` fewer); the float semantics clip at 0 either way. `wrap=True` reads the low n

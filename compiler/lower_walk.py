@@ -101,9 +101,10 @@ def tree_max(L, x: Value, axis: int, with_index: bool, index_dtype="int32"):
     """Maximum (and first argmax) over one axis by a tree of ceil(log2 k) levels.
 
     Each level compares the even and odd halves: without the index, max = b + relu(a - b);
-    with it, bit = [a >= b] (drelu of a - b), max = b + bit * (a - b) and ib + bit * (ia - ib). While the indices are
-    still public, selecting them is a free product by a public difference; afterwards one
-    Beaver mul per level. Ties keep the earlier index, like jnp.argmax."""
+    with it, bit = [a >= b] (drelu of a - b), max = b + bit * (a - b) and ib + bit * (ia - ib).
+    While the indices are still public, selecting them is a free product by a public
+    difference; afterwards one Beaver mul per level. Ties keep the earlier index, like
+    jnp.argmax."""
     x = L.for_compare(x)
     k = x.shape[axis]
     idx = None

@@ -22,10 +22,10 @@ class Policy:
     operator class to an entry of the approximation table (compiler/approximation_table.py).
 
     Operator classes: `gelu` (quad | relu | puma | sigma | exact), `softmax` (2quad | relu | puma |
-    sigma | exact), `exp` (taylor | limit), `reciprocal` (goldschmidt | lut | newton), `rsqrt` (newton | lut |
-    crypten),
-    `tanh` (logistic), `logistic` (exp), `erf` (poly), `math` (poly). `reciprocal` also serves the
-    division inside every softmax; `exp` applies to a standalone `exp` only (softmax has its own).
+    sigma | exact), `exp` (taylor | limit), `reciprocal` (goldschmidt | lut | newton), `rsqrt`
+    (newton | lut | crypten), `tanh` (logistic), `logistic` (exp), `erf` (poly), `math` (poly).
+    `reciprocal` also serves the division inside every softmax; `exp` applies to a standalone
+    `exp` only (softmax has its own). `sigma` and `lut` read lookup tables: protocols="fss".
     """
     name: str = "custom"
     doc: str = dataclasses.field(default="", compare=False)  # what the policy is, its sources

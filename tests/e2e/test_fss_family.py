@@ -195,7 +195,8 @@ def test_sigma_ledger_equals_static_cost_and_beats_exact(lookup_inputs, sigma_ru
 
 def test_lookups_under_beaver_fail_before_running_and_name_the_family(lookup_inputs):
     with pytest.raises(pcformer.compiler.lower.LoweringError,
-                       match=r"'lut' has no protocol in family 'beaver'.*'fss'.*(gelu|softmax)\[sigma\]"):
+                       match=r"'lut' has no protocol in family 'beaver'.*'fss'"
+                             r".*(gelu|softmax)\[sigma\]"):
         pcformer.compile(_gelu_softmax, *lookup_inputs, owners=(1, 0), policy="sigma")
 
 
