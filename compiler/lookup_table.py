@@ -53,7 +53,7 @@ def table_lookup(x, table, frac: int, nonneg: bool = False, wrap: bool = False):
     """table[clip(floor(x * 2^frac), 0, len(table) - 1)] for a public table of 2^n floats
     (wrap=True: table[floor(x * 2^frac) mod len(table)])."""
     table = tuple(float(v) for v in np.asarray(table, dtype=np.float64).ravel())
-    n = len(table).bit_length() - 1
+    n = bits_of(table)
     if len(table) != 1 << n or not 1 <= n <= MAX_BITS:
         raise ValueError(f"a lookup table needs 2^n entries with 1 <= n <= {MAX_BITS}, "
                          f"got {len(table)}")
