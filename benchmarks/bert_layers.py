@@ -142,6 +142,7 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
     owners = (0, 1) if args.mask == "none" else (0, 1, None if args.mask == "public" else 1)
     config = pcformer.MPCConfig(mode=args.mode, trunc_mode=args.trunc_mode,
                                 matmul_kernel=args.matmul_kernel, protocols=args.protocols,
+                                compare_bits=args.compare_bits,
                                 seed=args.seed if args.mesh else None)
     options = {"xla_backend_optimization_level": args.opt_level} if args.opt_level >= 0 else None
     if args.fusion_emitters != "default":    # XLA CPU's fusion emitters (op executor default: off)
@@ -273,6 +274,8 @@ def parse(argv=None):
     p.add_argument("--protocols", default="beaver", choices=_families(),
                    help="protocol family (the registry's; fss: docs/fss.md)")
     p.add_argument("--trunc_mode", default="dealer", choices=["dealer", "local"])
+    p.add_argument("--compare_bits", type=int, default=None,
+                   help="fss: SIGMA's reduced comparison width (MPCConfig.compare_bits)")
     p.add_argument("--matmul_kernel", default="auto", choices=["auto", "limb", "native"])
     p.add_argument("--mask", default="public", choices=["public", "client", "none"])
     p.add_argument("--repeats", type=int, default=3)
@@ -305,7 +308,8 @@ def main(argv=None) -> dict:
         print_result(r, shape)
         results.append(r)
     summary = {"bench": "bert_layers", "shape": dataclasses.asdict(shape), "mode": args.mode,
-               "protocols": args.protocols, "trunc_mode": args.trunc_mode, "mask": args.mask,
+               "protocols": args.protocols, "trunc_mode": args.trunc_mode,
+               "compare_bits": args.compare_bits, "mask": args.mask,
                "device": jax.devices()[0].device_kind, "allocator": _allocator.status(),
                "results": results}
     print(json.dumps(summary, separators=(",", ":")))

@@ -18,7 +18,7 @@ from jax import lax
 from pcformer.runtime import ring
 from pcformer.runtime.shares import AShare
 
-from . import ir
+from . import ir, ranges
 
 __all__ = ["Overflow", "probe", "first_overflow"]
 
@@ -78,18 +78,20 @@ class Overflow:
     where: str
     max_abs: float
     bound: float
+    why: str = "the ring's safe bound at its scale"
 
     def __str__(self):
         return (f"fixed-point overflow: %{self.value} = {self.op} reached |x| = {self.max_abs:g} "
-                f">= {self.bound:g} at {self.where} (scope {self.scope or '<top>'})")
-
-
+                f">= {self.bound:g} ({self.why}) at {self.where} (scope {self.scope or '<top>'})")
 
 
 def first_overflow(prog, config, meta, maxima):
+    """The first probed secret at or past its bound: the ring's safe bound, or, for a value a
+    comparison reads, the width `MPCConfig.compare_bits` declares (ranges.value_bound)."""
+    compared = ranges.comparison_bounds(prog, config)
     for (k, r), m in zip(meta, maxima):
-        bound = ring.safe_bound(r.scale, config.ring_bits)
+        bound, why = ranges.value_bound(r, config, compared)
         if not np.isfinite(m) or m >= bound:
             op = prog.ops[k]
-            return Overflow(op.name, r.id, op.scope, op.where, m, bound)
+            return Overflow(op.name, r.id, op.scope, op.where, m, bound, why)
     return None

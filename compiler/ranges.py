@@ -38,9 +38,11 @@ class Finding:
     hi: float
     bound: float
 
+    why: str = "the ring's safe bound at its scale"
+
     def __str__(self):
         return (f"range: %{self.value} = {self.op} can reach |x| = {max(-self.lo, self.hi):g} "
-                f">= {self.bound:g} (the ring's safe bound at its scale) at "
+                f">= {self.bound:g} ({self.why}) at "
                 f"{self.where or '<unknown>'} (scope {self.scope or '<top>'})")
 
 
@@ -190,6 +192,7 @@ def analyze(prog: ir.Program, config, input_ranges) -> Analysis:
     for v, r in zip(prog.inputs, input_ranges):
         env[v.id] = None if r is None else (float(r[0]), float(r[1]))
     findings, unknown = [], 0
+    compared = comparison_bounds(prog, config)
     over: set = set()      # values already past the bound: only where it first happens is reported
     for op in prog.ops:
         inherited = any(v.id in over for v in op.operands)
@@ -205,13 +208,44 @@ def analyze(prog: ir.Program, config, input_ranges) -> Analysis:
             if r is None:
                 unknown += 1
                 continue
-            bound = ring.safe_bound(res.scale, config.ring_bits)
+            bound, why = value_bound(res, config, compared)
             if max(-r[0], r[1]) >= bound:
                 over.add(res.id)
                 if not inherited:
                     findings.append(Finding(op.name, res.id, op.where, op.scope, r[0], r[1],
-                                            bound))
+                                            bound, why))
     return Analysis(findings, env, unknown)
+
+
+# IR ops that compare a secret operand, and k in the bound |x| < 2^(n-k) (ring units) that the
+# comparison width n needs: drelu and relu read x's own sign; less, max and argmax the sign of a
+# difference of two operands
+_COMPARED = {"drelu": 1, "relu": 1, "less": 2, "less_public": 2, "max": 2, "argmax": 2}
+
+
+def comparison_bounds(prog: ir.Program, config) -> dict:
+    """value id -> the real bound 2^(n - k - scale) that `MPCConfig.compare_bits` (n) declares for
+    each secret a comparison reads; empty when compare_bits is unset (the ring's safe bound,
+    2^(l-2-scale), already keeps every comparison exact)."""
+    n = getattr(config, "compare_bits", None)
+    if not n:
+        return {}
+    out: dict = {}
+    for op in prog.ops:
+        k = _COMPARED.get(op.name)
+        for v in op.operands if k is not None else ():
+            if v.vis.is_secret:
+                out[v.id] = min(float(2 ** (n - k - v.scale)), out.get(v.id, math.inf))
+    return out
+
+
+def value_bound(v: ir.Value, config, compared: dict) -> tuple[float, str]:
+    """(bound, why): the tighter of the ring's safe bound and a comparison's declared width."""
+    safe = ring.safe_bound(v.scale, config.ring_bits)
+    if compared.get(v.id, math.inf) < safe:
+        return compared[v.id], (f"a comparison's declared width, compare_bits="
+                                f"{config.compare_bits}")
+    return safe, "the ring's safe bound at its scale"
 
 
 def _leaf_range(x):

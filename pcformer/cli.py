@@ -49,6 +49,9 @@ flags.DEFINE_enum("mode", "protocol", ["protocol", "ideal"], "Run every message,
 flags.DEFINE_integer("seed", None, "Dealer / PRG seed. Unset (default): fresh OS entropy every "
                      "run. Set: reproducible and NOT secure (masks repeat across runs). distill: "
                      "data order and initialisation (default 0).")
+flags.DEFINE_integer("compare_bits", None, "fss: SIGMA's reduced-width comparisons on this many "
+                     "bits (every compared value |x| < 2^(n-2) in ring units; --check_overflow "
+                     "checks it). Unset: the whole ring.")
 flags.DEFINE_boolean("check_overflow", False, "Detect fixed-point overflow and report its location (slower).")
 # Outputs of `run`
 flags.DEFINE_float("bandwidth", None, "A custom network's bandwidth in bits per second (with --rtt).")
@@ -98,7 +101,8 @@ flags.DEFINE_boolean("debug", False, "Show the traceback of an internal error (o
 _DISTILL = distill_cli.define_flags(FLAGS)
 
 DEBUG_ENV = "PCFORMER_DEBUG"
-_MPC = ("ring_bits", "frac_bits", "trunc_mode", "mode", "seed", "check_overflow", "protocols")
+_MPC = ("ring_bits", "frac_bits", "trunc_mode", "mode", "seed", "check_overflow", "protocols",
+        "compare_bits")
 COMMON = ("compile_cache", "debug")
 _TWO = ("processes", "peer_timeout", "connect_timeout", "job", "model_parallel")
 
@@ -131,7 +135,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("cost", "A model's static cost from its shapes alone (no weights, no simulation): bytes "
             "per party, rounds, LAN/WAN, per module; decoders: prefill, per token and total.",
             ("model", "seq_len", "new_tokens", "policy", "protocols", "ring_bits", "frac_bits",
-             "trunc_mode", "bandwidth", "rtt",
+             "trunc_mode", "compare_bits", "bandwidth", "rtt",
              "report", "scope_depth", "max_rows"),
             "pcformer cost --model=llama-7b --seq_len=128 --new_tokens=1 --policy=exact",
             "pcformer.cli_run:cost"),

@@ -39,7 +39,7 @@ def _config():
         return MPCConfig(ring_bits=int(FLAGS.ring_bits), frac_bits=FLAGS.frac_bits,
                          trunc_mode=FLAGS.trunc_mode, seed=FLAGS.seed,
                          check_overflow=FLAGS.check_overflow, mode=FLAGS.mode,
-                         protocols=FLAGS.protocols)
+                         protocols=FLAGS.protocols, compare_bits=FLAGS.compare_bits)
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from None
 

@@ -37,6 +37,13 @@ class MPCConfig:
         comparisons and truncation, docs/fss.md).
     fss_prg: the tree PRG of the FSS keys ("splitmix" fast, "threefry" JAX's block cipher);
         only the "fss" family reads it, and it changes no message size.
+    compare_bits: None (default): comparisons work on the whole ring (l bits). An int n (fss
+        family only): SIGMA's reduced-width comparisons, a DCF of n - 1 levels instead of l - 1
+        and n-bit openings for DReLU: fewer key bytes, online bits and local work. It is the
+        user's declaration that every compared value (max, relu, less, ...) satisfies
+        |x| < 2^(n-2) in ring units (real value times 2^scale), so that differences fit n signed
+        bits; a value beyond it makes that comparison wrong. `check_overflow` and
+        `Program.ranges` check the declaration (compiler/ranges.py::comparison_bounds).
     """
 
     ring_bits: int = 64
@@ -49,6 +56,7 @@ class MPCConfig:
     reveal_to: int = 1
     protocols: str = DEFAULT_PROTOCOLS
     fss_prg: str = "splitmix"
+    compare_bits: int | None = None
 
     @property
     def reproducible(self) -> bool:
@@ -79,6 +87,21 @@ class MPCConfig:
             raise ValueError(f"fss_prg must be one of {FSS_PRGS}, got {self.fss_prg!r}")
         if self.protocols != DEFAULT_PROTOCOLS:
             _check_family(self.protocols)
+        if self.compare_bits is not None:
+            self._check_compare_bits()
+
+    def _check_compare_bits(self):
+        n = self.compare_bits
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise ValueError(f"compare_bits must be None (the whole ring) or an int, got {n!r}")
+        if self.protocols != "fss":
+            raise ValueError(f"compare_bits is read by the 'fss' protocol family only (SIGMA's "
+                             f"reduced-width comparisons); protocols={self.protocols!r} compares "
+                             f"on the whole ring: leave compare_bits unset or use protocols='fss'")
+        if not self.frac_bits + 2 <= n <= self.ring_bits:
+            raise ValueError(f"compare_bits must be in [{self.frac_bits + 2}, {self.ring_bits}] "
+                             f"(frac_bits + 2 bits hold a fixed-point value up to 1 in magnitude; "
+                             f"at most the ring's {self.ring_bits} bits), got {n}")
 
 
 def _check_family(family: str) -> None:

@@ -6,7 +6,7 @@ then the online openings), as `costs.Msg`. Rules never call a protocol; tests ho
 the measured ledger message by message.
 
 Notation: N elements, l ring bits, lambda = 128 seed bits, n the comparison width (`bits`,
-default l), f the truncation shift.
+default `MPCConfig.compare_bits`, else l), f the truncation shift.
 """
 from __future__ import annotations
 
@@ -49,14 +49,16 @@ def _open(bits: int, off: int, detail: str) -> Msg:
     return Msg("online", (bits, bits), off, detail)
 
 
-def _width(config: MPCConfig, bits) -> int:
-    return config.ring_bits if bits is None else int(bits)
+def compare_width(config: MPCConfig, bits) -> int:
+    """The comparison width n: the op's `bits`, else `MPCConfig.compare_bits`, else l (the one
+    place the protocols, their ideal rules and these formulas read it from)."""
+    return (config.compare_bits or config.ring_bits) if bits is None else int(bits)
 
 
 def drelu(x_shape, config: MPCConfig = MPCConfig(), bits=None, prg="splitmix"):
     """Offline: DCF on n-1 bits (payload 1) to both + msb(r) (l bits) to party 1.
     Online: one round, n bits per element each."""
-    n, l, N = _width(config, bits), config.ring_bits, _n(x_shape)
+    n, l, N = compare_width(config, bits), config.ring_bits, _n(x_shape)
     return (dcf_msgs(n - 1, 1, N, l, "drelu") + _corrections(1, N, l, "drelu")
             + [_open(n * N, 1, "drelu")])
 
@@ -64,7 +66,7 @@ def drelu(x_shape, config: MPCConfig = MPCConfig(), bits=None, prg="splitmix"):
 def relu(x_shape, config: MPCConfig = MPCConfig(), bits=None, prg="splitmix"):
     """Offline: DCF on n-1 bits (payload 2) to both + msb(r), msb(r)*r (2l) to party 1.
     Online: one round, l bits per element each."""
-    n, l, N = _width(config, bits), config.ring_bits, _n(x_shape)
+    n, l, N = compare_width(config, bits), config.ring_bits, _n(x_shape)
     return (dcf_msgs(n - 1, 2, N, l, "relu") + _corrections(2, N, l, "relu")
             + [_open(l * N, 1, "relu")])
 
@@ -137,8 +139,14 @@ def argmax(x_shape, config: MPCConfig = MPCConfig(), axis=-1, bits=None, prg="sp
     return msgs
 
 
+def max_argmax(x_shape, config: MPCConfig = MPCConfig(), axis=-1, bits=None, prg="splitmix"):
+    """The argmax tree's messages (it selects the values with the indices)."""
+    return argmax(x_shape, config, axis, bits)
+
+
 COSTS = {"drelu": drelu, "relu": relu, "select": select, "truncate": truncate, "lut": lut,
-         "less": less, "less_public": less_public, "max": max_, "argmax": argmax}
+         "less": less, "less_public": less_public, "max": max_, "argmax": argmax,
+         "max_argmax": max_argmax}
 
 
 def online_bits(msgs) -> tuple[int, int]:

@@ -59,7 +59,7 @@ def fss_entry(name: str, run, from_ir=None) -> registry.ProtocolOp:
 
 def inherited_beaver_ops(own) -> list:
     """The Beaver family's ops the FSS family does not replace (share, reveal, the products, the
-    boolean ops, max_argmax), as entries of family "fss": FSS multiplications stay Beaver's.
+    boolean ops), as entries of family "fss": FSS multiplications stay Beaver's.
     Call it once every Beaver module has registered (protocols/__init__.py imports them first)."""
     mine = {op.name for op in own}
     return [dataclasses.replace(registry.lookup(name), family=FAMILY)

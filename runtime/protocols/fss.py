@@ -8,7 +8,7 @@ are integer bits 0/1 (scale 1). The masked-input paradigm: the parties open x + 
 mask r (n bits each) and evaluate their FSS keys at the public masked value.
 
 `prg` picks the tree PRG ("splitmix" fast, "threefry" JAX's block cipher; None: the run's
-`MPCConfig.fss_prg`); `bits` (n) is the
+`MPCConfig.fss_prg`); `bits` (n, default `MPCConfig.compare_bits`, else l) is the
 bit width the input is known to fit as a signed value (|x| < 2^(n-1)): SIGMA's reduced-width
 comparisons open n bits instead of l and have n-level keys.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from pcformer.runtime import channel, fss_dealer, ring
+from pcformer.runtime import channel, fss_costs, fss_dealer, ring
 from pcformer.runtime.fss_dpf import dpf_eval_all
 from pcformer.runtime.fss_keys import dcf_eval
 from pcformer.runtime.shares import AShare
@@ -47,7 +47,7 @@ def _prg(ctx, prg):
 
 
 def _width(ctx, bits):
-    n = ctx.ring_bits if bits is None else int(bits)
+    n = fss_costs.compare_width(ctx.config, bits)
     if not 2 <= n <= ctx.ring_bits:
         raise ValueError(f"bits must be in [2, {ctx.ring_bits}] (the ring), got {n}")
     return n

@@ -70,11 +70,9 @@ def max_(ctx, x: AShare, axis: int = -1, bits: int | None = None,
     return AShare(v.data[:, 0], v.depth)
 
 
-@fss_protocol("argmax")
-def argmax(ctx, x: AShare, axis: int = -1, bits: int | None = None,
-           prg: str | None = None) -> AShare:
-    """Index of the maximum over `axis` (integer share; the first index wins ties): per level
-    d = drelu(a - b) = [a >= b], then one select of values and indices together."""
+def _argmax_tree(ctx, x: AShare, axis: int, bits, prg):
+    """(max, index of the max) over `axis` (the index an integer share; the first index wins
+    ties): per level d = drelu(a - b) = [a >= b], then one select of values and indices together."""
     v = _front(x, axis)
     _check_nonempty(v)
     k = v.shape[0]
@@ -90,7 +88,22 @@ def argmax(ctx, x: AShare, axis: int = -1, bits: int | None = None,
         h = a.shape[0]
         v = _cat(AShare(both.data[:, :h], both.depth), rest)
         idx = _cat(AShare(both.data[:, h:], both.depth), irest)
-    return AShare(idx.data[:, 0], idx.depth)
+    return AShare(v.data[:, 0], v.depth), AShare(idx.data[:, 0], idx.depth)
+
+
+@fss_protocol("argmax")
+def argmax(ctx, x: AShare, axis: int = -1, bits: int | None = None,
+           prg: str | None = None) -> AShare:
+    """Index of the maximum over `axis`: 2 rounds per tree level (`_argmax_tree`)."""
+    return _argmax_tree(ctx, x, axis, bits, prg)[1]
+
+
+@fss_protocol("max_argmax")
+def max_argmax(ctx, x: AShare, axis: int = -1, bits: int | None = None,
+               prg: str | None = None):
+    """(max, argmax) over `axis` from the argmax tree (its values are selected already): the
+    same messages as `argmax`."""
+    return _argmax_tree(ctx, x, axis, bits, prg)
 
 
 # ----------------------------------------------------------------------------- registry table
@@ -103,6 +116,7 @@ TABLE = (
     fss_entry("less_public", less_public),
     fss_entry("max", max_, unary(_axis)),
     fss_entry("argmax", argmax, unary(_axis)),
+    fss_entry("max_argmax", max_argmax),
 )
 # the family is complete here: fss.py's ops, these, and the Beaver ops neither replaces
 register(*TABLE, *inherited_beaver_ops(fss.TABLE + TABLE))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from pcformer.runtime import ring
+from pcformer.runtime import fss_costs, ring
 from pcformer.runtime.shares import AShare
 
 from . import ideal
@@ -39,7 +39,7 @@ def signed_n(v, n: int):
 
 
 def drelu_value(ctx, v, bits=None):
-    n = ctx.ring_bits if bits is None else int(bits)
+    n = fss_costs.compare_width(ctx.config, bits)
     return (signed_n(v, n) >= 0).astype(v.dtype)
 
 
@@ -96,3 +96,8 @@ def _argmax(ctx, like, x, axis=-1, bits=None, prg="splitmix"):
     v = value(x)
     idx = jnp.argmax(ring.to_signed(v), axis=axis).astype(v.dtype)
     return fresh(ctx, idx, like.depth)
+
+
+@_rule("max_argmax")
+def _max_argmax(ctx, like, x, axis=-1, bits=None, prg="splitmix"):
+    return (_max(ctx, like[0], x, axis, bits, prg), _argmax(ctx, like[1], x, axis, bits, prg))

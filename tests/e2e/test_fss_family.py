@@ -19,7 +19,8 @@ from pcformer.runtime import MPCConfig, fss_costs
 from pcformer.runtime.protocols import arith, fss, fss_compare, registry
 from pcformer.runtime.protocols._fss_base import FSS_IDEAL_RULES
 
-FSS_OPS = ("drelu", "relu", "select", "truncate", "lut", "less", "less_public", "max", "argmax")
+FSS_OPS = ("drelu", "relu", "select", "truncate", "lut", "less", "less_public", "max", "argmax",
+           "max_argmax")
 
 
 def key(entries):
@@ -274,5 +275,7 @@ def test_benchmark_takes_protocols(monkeypatch):
     spec.loader.exec_module(bert_layers)
     assert bert_layers.parse(["--protocols", "fss"]).protocols == "fss"
     assert bert_layers.parse([]).protocols == "beaver"
+    assert bert_layers.parse([]).compare_bits is None
+    assert bert_layers.parse(["--protocols", "fss", "--compare_bits", "36"]).compare_bits == 36
     with pytest.raises(SystemExit):
         bert_layers.parse(["--protocols", "nope"])

@@ -42,6 +42,8 @@ def _program(s, table):
             "max": FC.max_(ctx, s["mat"], axis=1), "max0": FC.max_(ctx, s["mat"], axis=0),
             "argmax": FC.argmax(ctx, s["mat"], axis=1),
             "argmax0": FC.argmax(ctx, s["mat"], axis=0),
+            "max_argmax": FC.max_argmax(ctx, s["mat"], axis=1)[0],
+            "max_argmax.index": FC.max_argmax(ctx, s["mat"], axis=1)[1],
         }
     return fn
 
@@ -54,6 +56,7 @@ def _expected(p, l, f):
         "select": np.where(p["b"] == 1, sx, ss), "lut": p["table"][p["idx"] % 2 ** LUT_BITS],
         "less": ss < sr, "max": sm.max(1), "max0": sm.max(0),
         "argmax": sm.argmax(1), "argmax0": sm.argmax(0),
+        "max_argmax": sm.max(1), "max_argmax.index": sm.argmax(1),
     }
 
 
@@ -105,6 +108,7 @@ def _op_cases(s, table):
         ("max", lambda c: FC.max_(c, s["mat"], axis=1), ((3, 5),), dict(axis=1)),
         ("max", lambda c: FC.max_(c, s["mat"], axis=0), ((3, 5),), dict(axis=0)),
         ("argmax", lambda c: FC.argmax(c, s["mat"], axis=1), ((3, 5),), dict(axis=1)),
+        ("max_argmax", lambda c: FC.max_argmax(c, s["mat"], axis=0), ((3, 5),), dict(axis=0)),
     ]
 
 
