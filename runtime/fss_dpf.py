@@ -15,10 +15,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from .fss_keys import (LAMBDA_BITS, bit_at, both_parties, convert, expand, party_signs, pick, sign,
-                       times_bit, xor_if)
+from .fss_keys import (LAMBDA_BITS, bit_at, both_parties, convert, expand, party_signs, pick,
+                       scan_levels, sign, times_bit, xor_if)
 
 
 @jax.tree_util.register_dataclass
@@ -39,9 +38,7 @@ def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
     alpha = alpha.astype(jnp.uint64)
     t0 = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])
 
-    def level(carry, i):
-        s, t = carry                                  # s [P, W, ...], t [P, ...]
-        e = expand(both_parties(s), 0, kind)
+    def level(e, s, t, i):                            # s [P, W, ...], t [P, ...]
         a = bit_at(alpha, n, i)
         s_lose = pick(a, e.s_left, e.s_right)
         s_keep = pick(a, e.s_right, e.s_left)
@@ -51,9 +48,10 @@ def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
         t_keep_cw = pick(a, tr_cw, tl_cw)
         s_next = xor_if(t[:, None], both_parties(s_keep), s_cw[None])
         t_next = pick(a, e.t_right, e.t_left) ^ (t & t_keep_cw)
-        return (s_next, t_next), (s_cw, jnp.stack([tl_cw, tr_cw]))
+        return s_next, t_next, (s_cw, jnp.stack([tl_cw, tr_cw]))
 
-    (s, t), (s_cw, t_cw) = lax.scan(level, (root_seeds, t0), jnp.arange(n, dtype=jnp.int32))
+    s, t, (s_cw, t_cw) = scan_levels(level, root_seeds, t0, jnp.arange(n, dtype=jnp.int32), 0,
+                                     kind, carried=True)
     final = sign(t[1]) * (beta.astype(jnp.uint64) - convert(s[0], 1)[0] + convert(s[1], 1)[0])
     return DPFKeys(root_seeds, s_cw, t_cw, final)
 
@@ -69,17 +67,16 @@ def dpf_eval(keys: DPFKeys, x, n: int, kind: str = "splitmix"):
     x = x.astype(jnp.uint64)
     t0 = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])
 
-    def level(carry, cw):
-        s, t = carry
+    def level(e, s, t, cw):
         i, s_cw, t_cw = cw
-        e = expand(both_parties(s), 0, kind)
         b = bit_at(x, n, i)
         s_next = xor_if(t[:, None], both_parties(pick(b, e.s_right, e.s_left)), s_cw[None])
         t_next = pick(b, e.t_right, e.t_left) ^ (t & pick(b, t_cw[1], t_cw[0]))
-        return (s_next, t_next), None
+        return s_next, t_next, None
 
-    (s, t), _ = lax.scan(level, (keys.seeds, t0),
-                         (jnp.arange(n, dtype=jnp.int32), keys.s_cw, keys.t_cw))
+    s, t, _ = scan_levels(level, keys.seeds, t0,
+                          (jnp.arange(n, dtype=jnp.int32), keys.s_cw, keys.t_cw), 0, kind,
+                          carried=False)
     sg = party_signs(shape)
     return _leaf_value(both_parties(s), t, keys.final[None], sg)
 
