@@ -6,8 +6,9 @@ Construction: Boyle, Gilboa, Ishai, "Function Secret Sharing: Improvements and E
 (CCS 2016), Fig. 1: the GGM tree with one seed and two control bits corrected per level.
 
 Same layout as `fss_keys` (whose PRG and level helpers it uses): one tree per tensor element, a
-`lax.scan` over the n levels. The full-domain evaluation doubles a leaf axis per level, so its
-cost is 2^n PRG calls per element: meant for small n (SIGMA's lookup tables use 6-13 bits).
+`lax.scan` over the levels, with early termination (n - 1 levels, below). The full-domain
+evaluation doubles a node axis per level, so its cost is 2^(n-1) PRG calls per element: meant
+for small n (SIGMA's lookup tables use 6-13 bits).
 """
 from __future__ import annotations
 
@@ -16,30 +17,57 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .fss_keys import (LAMBDA_BITS, bit_at, both_parties, convert, expand, party_signs, pick,
-                       scan_levels, sign, times_bit, xor_if)
+from .fss_keys import (LAMBDA_BITS, SEED_WORDS, bit_at, both_parties, convert, expand,
+                       party_signs, pick, scan_levels, sign, times_bit, xor_if)
+
+
+# Early termination (BGI 2016, sec. 3.2.1): the tree stops ONE level early and a leaf seed's two
+# 64-bit words are read as the two group elements of its pair of domain points, so a key has
+# n - 1 levels and a two-word final correction (one level's lambda + 2 bits traded for l), and a
+# full-domain evaluation expands half as many nodes. ET_BITS levels are cut; 2^ET_BITS words a
+# leaf (the seed's words).
+ET_BITS = 1
+LEAF_WORDS = 1 << ET_BITS
+assert LEAF_WORDS == SEED_WORDS, "early termination reads a leaf seed's words as its outputs"
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class DPFKeys:
-    """Both parties' DPF keys (uint64): seeds [2, W, *shape] (private), s_cw [n, W, *shape],
-    t_cw [n, 2, *shape] (0/1) and final [*shape] (common correction words)."""
+    """Both parties' DPF keys (uint64): seeds [2, W, *shape] (private), s_cw [n-1, W, *shape],
+    t_cw [n-1, 2, *shape] (0/1) and final [2, *shape] (common correction words; early
+    termination: n - 1 levels, two outputs a leaf)."""
     seeds: jax.Array
     s_cw: jax.Array
     t_cw: jax.Array
     final: jax.Array
 
 
+def levels(n: int) -> int:
+    """Tree levels of an n-bit DPF (early termination cuts ET_BITS)."""
+    return max(n - ET_BITS, 0)
+
+
+def _high(v, n: int):
+    """The tree's part of an n-bit point: its bits above the ET_BITS a leaf covers."""
+    return v >> jnp.uint64(n - levels(n))
+
+
+def _low(v, n: int):
+    """The word of its leaf an n-bit point is (its low ET_BITS; n >= 1)."""
+    return v & jnp.uint64((1 << (n - levels(n))) - 1)
+
+
 def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
     """DPF keys for x == alpha -> beta per element: root_seeds [2, W, *shape] uniform uint64,
-    alpha [*shape] n-bit unsigned, beta [*shape] group element (uint64)."""
+    alpha [*shape] n-bit unsigned, beta [*shape] group element (uint64). n >= 1."""
     shape = alpha.shape
     alpha = alpha.astype(jnp.uint64)
+    m, a_high = levels(n), _high(alpha, n)
     t0 = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])
 
     def level(e, s, t, i):                            # s [P, W, ...], t [P, ...]
-        a = bit_at(alpha, n, i)
+        a = bit_at(a_high, m, i)
         s_lose = pick(a, e.s_left, e.s_right)
         s_keep = pick(a, e.s_right, e.s_left)
         s_cw = s_lose[:, 0] ^ s_lose[:, 1]
@@ -50,44 +78,49 @@ def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
         t_next = pick(a, e.t_right, e.t_left) ^ (t & t_keep_cw)
         return s_next, t_next, (s_cw, jnp.stack([tl_cw, tr_cw]))
 
-    s, t, (s_cw, t_cw) = scan_levels(level, root_seeds, t0, jnp.arange(n, dtype=jnp.int32), 0,
+    s, t, (s_cw, t_cw) = scan_levels(level, root_seeds, t0, jnp.arange(m, dtype=jnp.int32), 0,
                                      kind, carried=True)
-    final = sign(t[1]) * (beta.astype(jnp.uint64) - convert(s[0], 1)[0] + convert(s[1], 1)[0])
+    words = jnp.arange(LEAF_WORDS, dtype=jnp.uint64).reshape((-1,) + (1,) * len(shape))
+    unit = jnp.where(words == _low(alpha, n)[None], beta.astype(jnp.uint64)[None], jnp.uint64(0))
+    final = sign(t[1]) * (unit - convert(s[0], LEAF_WORDS) + convert(s[1], LEAF_WORDS))
     return DPFKeys(root_seeds, s_cw, t_cw, final)
 
 
-def _leaf_value(s, t, final, sg):
-    """(-1)^b (Convert(s) + t * final): a party's share at a leaf."""
-    return sg * (convert(s, 1)[0] + times_bit(t, final))
+def _leaf_values(s, t, final, sg):
+    """(-1)^b (Convert(s) + t * final): a party's shares of its leaf's LEAF_WORDS points,
+    [P, LEAF_WORDS, ...] from s [P, W, ...], t [P, ...], final [1, LEAF_WORDS, ...]."""
+    return sg[:, None] * (s[:, :LEAF_WORDS] + times_bit(t[:, None], final))
 
 
 def dpf_eval(keys: DPFKeys, x, n: int, kind: str = "splitmix"):
     """Both parties' shares [2, *shape] of beta * [x == alpha] at public n-bit x."""
     shape = x.shape
     x = x.astype(jnp.uint64)
+    m, x_high = levels(n), _high(x, n)
     t0 = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])
 
     def level(e, s, t, cw):
         i, s_cw, t_cw = cw
-        b = bit_at(x, n, i)
+        b = bit_at(x_high, m, i)
         s_next = xor_if(t[:, None], both_parties(pick(b, e.s_right, e.s_left)), s_cw[None])
         t_next = pick(b, e.t_right, e.t_left) ^ (t & pick(b, t_cw[1], t_cw[0]))
         return s_next, t_next, None
 
     s, t, _ = scan_levels(level, keys.seeds, t0,
-                          (jnp.arange(n, dtype=jnp.int32), keys.s_cw, keys.t_cw), 0, kind,
+                          (jnp.arange(m, dtype=jnp.int32), keys.s_cw, keys.t_cw), 0, kind,
                           carried=False)
-    sg = party_signs(shape)
-    return _leaf_value(both_parties(s), t, keys.final[None], sg)
+    leaves = _leaf_values(s, t, keys.final[None], party_signs(shape))      # [2, LEAF_WORDS, ...]
+    return jnp.take_along_axis(leaves, _low(x, n).astype(jnp.int32)[None, None], axis=1)[:, 0]
 
 
 def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
     """Both parties' shares [2, 2^n, *shape] of beta * [j == alpha] for every point j (full
-    domain, in increasing j). Level by level: the leaf axis doubles (children interleaved)."""
-    shape = keys.final.shape
+    domain, in increasing j). Level by level: the node axis doubles (children interleaved); each
+    leaf then gives its LEAF_WORDS consecutive points."""
+    shape = keys.final.shape[1:]
     s = keys.seeds[:, :, None]                           # [P, W, 1, ...]: one node per element
     t = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])[:, None]
-    for i in range(n):                                   # unrolled: node counts differ per level
+    for i in range(levels(n)):                           # unrolled: node counts differ per level
         e = expand(both_parties(s), 0, kind)                    # [W, P, nodes, ...]
         tm = t[:, None]
         s_cw = keys.s_cw[i][:, None, None]               # [W, 1, 1, ...]
@@ -97,10 +130,13 @@ def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
         t_r = e.t_right ^ (t & keys.t_cw[i, 1][None, None])
         s = jnp.stack([s_l, s_r], axis=3).reshape(s_l.shape[:2] + (-1,) + s_l.shape[3:])
         t = jnp.stack([t_l, t_r], axis=2).reshape(t_l.shape[:1] + (-1,) + t_l.shape[2:])
-    sg = party_signs(shape)[:, None]
-    return _leaf_value(both_parties(s), t, keys.final[None, None], sg)
+    sg = party_signs(shape)[:, None]                     # [P, 1, ...]
+    leaves = _leaf_values(s, t, keys.final[None, :, None], sg)   # [P, LEAF_WORDS, nodes, ...]
+    leaves = jnp.swapaxes(leaves, 1, 2)                  # point j = node * LEAF_WORDS + word
+    return leaves.reshape((2, -1) + shape)
 
 
 def dpf_key_bits(n: int, ring_bits: int) -> int:
-    """Bits of one party's whole DPF key per element: lambda + n (lambda + 2) + l."""
-    return LAMBDA_BITS + n * (LAMBDA_BITS + 2) + ring_bits
+    """Bits of one party's whole DPF key per element: lambda + (n-1)(lambda + 2) + 2 l (early
+    termination by one level)."""
+    return LAMBDA_BITS + levels(n) * (LAMBDA_BITS + 2) + LEAF_WORDS * ring_bits

@@ -157,7 +157,7 @@ def sign(t):
 
 def bit_at(x, n: int, i):
     """Bit i of n-bit x counted from the most significant (i = 0), as 0/1 uint64."""
-    return (x >> (_u64(n - 1) - i.astype(jnp.uint64))) & _u64(1)
+    return (x >> (jnp.asarray(n - 1, jnp.int32) - i).astype(jnp.uint64)) & _u64(1)
 
 
 def convert(seeds, k: int):

@@ -40,5 +40,13 @@ def test_dpf_point_and_full_domain(kind, n):
     np.testing.assert_array_equal(at_x, point)
 
 
-def test_dpf_key_bits_formula():
-    assert D.dpf_key_bits(8, 64) == 128 + 8 * 130 + 64
+def test_dpf_key_bits_formula_and_early_termination():
+    """One level cut: 7 levels of lambda + 2 bits and a two-word final correction."""
+    assert D.dpf_key_bits(8, 64) == 128 + 7 * 130 + 2 * 64
+    assert D.dpf_key_bits(1, 32) == 128 + 2 * 32
+    rng = np.random.default_rng(0)
+    alpha = np.array([0, 1, 255, 100], np.uint64)
+    with x64():
+        keys = _keys(alpha, np.ones(4, np.uint64), 8, "splitmix", rng)
+    assert keys.s_cw.shape == (7, K.SEED_WORDS, 4) and keys.t_cw.shape == (7, 2, 4)
+    assert keys.final.shape == (2, 4)
