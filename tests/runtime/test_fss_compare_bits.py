@@ -25,7 +25,7 @@ def test_the_declared_width_is_the_default_of_every_comparison(mode):
     m = edge_values(64, 48, rng, bound_bits=N - 1).reshape(6, 8)
     s = {k: shares_of(v, 64, rng) for k, v in dict(x=x, y=y, z=z, m=m).items()}
     cfg = MPCConfig(protocols="fss", compare_bits=N, mode=mode)
-    out, ctx = run(cfg, _declared_ops(s))
+    out, ctx = run(cfg, _declared_ops(s), jit=True)
     xs, ys, zs, ms = (signed(v, 64) for v in (x, y, z, m))
     np.testing.assert_array_equal(signed(value(out["drelu"]), 64), (xs >= 0).astype(np.int64))
     np.testing.assert_array_equal(signed(value(out["relu"]), 64), np.maximum(xs, 0))
