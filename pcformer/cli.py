@@ -144,8 +144,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "own dealer material (--role=dealer prepares it); the client prints its result.",
             ("role", "coordinator", "dealer_material", "model", "text", "prompt", "image",
              "max_new_tokens", "seq_len",
-             "policy", "ring_bits", "frac_bits", "trunc_mode", "protocols", "seed", "peer_timeout",
-             "connect_timeout", "job", "model_parallel"),
+             "policy", "ring_bits", "frac_bits", "trunc_mode", "protocols", "compare_bits", "seed",
+             "peer_timeout", "connect_timeout", "job", "model_parallel"),
             "pcformer party --role=server --coordinator=127.0.0.1:7777 --dealer_material=server.npz "
             "--model=minilm",
             "pcformer.party_cli:party"),

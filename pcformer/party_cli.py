@@ -64,12 +64,24 @@ def parse_phase(line: str) -> tuple[str, float, float | None]:
 
 
 def settings_from_flags() -> PartySettings:
+    """The settings both processes run under, their MPCConfig checked here (a bad value is a
+    usage error before any process starts)."""
+    from .cli import UsageError
+    settings = _settings_from_flags()
+    try:
+        settings.config()
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    return settings
+
+
+def _settings_from_flags() -> PartySettings:
     return PartySettings(job=FLAGS.job, model=FLAGS.model,
                          text=FLAGS.text, prompt=FLAGS.prompt,
                          image=FLAGS.image or "", seq_len=FLAGS.seq_len, policy=FLAGS.policy,
                          seed=FLAGS.seed, ring_bits=int(FLAGS.ring_bits),
                          frac_bits=FLAGS.frac_bits, trunc_mode=FLAGS.trunc_mode,
-                         protocols=FLAGS.protocols,
+                         protocols=FLAGS.protocols, compare_bits=FLAGS.compare_bits,
                          # a decoder's pair computes the next token's logits unless asked to
                          # generate (in one process, --max_new_tokens has a default of its own)
                          new_tokens=FLAGS.max_new_tokens if FLAGS["max_new_tokens"].present

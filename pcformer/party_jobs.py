@@ -52,12 +52,14 @@ class PartySettings:
     frac_bits: int = 16
     trunc_mode: str = "dealer"
     protocols: str = "beaver"         # the protocol family ("fss": the dealer's keys on tapes)
+    compare_bits: int | None = None   # fss: the declared comparison width (MPCConfig's)
     new_tokens: int = 1               # decoders: greedy tokens, one run (and material) each
     model_parallel: int = 1           # devices per party process: the server's weights split
 
     def config(self) -> MPCConfig:
         return MPCConfig(ring_bits=self.ring_bits, frac_bits=self.frac_bits,
-                         trunc_mode=self.trunc_mode, seed=self.seed, protocols=self.protocols)
+                         trunc_mode=self.trunc_mode, seed=self.seed, protocols=self.protocols,
+                         compare_bits=self.compare_bits)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -45,14 +45,15 @@ def _prints_ledger_bytes(stdout: str, sent) -> bool:
     return f"online    server sent {sent[0]} B, client sent {sent[1]} B" in stdout
 
 
-def _in_process_mlp(report: bool = False, protocols: str = "beaver"):
+def _in_process_mlp(report: bool = False, protocols: str = "beaver", compare_bits=None):
     """The same program simulated in one process (the whole-program executor, same seed); with
     `report`, its report too."""
     import pcformer
     from pcformer.config import MPCConfig
     args = party_jobs.mlp_inputs()
     prog = pcformer.compile(party_jobs.mlp, *args, owners=(0, 0, 0, 1), policy="mpcformer",
-                            config=MPCConfig(seed=SEED, protocols=protocols), executor="program")
+                            config=MPCConfig(seed=SEED, protocols=protocols,
+                                             compare_bits=compare_bits), executor="program")
     # the seeded dealer's setup key (it holds no weights: from the seed and the program)
     prog._exe.deployment.pinned = dealer_pass.keys(prog.config, prog.ir)[1]
     out, rep = prog.run(*args)
@@ -186,19 +187,23 @@ def test_generation_the_client_cannot_fit_is_refused_before_compiling(kind, used
 # -- two real processes ----------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("protocols", ["beaver", "fss"])
-def test_two_processes_equal_the_in_process_run_bit_for_bit(protocols):
+@pytest.mark.parametrize("protocols, compare_bits", [("beaver", None), ("fss", None), ("fss", 36)])
+def test_two_processes_equal_the_in_process_run_bit_for_bit(protocols, compare_bits):
     # fss: each process evaluates its DCF keys from its own root seed and the correction words
-    # on its tape (runtime/fss_dealer.py), never generating a key
+    # on its tape (runtime/fss_dealer.py), never generating a key; --compare_bits reaches both
+    # processes and the dealer (the ledgers agree only if all three use the declared width)
+    width = [f"--compare_bits={compare_bits}"] if compare_bits else []
     done = subprocess.run(_pcformer("run", "--processes=2", "--job=mlp", f"--seed={SEED}",
-                                    f"--protocols={protocols}", "--peer_timeout=120"),
+                                    f"--protocols={protocols}", "--peer_timeout=120", *width),
                           capture_output=True, text=True, timeout=RUN_BOUND_S)
     assert done.returncode == 0, done.stderr[-2000:]
     (got,) = _result_outputs(done.stdout)
-    want, rep = _in_process_mlp(report=True, protocols=protocols)
+    want, rep = _in_process_mlp(report=True, protocols=protocols, compare_bits=compare_bits)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
     assert _prints_ledger_bytes(done.stdout, rep.totals()["online"]["bytes"])
+    # the client's dealt bytes are the in-process ledger's (they shrink with --compare_bits)
+    assert f"({rep.totals()['offline']['bytes'][1]} B of corrections dealt to it)" in done.stdout
 
 
 @pytest.mark.slow
