@@ -1,9 +1,11 @@
 """Privacy-shaped properties of the FSS family.
 
 - What a party receives online, the opened x + r_in, is uniform whatever the secret (across
-  runs, and across elements of one run), for the comparison, ReLU, truncation and LUT openings.
+  runs, and across elements of one run), for the comparison (full and reduced width), ReLU,
+  truncation and LUT openings.
 - One party's key alone (root seed and correction words) looks uniform and does not depend on
-  alpha: bit frequencies of its words for alpha = 0 and alpha = 2^63 agree with 1/2.
+  alpha: bit frequencies of its words for alpha = 0 and alpha = 2^63 agree with 1/2 (DCF), for
+  alpha = 0 and 255 (the early-terminated 8-bit DPF).
 - The dealer's material comes from the run's key, never from the inputs: the same key gives
   the same keys for different secrets, a different key gives different keys.
 """
@@ -49,16 +51,21 @@ OPS = {
     "relu": lambda c, s: fss.relu(c, s),
     "truncate": lambda c, s: fss.truncate(c, s),
     "lut": lambda c, s: fss.lut(c, s, jnp.arange(16, dtype=jnp.uint64), 4),
+    "drelu36": lambda c, s: fss.drelu(c, s, bits=36),      # SIGMA's reduced width
 }
+WIDTH = {"lut": 4, "drelu36": 36}
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_opened_masked_input_is_uniform_whatever_the_secret(name):
     secrets = np.array([0, 2 ** 64 - 1, 2 ** 62 - 1, 5], np.uint64)    # 0, -1, a limit, small
     opened = _openings_across_runs(OPS[name], secrets, runs=1024)      # [runs, 4]
-    width = 4 if name == "lut" else 64
+    width = WIDTH.get(name, 64)
     for j in range(len(secrets)):
         u = opened[:, j]
+        if width < 64:              # two n-bit payloads, no more; the opening is their sum mod 2^n
+            assert u.max() < 2 ** (width + 1)
+            u = u % np.uint64(2 ** width)
         assert len(np.unique(u)) > (12 if width == 4 else 1000)
         for shift in sorted({0, width - 4}):
             assert _chi2_nibble(u, shift) < CHI2_15_DOF_P1E5, (name, j, shift)
@@ -91,6 +98,28 @@ def test_one_partys_dcf_key_is_uniform_and_independent_of_alpha():
         assert np.all(np.abs(f_low - f_high) < 1.5 * tol), part
     for keys in (low, high):                                       # control bits: fair coins
         assert abs(keys["t_cw"].mean() - 0.5) < 6 * 0.5 / np.sqrt(keys["t_cw"].size)
+
+
+def test_one_partys_dpf_key_is_uniform_and_independent_of_alpha():
+    """The early-terminated DPF (7 levels for 8 bits, a two-word final correction): party 0's
+    root seed, seed corrections and final words look uniform for alpha = 0 and alpha = 255."""
+    from pcformer.runtime import fss_dpf as D
+    size, n = 512, 8
+    parts = []
+    for alpha, seed in ((0, 0), (255, 1)):
+        rng = np.random.default_rng(seed)
+        with x64():
+            seeds = jnp.asarray(rng.integers(0, 2 ** 64, size=(2, K.SEED_WORDS, size),
+                                             dtype=np.uint64))
+            keys = D.dpf_gen(seeds, jnp.full((size,), alpha, jnp.uint64),
+                             jnp.ones((size,), jnp.uint64), n)
+        parts.append({"seed": np.asarray(keys.seeds[0]), "s_cw": np.asarray(keys.s_cw),
+                      "final": np.asarray(keys.final)})
+    for part in ("seed", "s_cw", "final"):
+        f_a, f_b = (_bit_frequencies(p[part]) for p in parts)
+        tol = 6 * 0.5 / np.sqrt(parts[0][part].size)
+        assert np.all(np.abs(f_a - 0.5) < tol) and np.all(np.abs(f_b - 0.5) < tol), part
+        assert np.all(np.abs(f_a - f_b) < 1.5 * tol), part
 
 
 def _dealt(key, x):
