@@ -168,22 +168,25 @@ def reciprocal_goldschmidt(x, iters: int = 3, lo: int = -12, hi: int = 20):
     return r * s
 
 
-# a step's midpoints: 1/c for c in [1, 2) at 2^-8 steps, read with the index's low 8 bits
-_RECIP_TABLE = 1.0 / (1.0 + (np.arange(256) + 0.5) / 256.0)
+def _recip_table(bits: int) -> np.ndarray:
+    """A step's midpoints: 1/c for c in [1, 2) at 2^-bits steps, read with the index's low bits."""
+    return 1.0 / (1.0 + (np.arange(1 << bits) + 0.5) / float(1 << bits))
 
 
-def reciprocal_lut(x, iters: int = 1, lo: int = -12, hi: int = 20):
-    """1/x for x > 0 in [2^lo, 2^hi): octave normalisation, an 8-bit table, Goldschmidt steps.
+def reciprocal_lut(x, iters: int = 1, lo: int = -12, hi: int = 20, table_bits: int = 8):
+    """1/x for x > 0 in [2^lo, 2^hi): octave normalisation, a `table_bits`-bit table, Goldschmidt
+    steps.
 
-    c = x 2^-k in [1, 2); r0 = table[floor(c 2^8) mod 2^8] = 1/(1 + (i + 1/2) / 2^8) (relative
-    error <= 2^-9); then Goldschmidt r <- r (1 + e), e <- e^2 from e0 = 1 - c r0: one step gives
-    ~4e-6 relative error, two ~1e-11. Result r 2^-k. The table replaces the linear guess and two
-    of reciprocal_goldschmidt's three steps. Source: SIGMA (PoPETs 2024) seeds its inverses
-    with lookup tables; Goldschmidt as SPU's `reciprocal`. Lookups need protocols="fss".
+    c = x 2^-k in [1, 2); r0 = table[floor(c 2^b) mod 2^b] = 1/(1 + (i + 1/2) / 2^b) (relative
+    error <= 2^-(b+1)); then Goldschmidt r <- r (1 + e), e <- e^2 from e0 = 1 - c r0: with 8
+    bits one step gives ~4e-6 relative error (12 bits: ~1e-8), two ~1e-11. Result r 2^-k. The
+    table replaces the linear guess and two of reciprocal_goldschmidt's three steps. Source:
+    SIGMA (PoPETs 2024) seeds its inverses with lookup tables; Goldschmidt as SPU's
+    `reciprocal`. Lookups need protocols="fss".
     """
     s = _octave_scale(x, lo, hi)
     c = x * s
-    r = table_lookup(c, _RECIP_TABLE, 8, nonneg=True, wrap=True)
+    r = table_lookup(c, _recip_table(table_bits), table_bits, nonneg=True, wrap=True)
     e = 1.0 - c * r
     rs = r * s                 # scaled back now, in the round of c r: one round fewer
     for _ in range(iters):
@@ -213,14 +216,14 @@ def _goldschmidt(pol):
     return lambda x: reciprocal_goldschmidt(x, pol.recip_iters, lo, hi)
 
 
-@approximation("reciprocal", "lut", params=("recip_iters", "recip_range"),
+@approximation("reciprocal", "lut", params=("recip_iters", "recip_range", "seed_bits"),
                valid=(2.0 ** -12, 2.0 ** 17 * 0.999), error=("rel", 1e-5),
                reference=np.reciprocal,
                measured_with={"recip_iters": 1, "recip_range": (-12, 17)})
 def _reciprocal_lut(pol):
     """Octave-normalised 8-bit table and Goldschmidt steps (SIGMA-style; needs fss)."""
     lo, hi = pol.recip_range
-    return lambda x: reciprocal_lut(x, pol.recip_iters, lo, hi)
+    return lambda x: reciprocal_lut(x, pol.recip_iters, lo, hi, pol.seed_bits)
 
 
 @approximation("reciprocal", "newton", params=("recip_iters",), valid=(1.0, 200.0),
@@ -253,15 +256,19 @@ def rsqrt_newton(x, iters: int = 3, lo: int = -8, hi: int = 10):
     return y * s2
 
 
-# 1/sqrt(c) at the midpoints of 2^-6 steps of c in [0, 4): the octave puts c in [1, 4)
-_RSQRT_TABLE = 1.0 / np.sqrt((np.arange(256) + 0.5) / 64.0)
+def _rsqrt_table(bits: int) -> np.ndarray:
+    """1/sqrt(c) at the midpoints of 2^-(bits-2) steps of c in [0, 4): the octave puts c in
+    [1, 4)."""
+    return 1.0 / np.sqrt((np.arange(1 << bits) + 0.5) / float(1 << (bits - 2)))
 
 
-def rsqrt_lut(x, iters: int = 1, lo: int = -8, hi: int = 10):
-    """1/sqrt(x) for x > 0 in [4^lo, 4^hi): base-4 octave normalisation, an 8-bit table, Newton.
+def rsqrt_lut(x, iters: int = 1, lo: int = -8, hi: int = 10, table_bits: int = 8):
+    """1/sqrt(x) for x > 0 in [4^lo, 4^hi): base-4 octave normalisation, a `table_bits`-bit
+    table, Newton.
 
-    c = x 4^-k in [1, 4); y0 = table[floor(c 2^6) mod 2^8] = 1/sqrt((i + 1/2) / 2^6) (relative
-    error <= 0.4%); Newton y <- y (3 - c y^2) / 2: one step ~2.3e-5 relative, two ~1e-9. Result
+    c = x 4^-k in [1, 4); y0 = table[floor(c 2^(b-2)) mod 2^b] = 1/sqrt((i + 1/2) / 2^(b-2))
+    (8 bits: relative error <= 0.4%); Newton y <- y (3 - c y^2) / 2: one step ~2.3e-5 relative
+    with 8 bits (12 bits: ~1e-7), two ~1e-9. Result
     y 2^-k. The table replaces rsqrt_newton's linear guess and two of its three steps (LayerNorm:
     11 rounds instead of 30 under protocols="fss", measured on BERT-base). Source: SIGMA (PoPETs 2024) seeds rsqrt with
     a lookup table. Lookups need protocols="fss".
@@ -269,7 +276,8 @@ def rsqrt_lut(x, iters: int = 1, lo: int = -8, hi: int = 10):
     bits = _octave_bits(x, lo, hi, 4.0)
     half_c = x * _octave_combination(bits, lo, hi, lambda k: 0.5 * 4.0 ** (-k))   # c / 2
     s2 = _octave_combination(bits, lo, hi, lambda k: 2.0 ** (-k))
-    y = table_lookup(half_c, _RSQRT_TABLE, 7, nonneg=True, wrap=True)   # index floor(c 2^6)
+    y = table_lookup(half_c, _rsqrt_table(table_bits), table_bits - 1, nonneg=True,
+                     wrap=True)                                   # index floor(c 2^(b-2))
     ys = y * s2                # scaled back now, in the round of the step's first products
     for _ in range(iters):     # y (3 - c y^2) / 2 = y (1.5 - c/2 (y y))
         t = half_c * (y * y)
@@ -312,13 +320,13 @@ def _rsqrt_newton(pol):
     return lambda x: rsqrt_newton(x, pol.rsqrt_iters, lo, hi)
 
 
-@approximation("rsqrt", "lut", params=("rsqrt_iters", "rsqrt_range"),
+@approximation("rsqrt", "lut", params=("rsqrt_iters", "rsqrt_range", "seed_bits"),
                valid=(4.0 ** -8, 4.0 ** 8 * 0.999), error=("rel", 4e-5), reference=_rsqrt_ref,
                measured_with={"rsqrt_iters": 1, "rsqrt_range": (-8, 8)})
 def _rsqrt_lut(pol):
     """Base-4 octave normalisation, 8-bit table, Newton steps (SIGMA-style; needs fss)."""
     lo, hi = pol.rsqrt_range
-    return lambda x: rsqrt_lut(x, pol.rsqrt_iters, lo, hi)
+    return lambda x: rsqrt_lut(x, pol.rsqrt_iters, lo, hi, pol.seed_bits)
 
 
 @approximation("rsqrt", "crypten", params=("rsqrt_iters",), valid=(0.1, 100.0),

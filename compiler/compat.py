@@ -221,14 +221,27 @@ from jax.interpreters import batching as _batching  # noqa: E402
 from jax.interpreters import mlir as _mlir      # noqa: E402
 
 
-def define_elementwise_primitive(name: str, impl, jvp_slope) -> Primitive:
+def define_elementwise_primitive(name: str, impl, jvp_slope, trailing=None) -> Primitive:
     """A primitive y = impl(x, **params), elementwise on one float array: its abstract value is
-    x's, vmap maps it elementwise, jit lowers impl, and its JVP is jvp_slope(x, **params) * t."""
+    x's, vmap maps it elementwise, jit lowers impl, and its JVP is jvp_slope(x, **params) * t.
+
+    trailing(**params) -> k, if given: each element maps to k values (k > 1: y has x's shape
+    plus a trailing axis of k; k == 1: x's shape). The slope then has y's shape."""
+    def width(params):
+        return 1 if trailing is None else int(trailing(**params))
+
+    def abstract(aval, **params):
+        k = width(params)
+        return aval if k == 1 else aval.update(shape=aval.shape + (k,))
+
+    def jvp(t, x, **params):
+        return jvp_slope(x, **params) * (t if width(params) == 1 else t[..., None])
+
     p = Primitive(name)
     p.def_impl(impl)
-    p.def_abstract_eval(lambda aval, **params: aval)
+    p.def_abstract_eval(abstract)
     _mlir.register_lowering(p, _mlir.lower_fun(impl, multiple_results=False))
     _batching.primitive_batchers[p] = lambda args, dims, **params: (p.bind(args[0], **params),
                                                                     dims[0])
-    _ad.defjvp(p, lambda t, x, **params: jvp_slope(x, **params) * t)
+    _ad.defjvp(p, jvp)
     return p

@@ -11,6 +11,11 @@ lookup tables): an exact truncation to `frac` fractional bits, a clip to [0, 2^n
 `relu`s, then a DPF on n bits. Tables with n <= 10 or so: the dealer's key and the parties'
 local work grow as 2^n per element.
 
+Several tables at one index (a 2-D table of 2^n rows and k columns): the result gains a
+trailing axis of k, and the lowering pays for ONE lookup (one truncation, one clip, one DPF whose
+full-domain evaluation is read against every column): a piecewise-linear spline's value and
+slope tables, say, for the price of one.
+
 `nonneg=True` is the caller's promise that x >= 0 (|x|, say): the lowering then skips the low
 clip (one `relu` fewer); the float semantics clip at 0 either way. `wrap=True` reads the low n
 bits of the index (a digit of a longer fixed-point value): no clip at all, since the DPF lookup
@@ -31,38 +36,54 @@ def _index(x, frac: int, size: int, wrap: bool):
     return (jnp.mod(i, size) if wrap else jnp.clip(i, 0, size - 1)).astype(jnp.int32)
 
 
-def _impl(x, *, table: tuple, frac: int, nonneg: bool, wrap: bool):
-    t = jnp.asarray(np.asarray(table, dtype=np.float64), dtype=x.dtype)
-    return t[_index(x, frac, len(table), wrap)]
-
-
-def _slope(x, *, table: tuple, frac: int, nonneg: bool, wrap: bool):
+def _columns(table: tuple, width: int) -> np.ndarray:
+    """The flat table param as [2^n] (width 1) or [2^n, width]."""
     t = np.asarray(table, dtype=np.float64)
-    step = np.append(np.diff(t), 0.0) * float(2 ** frac)
-    slope = jnp.asarray(step, dtype=x.dtype)[_index(x, frac, len(table), wrap)]
+    return t if width == 1 else t.reshape(-1, width)
+
+
+def _impl(x, *, table: tuple, frac: int, nonneg: bool, wrap: bool, width: int = 1):
+    t = jnp.asarray(_columns(table, width), dtype=x.dtype)
+    return t[_index(x, frac, len(table) // width, wrap)]
+
+
+def _slope(x, *, table: tuple, frac: int, nonneg: bool, wrap: bool, width: int = 1):
+    t = _columns(table, width)
+    step = np.concatenate([np.diff(t, axis=0), np.zeros_like(t[:1])]) * float(2 ** frac)
+    slope = jnp.asarray(step, dtype=x.dtype)[_index(x, frac, len(t), wrap)]
     if wrap:
         return slope
-    inside = (x >= 0) & (x < len(table) / float(2 ** frac))     # the clipped ends are flat
-    return jnp.where(inside, slope, 0)
+    inside = (x >= 0) & (x < len(t) / float(2 ** frac))     # the clipped ends are flat
+    return jnp.where(inside if width == 1 else inside[..., None], slope, 0)
 
 
-table_lookup_p = define_elementwise_primitive("table_lookup", _impl, _slope)
+table_lookup_p = define_elementwise_primitive("table_lookup", _impl, _slope,
+                                              trailing=lambda width=1, **_: width)
 
 
 def table_lookup(x, table, frac: int, nonneg: bool = False, wrap: bool = False):
     """table[clip(floor(x * 2^frac), 0, len(table) - 1)] for a public table of 2^n floats
-    (wrap=True: table[floor(x * 2^frac) mod len(table)])."""
-    table = tuple(float(v) for v in np.asarray(table, dtype=np.float64).ravel())
-    n = bits_of(table)
-    if len(table) != 1 << n or not 1 <= n <= MAX_BITS:
+    (wrap=True: table[floor(x * 2^frac) mod len(table)]). A 2-D table [2^n, k] reads k
+    columns at the one index: the result has x's shape plus a trailing axis of k."""
+    arr = np.asarray(table, dtype=np.float64)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"a lookup table is a vector of 2^n entries or a [2^n, k] array of "
+                         f"columns, got shape {arr.shape}")
+    width = 1 if arr.ndim == 1 else int(arr.shape[1])
+    rows = tuple(float(v) for v in arr[:, 0]) if arr.ndim == 2 else None
+    n = bits_of(rows if rows is not None else tuple(arr))
+    if arr.shape[0] != 1 << n or not 1 <= n <= MAX_BITS:
         raise ValueError(f"a lookup table needs 2^n entries with 1 <= n <= {MAX_BITS}, "
-                         f"got {len(table)}")
+                         f"got {arr.shape[0]}")
     if frac < 0:
         raise ValueError(f"frac must be >= 0, got {frac}")
-    return table_lookup_p.bind(x, table=table, frac=int(frac), nonneg=bool(nonneg),
-                              wrap=bool(wrap))
+    params = dict(table=tuple(float(v) for v in arr.ravel()), frac=int(frac),
+                  nonneg=bool(nonneg), wrap=bool(wrap))
+    if width > 1:                  # the plain one-column lookup keeps its old params
+        params["width"] = width
+    return table_lookup_p.bind(x, **params)
 
 
-def bits_of(table: tuple) -> int:
-    """n for a table of 2^n entries."""
-    return len(table).bit_length() - 1
+def bits_of(table: tuple, width: int = 1) -> int:
+    """n for a table of 2^n entries (of `width` columns each)."""
+    return (len(table) // width).bit_length() - 1

@@ -203,8 +203,14 @@ class Lowerer:
         return r
 
     def common(self, vals: list[Value]) -> tuple[list[Value], int]:
-        """Bring secrets to one scale (raising, never truncating) for a sum/concat/select."""
+        """Bring secrets to one scale (raising, never truncating) for a sum/concat/select. A
+        secret whose truncation to the others' scale already exists (made for another
+        consumer) meets them there: its result then needs no truncation of its own."""
         vals = self.cap_scales(vals)
+        low = min(v.scale for v in vals)
+        if len({v.scale for v in vals}) > 1 and all(
+                v.scale == low or (v.id, low) in self.truncated for v in vals):
+            vals = [self.truncated[(v.id, low)] if v.scale > low else v for v in vals]
         target = max(v.scale for v in vals)
         return [self.lift(v, target) if v.vis.is_secret else v for v in vals], target
 

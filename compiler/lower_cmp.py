@@ -13,7 +13,7 @@ truncation only.
 - table_lookup (compiler/lookup_table.py): truncate to the table's fractional bits (scale 0:
   the index), clip to [0, 2^n) with relus (t - relu(t - hi), + relu(-t) unless nonneg, both in
   one round; none with wrap: `lut` reads the index mod 2^n), then the FSS family's one-round
-  `lut` on n bits.
+  `lut` on n bits (a 2-D table: one `lut` reads every column at the one index).
 Costs are the sums of the protocol ops these emit (drelu, truncate, mul), so static == measured
 by construction. Registered into `lower_base.LOWER_RULES` on import.
 """
@@ -212,8 +212,9 @@ def _table_lookup(L, eqn, x):
     (the clip, one round), `lut` on n bits (protocols="fss": a DPF, one round)."""
     shape, dtype = _out(eqn)
     table, frac, nonneg = eqn.params["table"], eqn.params["frac"], eqn.params["nonneg"]
-    wrap = eqn.params["wrap"]
-    n = bits_of(table)
+    wrap, width = eqn.params["wrap"], eqn.params.get("width", 1)
+    n = bits_of(table, width)
+    shape = shape if width == 1 else shape[:-1]        # the index's shape (k columns: out + k)
     # a product at scale 2f truncates straight to the index, in the same round as its own
     # truncation to f (no for_compare first); at or below frac, lift x, then drop the extra bit
     x = _secret(L, x)
@@ -230,6 +231,7 @@ def _table_lookup(L, eqn, x):
         idx = L.add(t, over, sub=True, shape=shape, dtype="int32")
         if not nonneg:
             idx = L.add(idx, L.relu(_neg(L, t)), shape=shape, dtype="int32")
-    r = L.new(shape, dtype, SECRET, L.frac_bits)
-    L.emit("lut", [idx], [r], table=tuple(table), bits=n, enc=L.frac_bits)
+    r = L.new(_out(eqn)[0], dtype, SECRET, L.frac_bits)
+    columns = {} if width == 1 else {"width": width}
+    L.emit("lut", [idx], [r], table=tuple(table), bits=n, enc=L.frac_bits, **columns)
     return [r]

@@ -49,16 +49,34 @@ class Policy:
     rsqrt_iters: int = 3            # Newton iterations for 1/sqrt
     rsqrt_range: tuple[int, int] = (-8, 10)    # exponents [lo, hi): valid on [4^lo, 4^hi)
     erf_degree: int = 21            # odd Chebyshev degree of erf on [-3.5, 3.5]
+    seed_bits: int = 8              # table bits of the reciprocal / rsqrt `lut` seeds
+    # (field, value) pairs that replace the fields above under protocols="fss": the FSS
+    # family's own construction of the same functions (lookup tables, one round each) where it
+    # is as accurate and cheaper; () = the same choices under every family
+    fss: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "recip_range", tuple(self.recip_range))
         object.__setattr__(self, "rsqrt_range", tuple(self.rsqrt_range))
+        object.__setattr__(self, "fss", _pairs(self.name, self.fss))
         for op_class in table.TABLE:
             value = getattr(self, op_class)
             if value is not None and value not in table.names(op_class):
                 raise ValueError(f"policy {self.name!r}: {op_class}={value!r} is not one of "
                                  f"{list(table.names(op_class))} (or None to leave {op_class} "
                                  f"alone)")
+        if self.fss:
+            self.for_protocols("fss")      # its values checked now, not at the first fss compile
+
+    def for_protocols(self, protocols: str) -> "Policy":
+        """The policy a program compiled for `protocols` rewrites with: under "fss", the fields
+        `fss` names replaced by its values (the name kept; the doc says what changed)."""
+        if protocols != "fss" or not self.fss:
+            return self
+        changes = dict(self.fss)
+        said = ", ".join(f"{k}={v}" for k, v in self.fss)
+        return dataclasses.replace(self, fss=(), doc=f"{self.doc} Under protocols='fss': {said}."
+                                   .strip(), **changes)
 
     def fn(self, op_class: str):
         """The approximation this policy chooses for `op_class`, bound to its parameters (the
@@ -73,11 +91,37 @@ class Policy:
 _DEFAULT_CHOICE = {f.name: f.default for f in dataclasses.fields(Policy)
                    if f.name in table.TABLE}
 
-EXACT = Policy(name="exact", doc=(
+
+def _pairs(name: str, fss) -> tuple:
+    """`fss` as a tuple of (field, value) pairs (from a dict or JSON lists), each field a Policy
+    field other than name, doc and fss itself; ranges as tuples."""
+    items = fss.items() if isinstance(fss, Mapping) else fss
+    out = []
+    for item in items:
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise ValueError(f"policy {name!r}: fss takes (field, value) pairs, got "
+                             f"{item!r}") from None
+        valid = {f.name for f in dataclasses.fields(Policy)} - {"name", "doc", "fss"}
+        if key not in valid:
+            raise ValueError(f"policy {name!r}: fss names {key!r}, not one of {sorted(valid)}")
+        out.append((str(key), tuple(value) if isinstance(value, list) else value))
+    return tuple(out)
+
+# exact's functions built the FSS family's way: one lookup where Beaver needs a polynomial
+EXACT_UNDER_FSS = (("gelu", "spline"), ("softmax", "sigma"), ("reciprocal", "lut"),
+                   ("rsqrt", "lut"), ("recip_iters", 1), ("rsqrt_iters", 1),
+                   ("recip_range", (-12, 17)), ("rsqrt_range", (-8, 8)), ("seed_bits", 12))
+
+EXACT = Policy(name="exact", fss=EXACT_UNDER_FSS, doc=(
     "High-accuracy approximations of every heavy operator (max errors in "
     "docs/approximations.md): erf/tanh GeLU forms kept with polynomial erf / logistic tanh, "
     "max-subtracted softmax with scaling-and-squaring Taylor exp and normalised Goldschmidt "
-    "reciprocal, normalised Newton rsqrt."))
+    "reciprocal, normalised Newton rsqrt. Under protocols='fss' the same functions from the "
+    "family's lookups (errors at the 16-bit fixed point's resolution): GeLU as relu minus a "
+    "line per step of a two-column 9-bit table on |x| (1.2e-5), softmax's exp from two 8-bit tables, "
+    "reciprocal and rsqrt seeded by 12-bit tables with one Goldschmidt / Newton step."))
 
 MPCFORMER = Policy(name="mpcformer", gelu="quad", softmax="2quad", exp=None, tanh=None,
                    logistic=None, erf=None, exp_iters=8, doc=(
@@ -129,12 +173,23 @@ def from_dict(d: Mapping[str, Any]) -> Policy:
     if unknown:
         raise ValueError(f"unknown policy field(s) {unknown}; valid fields: {sorted(fields)}")
     start = to_dict(get(base)) if base is not None else {}
+    if start.get("fss") and "fss" not in d:    # a field set here wins under every family
+        start["fss"] = [(k, v) for k, v in start["fss"] if not _set_by(k, d)]
     if base is not None and "name" not in d:
         d["name"] = f"{start['name']}+custom"
     if base is not None and "doc" not in d:
         d["doc"] = f"{start['name']} with changes: {sorted(d)}"
     start.update(d)
     return Policy(**start)
+
+
+# a class's parameters: setting the class drops the base's fss values of its parameters too
+_PARAMS_OF = {"recip_iters": "reciprocal", "recip_range": "reciprocal",
+              "rsqrt_iters": "rsqrt", "rsqrt_range": "rsqrt"}
+
+
+def _set_by(field: str, d: Mapping) -> bool:
+    return field in d or _PARAMS_OF.get(field) in d
 
 
 class PolicyError(ValueError):

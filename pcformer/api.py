@@ -30,12 +30,13 @@ _compile_cache.listen()  # count persistent-cache hits of this process's compile
 __all__ = ["compile", "Program"]
 
 
-def _rewrite(traced, policy):
-    """Apply the policy's rewrite (policy=None: lower the program as traced)."""
+def _rewrite(traced, policy, protocols: str):
+    """Apply the policy's rewrite (policy=None: lower the program as traced), with the choices
+    it makes for the protocol family (`Policy.for_protocols`: exact's lookups under fss)."""
     if policy is None:
         return traced, None
     from pcformer.compiler import policies, rewrite
-    pol = policies.load(policy)
+    pol = policies.load(policy).for_protocols(protocols)
     return rewrite.rewrite(traced, pol), pol
 
 
@@ -216,7 +217,7 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
     from pcformer.compiler import trace as _trace
     example_args = jax.tree_util.tree_map(_example, example_args, is_leaf=_is_secret)
     traced = _trace.trace(fn, *example_args)
-    rewritten, pol = _rewrite(traced, policy)
+    rewritten, pol = _rewrite(traced, policy, config.protocols)
     owners_flat = _lower.flatten_owners(owners, example_args)
     keep_secret = [not r for r in _broadcast_prefix(reveal, traced.out_tree)]
     program = _lower.lower(rewritten, owners_flat, config, keep_secret)

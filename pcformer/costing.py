@@ -59,7 +59,7 @@ def lower_only(fn: Callable, *args, owners, policy="mpcformer", config: MPCConfi
     args = jax.tree_util.tree_map(api._example, args, is_leaf=api._is_secret)
     traced = _trace.trace(fn, *args)
     t = _timed(times, "trace_s", t)
-    rewritten, _ = api._rewrite(traced, policy)
+    rewritten, _ = api._rewrite(traced, policy, config.protocols)
     t = _timed(times, "rewrite_s", t)
     owners_flat = _lower.flatten_owners(owners, args)
     keep_secret = [not r for r in api._broadcast_prefix(reveal, traced.out_tree)]

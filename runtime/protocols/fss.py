@@ -14,6 +14,7 @@ comparisons open n bits instead of l and have n-level keys.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -137,16 +138,21 @@ def truncate(ctx, x: AShare, bits: int | None = None, mode: str | None = None,
 
 
 def _lut_operands(op, args, config) -> tuple:
-    """(x, the IR's float table encoded at its scale): `lut`'s operands from an IR op."""
-    return (args[0], jnp.asarray(ring.encode(np.asarray(op.attrs["table"]), op.attrs["enc"],
-                                             config.ring_bits)))
+    """(x, the IR's float table encoded at its scale, [2^n] or [2^n, k] for k columns): `lut`'s
+    operands from an IR op."""
+    table = np.asarray(op.attrs["table"])
+    width = op.attrs.get("width", 1)
+    table = table if width == 1 else table.reshape(-1, width)
+    return (args[0], jnp.asarray(ring.encode(table, op.attrs["enc"], config.ring_bits)))
 
 
 def lut_table(ctx, table, bits: int):
-    """The public table as ring elements, checked to have 2^bits entries."""
+    """The public table as ring elements, checked to have 2^bits entries (rows, for a [2^n, k]
+    table of k columns read at one index)."""
     t = as_ring(ctx, table)
-    if t.shape != (1 << bits,):
-        raise ValueError(f"a {bits}-bit lookup table needs {1 << bits} entries, got {t.shape}")
+    if t.ndim not in (1, 2) or t.shape[0] != 1 << bits:
+        raise ValueError(f"a {bits}-bit lookup table needs {1 << bits} entries (rows), "
+                         f"got shape {t.shape}")
     return t
 
 
@@ -155,7 +161,8 @@ def lut(ctx, x: AShare, table, bits: int, prg: str | None = None) -> AShare:
     """table[x mod 2^n] for a public ring table of 2^n entries, ONE round (SIGMA's lookup):
     open (x + r) mod 2^n (n bits each); a DPF at r, evaluated on the whole domain, gives shares
     y_j of [j == r], and table[x] = sum_j y_j table[(xh - j) mod 2^n]. Keys and local work grow
-    as 2^n: meant for n <= 10 or so."""
+    as 2^n: meant for n <= 10 or so. A [2^n, k] table gives k columns at the one index, [*x, k],
+    for the same key and message."""
     n = int(bits)
     if not 1 <= n <= min(16, ctx.ring_bits):
         raise ValueError(f"lookup tables take 1 to 16 bits, got {n}")
@@ -163,10 +170,41 @@ def lut(ctx, x: AShare, table, bits: int, prg: str | None = None) -> AShare:
     prg = _prg(ctx, prg)
     r, keys = fss_dealer.lut_material(ctx, x.shape, n, prg)
     xh, d = open_masked(ctx, x, r, n)
-    y = _ring(ctx, dpf_eval_all(keys, n, prg))                      # [2, 2^n, *shape]
-    j = jnp.arange(1 << n, dtype=xh.dtype).reshape((-1,) + (1,) * xh.ndim)
-    shifted = t[low_bits(xh[None] - j, n).astype(jnp.int32)]       # [2^n, *shape]
-    return AShare(jnp.sum(y * shifted[None], axis=1, dtype=xh.dtype), d)
+    return AShare(_read_tables(ctx, keys, xh, t, n, prg), d)
+
+
+# elements per block of the full-domain evaluation: its [2, 2^n, block] words stay near 4 MB,
+# in cache, instead of one [2, 2^n, *shape] array streamed through memory several times
+_BLOCK_WORDS = 1 << 18
+
+
+def _read_tables(ctx, keys, xh, t, n: int, prg: str):
+    """sum_j y_j table[(xh - j) mod 2^n] for the DPF shares y_j of every point j: [2, *shape]
+    (k columns: [2, *shape, k]), evaluated block by block over the elements (`lax.map`); the
+    result is the same as evaluating the whole domain at once."""
+    shape = xh.shape
+    m = int(np.prod(shape, dtype=np.int64))
+    block = max(1, min(m, _BLOCK_WORDS >> n))
+    nb = -(-m // block)
+
+    def blocks(a, lead: int):      # [*lead, *shape] -> [nb, *lead, block] (zero-padded)
+        a = a.reshape(a.shape[:lead] + (m,))
+        a = jnp.pad(a, [(0, 0)] * lead + [(0, nb * block - m)])
+        return jnp.moveaxis(a.reshape(a.shape[:lead] + (nb, block)), lead, 0)
+
+    def one(args):
+        k, h = args
+        y = _ring(ctx, dpf_eval_all(k, n, prg))                     # [2, 2^n, block]
+        j = jnp.arange(1 << n, dtype=h.dtype)[:, None]
+        shifted = t[low_bits(h[None] - j, n).astype(jnp.int32)]   # [2^n, block(, k)]
+        if t.ndim == 2:         # k columns: the one DPF's shares read against each
+            y = y[..., None]
+        return jnp.sum(y * shifted[None], axis=1, dtype=h.dtype)
+
+    kb = jax.tree_util.tree_map(lambda a: blocks(a, a.ndim - len(shape)), keys)
+    out = jax.lax.map(one, (kb, blocks(xh, 0)))                      # [nb, 2, block(, k)]
+    out = jnp.moveaxis(out, 0, 1).reshape((2, nb * block) + t.shape[1:])[:, :m]
+    return out.reshape((2,) + shape + t.shape[1:])
 
 
 # ----------------------------------------------------------------------------- registry table

@@ -29,6 +29,11 @@ CASES = [
     ("erf_poly_17", A.erf_poly, jax.scipy.special.erf, jnp.linspace(-10, 10, 20001), "abs",
      2e-4),
     ("gelu_tanh", GS.gelu_tanh, gelu_tanh_ref, jnp.linspace(-20, 20, 20001), "abs", 1e-5),
+    # the 12-bit seeds `exact` reads under protocols="fss" (one step each)
+    ("rsqrt_lut_12", lambda x: A.rsqrt_lut(x, 1, -8, 8, table_bits=12),
+     lambda x: 1.0 / jnp.sqrt(x), _geom(4.0 ** -8, 4.0 ** 8 * 0.999), "rel", 3e-7),
+    ("reciprocal_lut_12", lambda x: A.reciprocal_lut(x, 1, -12, 17, table_bits=12),
+     jnp.reciprocal, _geom(2.0 ** -12, 2.0 ** 17 * 0.999), "rel", 2e-7),
 ]
 
 

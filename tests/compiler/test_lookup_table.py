@@ -62,3 +62,31 @@ def test_two_table_exp_has_relative_error_below_1_3e_4():
         # one fixed-point LSB above 0 (a max-subtracted score after truncation) reads exp(0)
         np.testing.assert_allclose(GS.exp_nonpositive_lut(jnp.asarray(2.0 ** -16)), 1.0,
                                    rtol=1e-4)
+
+
+def test_a_two_column_table_reads_both_columns_at_one_index_and_differentiates():
+    cols = np.stack([TABLE, -3.0 * TABLE], axis=1)             # [8, 2]
+    x = jnp.asarray([-5.0, 0.0, 0.49, 0.5, 1.99, 3.99, 100.0])
+    want = cols[np.clip(np.floor(np.asarray(x) * 2), 0, 7).astype(int)]
+    f = lambda v: table_lookup(v, cols, 1)   # noqa: E731
+    for g in (f, jax.jit(f), jax.vmap(f)):
+        np.testing.assert_array_equal(np.asarray(g(x)), want)
+    assert jax.eval_shape(f, jnp.zeros((3, 4))).shape == (3, 4, 2)
+    g = jax.grad(lambda v: jnp.sum(table_lookup(v, cols, 1)[..., 1]))(x)
+    steps = np.append(np.diff(cols[:, 1]), 0.0) * 2
+    np.testing.assert_array_equal(np.asarray(g), [0.0, steps[0], steps[0], steps[1], steps[3],
+                                                  steps[7], 0.0])
+    with pytest.raises(ValueError, match="columns"):
+        table_lookup(x, np.zeros((8, 2, 2)), 1)
+
+
+@pytest.mark.parametrize("form,ref", [("erf", lambda x: jax.nn.gelu(x, approximate=False)),
+                                      ("tanh", lambda x: jax.nn.gelu(x, approximate=True))])
+def test_spline_gelu_is_within_the_fixed_point_resolution_of_both_forms(form, ref):
+    with jax.enable_x64(True):
+        x = jnp.linspace(-20.0, 20.0, 400001, dtype=jnp.float64)
+        err = np.abs(np.asarray(GS.gelu_spline(x, form)) - np.asarray(ref(x)))
+    assert err.max() < 1.25e-5 < 2.0 ** -16          # below 16-bit fixed point's step
+    assert err.max() > 1e-6          # the lines are what is read (a step table would be 4e-3)
+    far = np.abs(np.asarray(x)) >= 8
+    assert err[far].max() < 1e-12    # relu(x) past the table

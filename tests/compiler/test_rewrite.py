@@ -257,7 +257,30 @@ def test_named_policies_say_what_they_are():
     assert (P.PAPER.gelu, P.PAPER.softmax) == ("relu", "2quad")
     assert "INTERPRETATION" in P.PAPER.doc and "2305.18396" in P.PAPER.doc
     assert all(p.doc for p in P.NAMED.values())
-    assert P.Policy() == P.dataclasses.replace(P.EXACT, name="custom")
+    # exact's own fss choices are the one difference (a custom policy keeps its fields as set)
+    assert P.Policy() == P.dataclasses.replace(P.EXACT, name="custom", fss=())
+
+
+def test_exact_under_fss_takes_the_family_lookups_and_nothing_else_does():
+    fss = P.EXACT.for_protocols("fss")
+    assert (fss.name, fss.gelu, fss.softmax, fss.reciprocal, fss.rsqrt, fss.seed_bits) == \
+        ("exact", "spline", "sigma", "lut", "lut", 12)
+    assert fss.fss == () and "Under protocols='fss'" in fss.doc
+    assert P.EXACT.for_protocols("beaver") is P.EXACT
+    for p in (P.MPCFORMER, P.PUMA, P.PAPER, P.SIGMA, P.Policy()):
+        assert p.for_protocols("fss") is p
+    # a field a derived policy sets wins under fss too (and a class takes its parameters along)
+    mine = P.from_dict({"base": "exact", "gelu": "quad", "reciprocal": "goldschmidt"})
+    keys = {k for k, _ in mine.fss}
+    assert not keys & {"gelu", "reciprocal", "recip_iters", "recip_range"}
+    assert mine.for_protocols("fss").gelu == "quad"
+    assert mine.for_protocols("fss").softmax == "sigma"
+    # the pairs survive JSON, and bad ones are refused when the policy is made
+    assert P.from_dict(json.loads(json.dumps(P.to_dict(P.EXACT)))).fss == P.EXACT.fss
+    with pytest.raises(ValueError, match="fss names 'colour'"):
+        P.Policy(fss=(("colour", "blue"),))
+    with pytest.raises(ValueError, match="gelu='cubic'"):
+        P.Policy(fss={"gelu": "cubic"})
 
 
 def test_public_constants_are_not_rewritten():

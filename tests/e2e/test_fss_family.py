@@ -2,6 +2,7 @@
 programs run with outputs close to plaintext and to the Beaver family's, the measured ledger equals
 the static cost, both parties receive FSS key material offline, ideal mode writes the same ledger,
 and the CLI and the benchmark take the family."""
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 import pcformer
+from pcformer.compiler import policies
 from pcformer.runtime import MPCConfig, fss_costs
 from pcformer.runtime.protocols import arith, fss, fss_compare, registry
 from pcformer.runtime.protocols._fss_base import FSS_IDEAL_RULES
@@ -184,14 +186,58 @@ def test_sigma_lookups_match_the_rewritten_program_and_the_exact_functions(looku
     np.testing.assert_allclose(outs[1], np.asarray(exact[1]), atol=5e-4)
 
 
+# exact's functions built the Beaver way (polynomials, Newton), under the FSS family too
+EXACT_AS_BEAVER = dataclasses.replace(policies.EXACT, fss=())
+
+
 def test_sigma_ledger_equals_static_cost_and_beats_exact(lookup_inputs, sigma_run):
     prog, _, report = sigma_run
     assert key(report.entries) == key(prog.cost.entries)
-    exact = pcformer.compile(_gelu_softmax, *lookup_inputs, owners=(1, 0), policy="exact",
+    exact = pcformer.compile(_gelu_softmax, *lookup_inputs, owners=(1, 0),
+                             policy=EXACT_AS_BEAVER,
                              config=MPCConfig(protocols="fss")).cost.totals()["online"]
     sigma = report.totals()["online"]
     assert sigma["rounds"] < exact["rounds"]
     assert max(sigma["bytes"]) < max(exact["bytes"]) / 2
+
+
+def _secret_gelu_softmax(x, w):
+    """GeLU and softmax of secrets (the client's x times the server's w, scaled into GeLU's
+    curved range)."""
+    y = 0.2 * (x @ w)
+    return jax.nn.gelu(y, approximate=False), jax.nn.softmax(y, axis=-1)
+
+
+def test_exact_under_fss_reads_the_family_lookups_at_exact_accuracy(lookup_inputs):
+    """`exact` under fss: GeLU from the two-column spline lookup, softmax's exp from the two
+    tables; as close to the exact functions as the Beaver-way exact, for less than half its
+    online bytes; the ledger equals the static cost."""
+    prog = pcformer.compile(_secret_gelu_softmax, *lookup_inputs, owners=(1, 0),
+                            policy="exact", config=MPCConfig(seed=0, protocols="fss"))
+    outs, report = prog.run(*lookup_inputs)
+    outs = [np.asarray(o) for o in outs]
+    assert (prog.policy.name, prog.policy.gelu, prog.policy.softmax) == ("exact", "spline",
+                                                                         "sigma")
+    scopes = {e.scope for e in report.entries if e.op.split("/")[-1] == "lut"}
+    assert any("gelu[spline]" in sc for sc in scopes)
+    assert key(report.entries) == key(prog.cost.entries)
+    exact = [np.asarray(e) for e in _secret_gelu_softmax(*lookup_inputs)]
+    beaver = pcformer.compile(_secret_gelu_softmax, *lookup_inputs, owners=(1, 0),
+                              policy="exact", config=MPCConfig(seed=0))
+    beaver_outs = [np.asarray(o) for o in beaver.run(*lookup_inputs)[0]]
+    for got, by_beaver, want in zip(outs, beaver_outs, exact):
+        # within two 16-bit fixed-point steps of the Beaver family's own error
+        assert np.abs(got - want).max() <= np.abs(by_beaver - want).max() + 2.0 ** -15
+        assert np.abs(got - want).max() < 1.5e-4
+    for got, want in zip(outs, prog.plaintext(*lookup_inputs)):
+        np.testing.assert_allclose(got, np.asarray(want), atol=1e-4)
+    beaver_way = pcformer.compile(_secret_gelu_softmax, *lookup_inputs, owners=(1, 0),
+                                  policy=EXACT_AS_BEAVER, config=MPCConfig(protocols="fss"))
+    old = beaver_way.cost.totals()["online"]
+    assert max(report.totals()["online"]["bytes"]) < max(old["bytes"]) / 2
+    with pytest.raises(pcformer.compiler.lower.LoweringError):   # and Beaver keeps polynomials:
+        pcformer.compile(_secret_gelu_softmax, *lookup_inputs, owners=(1, 0),
+                         policy=policies.EXACT.for_protocols("fss"))
 
 
 def test_lookups_under_beaver_fail_before_running_and_name_the_family(lookup_inputs):

@@ -160,3 +160,21 @@ def test_drelu_relu_select_lut_on_edge_values():
     np.testing.assert_array_equal(signed(value(out[0]), 64), x >= 0)
     np.testing.assert_array_equal(signed(value(out[1]), 64), np.maximum(x, 0))
     np.testing.assert_array_equal(signed(value(out[2]), 64), np.where(plain["b"] == 1, x, small))
+
+
+def test_one_lookup_reads_every_column_of_a_two_column_table_for_the_price_of_one():
+    """A [2^n, k] table (a spline's value and slope columns): the one DPF's shares read against
+    each column give table[x mod 2^n, :] exactly, on the domain's edges and random indices, with
+    the same messages and key as a one-column lookup."""
+    plain, s = _inputs(64, seed=4)
+    rng = np.random.default_rng(4)
+    cols = rng.integers(0, 2 ** 64, (2 ** LUT_BITS, 2), dtype=np.uint64)
+    out, _ = run(MPCConfig(), lambda c: fss.lut(c, s["idx"], cols, LUT_BITS), jit=True)
+    np.testing.assert_array_equal(value(out), cols[plain["idx"] % 2 ** LUT_BITS])
+    two = [(e.op, e.phase, tuple(e.bits), e.depth)
+           for e in ledger_of(MPCConfig(), lambda c: fss.lut(c, s["idx"], cols, LUT_BITS))]
+    one = [(e.op, e.phase, tuple(e.bits), e.depth)
+           for e in ledger_of(MPCConfig(), lambda c: fss.lut(c, s["idx"], cols[:, 0], LUT_BITS))]
+    assert two == one
+    with pytest.raises(ValueError, match="entries"):
+        run(MPCConfig(), lambda c: fss.lut(c, s["idx"], cols[:5], LUT_BITS))
