@@ -221,7 +221,7 @@ def _goldschmidt(pol):
                reference=np.reciprocal,
                measured_with={"recip_iters": 1, "recip_range": (-12, 17)})
 def _reciprocal_lut(pol):
-    """Octave-normalised 8-bit table and Goldschmidt steps (SIGMA-style; needs fss)."""
+    """Octave-normalised `seed_bits` table and Goldschmidt steps (SIGMA-style; needs fss)."""
     lo, hi = pol.recip_range
     return lambda x: reciprocal_lut(x, pol.recip_iters, lo, hi, pol.seed_bits)
 
@@ -268,8 +268,7 @@ def rsqrt_lut(x, iters: int = 1, lo: int = -8, hi: int = 10, table_bits: int = 8
 
     c = x 4^-k in [1, 4); y0 = table[floor(c 2^(b-2)) mod 2^b] = 1/sqrt((i + 1/2) / 2^(b-2))
     (8 bits: relative error <= 0.4%); Newton y <- y (3 - c y^2) / 2: one step ~2.3e-5 relative
-    with 8 bits (12 bits: ~1e-7), two ~1e-9. Result
-    y 2^-k. The table replaces rsqrt_newton's linear guess and two of its three steps (LayerNorm:
+    with 8 bits (12 bits: ~1e-7), two ~1e-9. Result y 2^-k. The table replaces rsqrt_newton's linear guess and two of its three steps (LayerNorm:
     11 rounds instead of 30 under protocols="fss", measured on BERT-base). Source: SIGMA (PoPETs 2024) seeds rsqrt with
     a lookup table. Lookups need protocols="fss".
     """
@@ -324,7 +323,7 @@ def _rsqrt_newton(pol):
                valid=(4.0 ** -8, 4.0 ** 8 * 0.999), error=("rel", 4e-5), reference=_rsqrt_ref,
                measured_with={"rsqrt_iters": 1, "rsqrt_range": (-8, 8)})
 def _rsqrt_lut(pol):
-    """Base-4 octave normalisation, 8-bit table, Newton steps (SIGMA-style; needs fss)."""
+    """Base-4 octave normalisation, `seed_bits` table, Newton steps (SIGMA-style; needs fss)."""
     lo, hi = pol.rsqrt_range
     return lambda x: rsqrt_lut(x, pol.rsqrt_iters, lo, hi, pol.seed_bits)
 

@@ -70,15 +70,14 @@ def table_lookup(x, table, frac: int, nonneg: bool = False, wrap: bool = False):
         raise ValueError(f"a lookup table is a vector of 2^n entries or a [2^n, k] array of "
                          f"columns, got shape {arr.shape}")
     width = 1 if arr.ndim == 1 else int(arr.shape[1])
-    rows = tuple(float(v) for v in arr[:, 0]) if arr.ndim == 2 else None
-    n = bits_of(rows if rows is not None else tuple(arr))
+    flat = tuple(float(v) for v in arr.ravel())
+    n = bits_of(flat, width)
     if arr.shape[0] != 1 << n or not 1 <= n <= MAX_BITS:
         raise ValueError(f"a lookup table needs 2^n entries with 1 <= n <= {MAX_BITS}, "
                          f"got {arr.shape[0]}")
     if frac < 0:
         raise ValueError(f"frac must be >= 0, got {frac}")
-    params = dict(table=tuple(float(v) for v in arr.ravel()), frac=int(frac),
-                  nonneg=bool(nonneg), wrap=bool(wrap))
+    params = dict(table=flat, frac=int(frac), nonneg=bool(nonneg), wrap=bool(wrap))
     if width > 1:                  # the plain one-column lookup keeps its old params
         params["width"] = width
     return table_lookup_p.bind(x, **params)

@@ -96,6 +96,7 @@ def _pairs(name: str, fss) -> tuple:
     """`fss` as a tuple of (field, value) pairs (from a dict or JSON lists), each field a Policy
     field other than name, doc and fss itself; ranges as tuples."""
     items = fss.items() if isinstance(fss, Mapping) else fss
+    valid = {f.name for f in dataclasses.fields(Policy)} - {"name", "doc", "fss"}
     out = []
     for item in items:
         try:
@@ -103,7 +104,6 @@ def _pairs(name: str, fss) -> tuple:
         except (TypeError, ValueError):
             raise ValueError(f"policy {name!r}: fss takes (field, value) pairs, got "
                              f"{item!r}") from None
-        valid = {f.name for f in dataclasses.fields(Policy)} - {"name", "doc", "fss"}
         if key not in valid:
             raise ValueError(f"policy {name!r}: fss names {key!r}, not one of {sorted(valid)}")
         out.append((str(key), tuple(value) if isinstance(value, list) else value))
