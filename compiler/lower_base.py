@@ -205,10 +205,12 @@ class Lowerer:
     def common(self, vals: list[Value]) -> tuple[list[Value], int]:
         """Bring secrets to one scale (raising, never truncating) for a sum/concat/select. A
         secret whose truncation to the others' scale already exists (made for another
-        consumer) meets them there: its result then needs no truncation of its own."""
+        consumer) meets them there: its result then needs no truncation of its own. Only at
+        scale >= f: a truncation below f drops fraction bits the sum still needs (round's tie
+        test subtracts floor(y), at scale 0, from y itself)."""
         vals = self.cap_scales(vals)
         low = min(v.scale for v in vals)
-        if len({v.scale for v in vals}) > 1 and all(
+        if low >= self.frac_bits and len({v.scale for v in vals}) > 1 and all(
                 v.scale == low or (v.id, low) in self.truncated for v in vals):
             vals = [self.truncated[(v.id, low)] if v.scale > low else v for v in vals]
         target = max(v.scale for v in vals)
