@@ -48,3 +48,10 @@ def test_compare_op(name):
 def test_eq_of_a_value_with_itself_is_free():
     _, rep = check_op(lambda a: jnp.isnan(a), X, kinds=("client",))
     assert not any(e.op.endswith("drelu") for e in rep.entries)
+
+
+def test_rounding_ties_on_a_client_input():
+    """The fast guard of the rounding rules: ties (±0.5, ±2.5) and integers (±3) round right
+    in protocol mode, so no lowering shortcut may drop the fraction bits a tie test reads."""
+    check_op(lambda a: (jnp.round(a), jax.lax.round(a), jnp.rint(a)), HALVES, atol=1e-3,
+             rtol=0, kinds=("client",))
