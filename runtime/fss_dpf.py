@@ -17,8 +17,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .fss_keys import (LAMBDA_BITS, SEED_WORDS, bit_at, both_parties, convert, expand,
-                       party_signs, pick, scan_levels, sign, times_bit, xor_if)
+from .fss_keys import (LAMBDA_BITS, SEED_WORDS, bit_at, both_parties, convert,
+                       expansion_words, party_signs, pick, prg, scan_levels, sign, split,
+                       times_bit, xor_if)
 
 
 # Early termination (BGI 2016, sec. 3.2.1): the tree stops ONE level early and a leaf seed's two
@@ -113,6 +114,15 @@ def dpf_eval(keys: DPFKeys, x, n: int, kind: str = "splitmix"):
     return jnp.take_along_axis(leaves, _low(x, n).astype(jnp.int32)[None, None], axis=1)[:, 0]
 
 
+def _expand_once(seeds, kind: str):
+    """`expand` of [P, W, ...] seeds with its PRG output written once to memory: the words
+    feed four consumers (two child seeds, two control bits), and XLA's CPU fusion otherwise
+    recomputes the whole PRG inside each consumer's loop (the full-domain evaluation of a 9-bit
+    DPF on [128, 1536]: 1.70 s -> 0.89 s, the same shares)."""
+    return split(jax.lax.optimization_barrier(prg(both_parties(seeds), expansion_words(0),
+                                                  kind)), 0)
+
+
 def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
     """Both parties' shares [2, 2^n, *shape] of beta * [j == alpha] for every point j (full
     domain, in increasing j). Level by level: the node axis doubles (children interleaved); each
@@ -121,7 +131,7 @@ def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
     s = keys.seeds[:, :, None]                           # [P, W, 1, ...]: one node per element
     t = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])[:, None]
     for i in range(levels(n)):                           # unrolled: node counts differ per level
-        e = expand(both_parties(s), 0, kind)                    # [W, P, nodes, ...]
+        e = _expand_once(s, kind)                               # [W, P, nodes, ...]
         tm = t[:, None]
         s_cw = keys.s_cw[i][:, None, None]               # [W, 1, 1, ...]
         s_l = xor_if(tm, both_parties(e.s_left), both_parties(s_cw))

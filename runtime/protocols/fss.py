@@ -197,9 +197,12 @@ def _read_tables(ctx, keys, xh, t, n: int, prg: str):
         y = _ring(ctx, dpf_eval_all(k, n, prg))                     # [2, 2^n, block]
         j = jnp.arange(1 << n, dtype=h.dtype)[:, None]
         shifted = t[low_bits(h[None] - j, n).astype(jnp.int32)]   # [2^n, block(, k)]
-        if t.ndim == 2:         # k columns: the one DPF's shares read against each
-            y = y[..., None]
-        return jnp.sum(y * shifted[None], axis=1, dtype=h.dtype)
+        if t.ndim == 1:
+            return jnp.sum(y * shifted[None], axis=1, dtype=h.dtype)
+        # k columns: the one DPF's shares read against each, one sum per column (a sum over
+        # a [2, 2^n, block, k] product was a fifth slower)
+        return jnp.stack([jnp.sum(y * shifted[None, ..., c], axis=1, dtype=h.dtype)
+                          for c in range(t.shape[1])], axis=-1)
 
     kb = jax.tree_util.tree_map(lambda a: blocks(a, a.ndim - len(shape)), keys)
     out = jax.lax.map(one, (kb, blocks(xh, 0)))                      # [nb, 2, block(, k)]
