@@ -3,7 +3,7 @@
     python benchmarks/bert_layers.py [--layers 1] [--seq_len 128] [--policy mpcformer,exact]
                                      [--mode protocol|ideal] [--repeats 3] [--mesh]
                                      [--model_parallel N]
-                                     [--protocols beaver|fss]
+                                     [--protocols beaver|fss] [--op_times]
 
 Builds an all-MiniLM-L6-v2-shaped encoder (`pcformer.models.bert.BertEncoder`, hidden 384,
 12 heads, MLP 1536, random weights) with `--layers` layers. The weights belong to the server
@@ -23,6 +23,8 @@ time beside the in-process executor's, and (with `--executor program`, the same 
 whether outputs and ledger agree bit for bit (both runs use the same `--seed`), and XLA's
 per-device argument and scratch memory. --model_parallel N adds a `model` axis of N devices per
 party and splits the server's weight matrices over it (tensor parallel: docs/distributed.md).
+--op_times adds one more run in which every protocol op waits for its result, and prints the
+slowest ops (name, operator class, shape, seconds, calls): where a policy's time goes.
 --protocols picks the protocol family (`MPCConfig.protocols`, one registered in
 runtime/protocols/registry.py; "fss": docs/fss.md); the output and the JSON name it.
 """
@@ -161,6 +163,7 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
         _, rep = prog.run(*inputs)
         runs.append(rep.time["run_s"])
     run_s = min(runs)
+    op_times = profile_ops(prog, inputs) if args.op_times else None
 
     plain = jax.jit(fn)
     _, plain_s = best_of(lambda: plain(*inputs), max(args.repeats, 5))
@@ -188,7 +191,24 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
         "static_equals_measured": static == measured,
         "max_abs_err_vs_rewritten_plaintext": err,
         "trace_count": prog.trace_count,
+        "op_times": op_times,
     }
+
+
+def profile_ops(prog, inputs, top: int = 12) -> list | None:
+    """One more run with each protocol op waiting for its result (the op executor's `op_times`):
+    [[op, operator class, result shape, seconds, calls]], the slowest `top` first. The
+    waits serialise the run, so the seconds add up to a little more than a plain run's."""
+    exe = prog._exe
+    if not hasattr(exe, "op_times"):
+        return None                      # the whole-program and sharded executors run as one
+    exe.op_times = {}
+    prog.run(*inputs)
+    rows = sorted(([name, cls, list(shape), round(sec, 4), calls]
+                   for (name, cls, shape), (sec, calls) in exe.op_times.items()),
+                  key=lambda r: -r[3])
+    exe.op_times = None
+    return rows[:top]
 
 
 def bench_sharded(fn, inputs, owners, policy, config, options, args, out, report) -> dict:
@@ -248,6 +268,8 @@ def print_result(r: dict, shape: Shape) -> None:
               f"{r['run_s']:.3f} s); outputs and ledger equal in-process: "
               f"{sh['equals_in_process']}; per device: arguments "
               f"{sh['argument_mb_per_device']} MB, scratch {sh['temp_mb_per_device']} MB")
+    for name, cls, shp, sec, calls in r.get("op_times") or []:
+        print(f"  op time {sec:8.3f} s  {calls:3d} x {name} ({cls or '-'}) {shp}")
     print(f"  static cost == measured: {r['static_equals_measured']}; "
           f"max |err| vs rewritten plaintext {r['max_abs_err_vs_rewritten_plaintext']:.3g}")
 
@@ -285,6 +307,9 @@ def parse(argv=None):
     p.add_argument("--fusion_emitters", default="default", choices=("default", "on", "off"),
                    help="XLA CPU's fusion emitters for the compiled programs (the op executor "
                         "turns them off by default: compiler/opcache.op_program_defaults)")
+    p.add_argument("--op_times", action="store_true",
+                   help="one more run timing each protocol op (op executor): the slowest ops, "
+                        "their operator class and shape")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mesh", action="store_true",
                    help="also run party-sharded (executor='sharded', party p on device p) and "

@@ -145,6 +145,9 @@ class OpCachedExecutable:
         self._sigs: dict = {}   # (step, operand kinds) -> signature: hashed once, not every run
         self._plan = None
         self.progress = None    # optional callback(steps done, steps, XLA programs compiled)
+        # optional {(op, operator class, result shape): [seconds, calls]}: when set, each
+        # protocol op waits for its result and adds its wall time (a profile, not a fast run)
+        self.op_times: dict | None = None
 
     @property
     def distinct_executables(self) -> int:
@@ -258,7 +261,13 @@ class OpCachedExecutable:
         salt = self._salts.get(k)
         if salt is None:
             salt = self._salts[k] = op_setup_key(setup_key, k)
+        t0 = time.perf_counter()
         data = t.compiled(arrays, run_key, np.uint32(k), salt)
+        if self.op_times is not None:
+            jax.block_until_ready(data)
+            spent = self.op_times.setdefault((op.name, op.op_class, op.results[0].shape), [0, 0])
+            spent[0] += time.perf_counter() - t0
+            spent[1] += 1
         if self.audit:
             data, payloads = data
             self.audit_log += [m + ([np.asarray(a) for a in p],) for m, p in zip(t.audit, payloads)]

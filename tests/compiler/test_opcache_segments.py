@@ -169,3 +169,22 @@ def test_the_cpu_default_turns_xla_fusion_emitters_off_and_the_caller_can_turn_t
     b, rb = emitters.run(X, W)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert ledger_key(ra.entries) == ledger_key(rb.entries)
+
+
+def test_op_times_profile_every_protocol_op_without_changing_the_run():
+    """The op executor's opt-in profile (benchmarks/bert_layers.py --op_times): one entry per
+    (op, operator class, shape) of the protocol ops that ran, their calls counted; the run's
+    outputs and ledger are those of a run without it (same seed, same run index)."""
+    prog = pcformer.compile(block, X, W, owners=(1, 0), policy=None,
+                            config=pcformer.MPCConfig(seed=0))
+    exe = prog._exe
+    exe.runs = 3
+    plain_out, plain_rep = prog.run(X, W)
+    exe.runs, exe.op_times = 3, {}
+    out, rep = prog.run(X, W)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(plain_out))
+    assert ledger_key(rep.entries) == ledger_key(plain_rep.entries)
+    protocol_ops = Counter((op.name, op.op_class, op.results[0].shape)
+                           for op in prog.ir.ops if op.kind == "protocol")
+    assert {k: calls for k, (_, calls) in exe.op_times.items()} == dict(protocol_ops)
+    assert all(sec > 0 for sec, _ in exe.op_times.values())
