@@ -41,8 +41,7 @@ def net_inputs():
 
 def _compile(inputs, **cfg):
     return pcformer.compile(_net, *inputs, owners=(1, 0), policy=None,
-                            config=MPCConfig(seed=0, protocols="fss", **cfg),
-                            compiler_options={"xla_backend_optimization_level": 0})
+                            config=MPCConfig(seed=0, protocols="fss", **cfg))
 
 
 @pytest.fixture(scope="module")
