@@ -91,15 +91,18 @@ def check_for(material: Material, prog: ir.Program, party: int) -> None:
             "--job, --model, --seq_len, --policy and MPC flags as the parties)")
 
 
-def keys(config, prog: ir.Program, run_index: int = 0) -> tuple:
+def keys(config, prog: ir.Program, run_index: int = 0, group: int | None = None) -> tuple:
     """((dealer seed with party 0, with party 1), setup key): fresh, or from config.seed (the
-    seeds of run `run_index`, as the in-process runs draw them; the setup key is the
-    deployment's, the same for every run)."""
+    seeds of run `run_index`, as the in-process runs draw them; with `group`, those of batch
+    group `group` of that run, whose key is fold_in(run key, group) as on a mesh's `batch`
+    axis; the setup key is the deployment's, the same for every run and group)."""
     if config.seed is None:
         return _shares.fresh_dealer_words(), _shares.fresh_setup_key()
     with ring.x64():
-        words = _shares.dealer_words_of(_shares.key_words(_shares.run_key(config, run_index)))
-        words = [int(w) for w in words]
+        key = _shares.run_key(config, run_index)
+        if group is not None:
+            key = jax.random.fold_in(key, group)
+        words = [int(w) for w in _shares.dealer_words_of(_shares.key_words(key))]
     setup = int.from_bytes(hashlib.blake2b(
         f"{int(config.seed)}/{fingerprint(prog)}".encode(), digest_size=8).digest(), "little")
     return tuple(np.uint64(w) for w in words), np.uint64(setup)
@@ -112,33 +115,46 @@ def _zeros_like_input(x):
     return jnp.zeros_like(x)
 
 
+class Dealer:
+    """The dealer's pass over one program, compiled once and run for as many runs (or batch
+    groups) as it deals for: `deal(flat_inputs, dealer_words, setup_key)` -> (server's
+    Material, client's Material)."""
+
+    def __init__(self, prog: ir.Program, config):
+        self.prog, self.config = prog, config
+        self.fingerprint = fingerprint(prog)
+        self._schedule = None
+        self._jitted = jax.jit(self._tapes)
+
+    def _tapes(self, words, setup, flat):
+        ctx = Context(self.config, jax.random.PRNGKey(0), setup_key=setup, dealer_words=words,
+                      record_deals=True)
+        execute.interpret(self.prog, ctx, flat, False)
+        schedule, tapes = dealer_tape.deal_schedule(ctx.deal_log)
+        self._schedule = schedule
+        return tapes
+
+    def deal(self, flat_inputs, dealer_words, setup_key, zero_inputs: bool = True):
+        """`flat_inputs` give shapes only (their values are replaced by zeros; `zero_inputs=False`
+        keeps them, for the test that the tapes do not depend on them)."""
+        zeros = [_zeros_like_input(x) if zero_inputs else execute.Executable._as_input(x)
+                 for x in flat_inputs]
+        with ring.x64():
+            tapes = self._jitted(jnp.asarray(np.array(dealer_words, np.uint64)),
+                                 np.uint64(setup_key), zeros)
+            tapes = [np.asarray(t).astype(ring.ring_dtype(self.config.ring_bits)) for t in tapes]
+        seeded = self.config.seed is not None
+        return tuple(Material(p, self.fingerprint, np.uint64(dealer_words[p]),
+                              np.uint64(setup_key if p == _shares.SETUP_PARTY else 0),
+                              self._schedule, tapes[p], seeded) for p in (0, 1))
+
+
 def deal(prog: ir.Program, config, flat_inputs, dealer_words=None, setup_key=None,
          zero_inputs: bool = True):
     """The dealer's pass: (server's Material, client's Material). `flat_inputs` give shapes
-    only (their values are replaced by zeros; `zero_inputs=False` keeps them, for the test that
-    the tapes do not depend on them). Keys default to `keys(config, prog)`."""
+    only (see `Dealer.deal`). Keys default to `keys(config, prog)`."""
     if dealer_words is None or setup_key is None:
         words, setup = keys(config, prog)
         dealer_words = words if dealer_words is None else dealer_words
         setup_key = setup if setup_key is None else setup_key
-    holder = {}
-
-    def program(words, setup, flat):
-        ctx = Context(config, jax.random.PRNGKey(0), setup_key=setup, dealer_words=words,
-                      record_deals=True)
-        execute.interpret(prog, ctx, flat, False)
-        schedule, tapes = dealer_tape.deal_schedule(ctx.deal_log)
-        holder["schedule"] = schedule
-        return tapes
-
-    zeros = [_zeros_like_input(x) if zero_inputs else execute.Executable._as_input(x)
-             for x in flat_inputs]
-    with ring.x64():
-        tapes = jax.jit(program)(jnp.asarray(np.array(dealer_words, np.uint64)),
-                                 np.uint64(setup_key), zeros)
-        tapes = [np.asarray(t).astype(ring.ring_dtype(config.ring_bits)) for t in tapes]
-    fp = fingerprint(prog)
-    seeded = config.seed is not None
-    return tuple(Material(p, fp, np.uint64(dealer_words[p]),
-                          np.uint64(setup_key if p == _shares.SETUP_PARTY else 0),
-                          holder["schedule"], tapes[p], seeded) for p in (0, 1))
+    return Dealer(prog, config).deal(flat_inputs, dealer_words, setup_key, zero_inputs)

@@ -25,6 +25,7 @@ from . import dealer_pass, deployment, execute
 
 MATERIAL_USED = ("this dealer material was used by a run already: ask the dealer for new "
                  "material (a triple used twice leaks)")
+DEALERS = ("simulated", "separated")
 
 
 def _owner(v) -> int | None:
@@ -41,18 +42,42 @@ class ShardedExecutable(execute.Executable):
     Same call contract: (flat outputs, ledger entries, time dict, overflow=None)."""
 
     def __init__(self, prog, config, mesh=None, compiler_options: dict | None = None,
-                 materials=None):
-        """materials: (server's, client's) `dealer_pass.Material`: the dealer separated, each
-        device reading only its own party's seed, setup key and tape (None: the dealer is
-        simulated inside the program from the run key, as in-process)."""
+                 materials=None, dealer: str = "simulated"):
+        """materials: (server's, client's) `dealer_pass.Material` for ONE run: the dealer
+        separated, each device reading only its own party's seed, setup key and tape.
+        dealer: "simulated" (materials None: the dealer lives inside the program, each device
+        deriving the material from the run key, as in-process) or "separated": before every
+        run the dealer's pass (compiler/dealer_pass.py) deals that run's material with fresh
+        seeds (config.seed: the seeds the simulated dealer would draw, so the two agree bit for
+        bit), and each device receives only its own party's part."""
         M.check_config(config)
+        if dealer not in DEALERS:
+            raise ValueError(f"unknown dealer {dealer!r}: use one of {DEALERS}")
+        if materials is not None and dealer == "separated":
+            raise ValueError("give materials for one run or dealer='separated' (fresh material "
+                             "dealt before every run), not both")
         super().__init__(prog, config, compiler_options)
         self.mesh = M.party_mesh() if mesh is None else mesh
+        self.dealer = "separated" if materials is not None else dealer
         self.materials = None if materials is None else dict(enumerate(materials))
         if materials is not None:
             for p, m in self.materials.items():
                 dealer_pass.check_for(m, prog, p)
-        self._spent = False
+        self._given, self._spent = materials is not None, False
+        self._dealer = None
+        self.deal_s = 0.0
+
+    def _deal(self, flat_inputs, group: int | None = None):
+        """The separated dealer's material for the next run (batch group `group` of it): its
+        pass compiled once per executable, fresh seeds per run and group (`dealer_pass.keys`)."""
+        if self._dealer is None:
+            self._dealer = dealer_pass.Dealer(self.prog, self.config)
+        flat_inputs = [self._as_input(x) for x in flat_inputs]
+        words = dealer_pass.keys(self.config, self.prog, self.runs, group)[0]
+        t0 = time.perf_counter()
+        mats = self._dealer.deal(flat_inputs, words, self.deployment.key(flat_inputs))
+        self.deal_s += time.perf_counter() - t0
+        return mats
 
     def _schedule(self) -> tuple:
         return next(iter(self.materials.values())).schedule
@@ -63,14 +88,17 @@ class ShardedExecutable(execute.Executable):
         keys = np.stack([self.materials[p].key_row() for p in (0, 1)])
         return [keys, np.stack([self.materials[p].flat_tape() for p in (0, 1)])]
 
-    def _spend(self) -> None:
+    def _spend(self, flat_inputs) -> None:
         """Dealer material serves ONE run (a Beaver triple used twice leaks the difference of
-        the two runs' masked values): a second run needs new material from the dealer."""
-        if self.materials is None:
-            return
-        if self._spent:
-            raise ValueError(MATERIAL_USED)
-        self._spent = True
+        the two runs' masked values): a second run needs new material from the dealer, which
+        dealer="separated" asks for before every run."""
+        self.deal_s = 0.0
+        if self._given:
+            if self._spent:
+                raise ValueError(MATERIAL_USED)
+            self._spent = True
+        elif self.dealer == "separated":
+            self.materials = dict(enumerate(self._deal(flat_inputs)))
 
     def _blocks(self, flat_inputs):
         """Each input as a global [2, ...] array split over `party` (see mesh.party_inputs)."""
@@ -122,6 +150,9 @@ class ShardedExecutable(execute.Executable):
 
     def _all_blocks(self, flat_inputs):
         blocks = self._place(self._blocks(flat_inputs))
+        if self.dealer == "separated" and self.materials is None:
+            # lowered before any run: material of the right shapes (each run deals its own)
+            self.materials = dict(enumerate(self._deal(flat_inputs)))
         return blocks if self.materials is None else blocks + self._material_blocks()
 
     def lower(self, flat_inputs):
@@ -151,8 +182,14 @@ class ShardedExecutable(execute.Executable):
         p = v.vis.party if v.vis.kind == "private" else self.config.reveal_to
         return out[p]
 
+    def _times(self, fresh: float, run_s: float) -> dict:
+        times = {"compile_s": fresh, "run_s": run_s}
+        if self.dealer == "separated" and not self._given:
+            times["deal_s"] = self.deal_s        # the dealer's pass, before the run
+        return times
+
     def __call__(self, flat_inputs):
-        self._spend()
+        self._spend(flat_inputs)
         flat_inputs, compiled, entries, _, fresh, key, setup_key = self._begin_run(flat_inputs)
         t0 = time.perf_counter()
         with ring.x64():
@@ -160,7 +197,7 @@ class ShardedExecutable(execute.Executable):
                                                   *self._all_blocks(flat_inputs)))
         run_s = time.perf_counter() - t0
         outs = [self._view(v, o) for v, o in zip(self.prog.outputs, outs)]
-        return outs, entries, {"compile_s": fresh, "run_s": run_s}, None
+        return outs, entries, self._times(fresh, run_s), None
 
 
 def batched_inputs(prog) -> tuple[int, ...]:
@@ -178,18 +215,24 @@ class BatchRuns(ShardedExecutable):
     fold_in(run key, b) (runtime.mesh.batch_key), sharing the deployment (the weights and their
     setup masks). `run_batch(flat_inputs)`: the client's inputs carry a leading dim of B, the
     others are as for one run. Returns (B flat output lists, one group's ledger entries (the
-    same for every group: the batch moves B times its bytes), time dict)."""
+    same for every group: the batch moves B times its bytes), time dict).
 
-    def __init__(self, prog, config, mesh, compiler_options: dict | None = None):
+    dealer="separated": before each batch the dealer's pass deals every group its own material
+    (fresh seeds per group; config.seed: group b's are the simulated dealer's under
+    fold_in(run key, b)), and device (p, b) receives only party p's part of group b's."""
+
+    def __init__(self, prog, config, mesh, compiler_options: dict | None = None,
+                 dealer: str = "simulated"):
         if M.BATCH not in mesh.axis_names:
             raise ValueError("run_batch needs a mesh with a `batch` axis: "
                              "runtime.mesh.party_mesh(batch=B)")
         if any(v.vis.is_secret for v in prog.inputs):
             raise ValueError("a batch run takes no secret-shared input (a Secret from an "
                              "earlier run): run each prompt with `run`")
-        super().__init__(prog, config, mesh, compiler_options)
+        super().__init__(prog, config, mesh, compiler_options, dealer=dealer)
         self.groups = int(mesh.shape[M.BATCH])
         self.batched = batched_inputs(prog)
+        self._dealt = None
 
     def _check_batch(self, flat_inputs) -> None:
         for i in self.batched:
@@ -216,24 +259,46 @@ class BatchRuns(ShardedExecutable):
                                 *[b[:, 0] for b in blocks])
         return jax.tree_util.tree_map(lambda x: x[:, None], outs)
 
+    def _group_materials(self, flat_inputs):
+        """[keys [2, B, 2], tapes [2, B, n]] (separated dealer): row p, group b = party p's
+        (dealer seed, setup key) and flat tape of group b's own material, dealt for one
+        prompt's shapes (all the dealer reads). Dealt once per batch."""
+        if self._dealt is None:
+            one = [x[0] if i in self.batched else x for i, x in enumerate(flat_inputs)]
+            mats = [self._deal(one, group=b) for b in range(self.groups)]
+            self.materials = dict(enumerate(mats[0]))       # the schedule every group reads
+            self._dealt = [np.stack([np.stack([m[p].key_row() for m in mats]) for p in (0, 1)]),
+                           np.stack([np.stack([m[p].flat_tape() for m in mats]) for p in (0, 1)])]
+        return self._dealt
+
+    def _batch_blocks(self, flat_inputs):
+        blocks = self._place(self._blocks(flat_inputs), lead=2)
+        if self.dealer == "separated":
+            blocks = blocks + self._group_materials(flat_inputs)
+        return blocks
+
     def lower(self, flat_inputs):
-        blocks = self._place(self._blocks([self._as_input(x) for x in flat_inputs]), lead=2)
+        blocks = self._batch_blocks([self._as_input(x) for x in flat_inputs])
         fn = M.sharded(self._group_fn, self.mesh, len(blocks), 2, batch=True)
         with ring.x64():
             return jax.jit(fn).lower(jax.random.PRNGKey(0), np.uint64(0), *blocks)
 
     def run_batch(self, flat_inputs):
         self._check_batch(flat_inputs)
+        self._dealt, self.deal_s = None, 0.0          # a batch's material serves that batch only
+        if self.dealer == "separated":                # dealt before the run (and its compile)
+            self._group_materials([self._as_input(x) for x in flat_inputs])
         # the setup key reads the deployment's inputs only (the same for every group)
         flat_inputs, compiled, entries, _, fresh, key, setup_key = self._begin_run(flat_inputs)
         t0 = time.perf_counter()
         with ring.x64():
             outs = jax.block_until_ready(compiled(key, setup_key,
-                                                  *self._place(self._blocks(flat_inputs), 2)))
+                                                  *self._batch_blocks(flat_inputs)))
         run_s = time.perf_counter() - t0
+        self._dealt = None
         groups = [[self._view(v, self._group(o, b)) for v, o in zip(self.prog.outputs, outs)]
                   for b in range(self.groups)]
-        return groups, entries, {"compile_s": fresh, "run_s": run_s}
+        return groups, entries, self._times(fresh, run_s)
 
     @staticmethod
     def _group(out, b):
@@ -246,5 +311,6 @@ class BatchRuns(ShardedExecutable):
         raise TypeError("a batch program runs several prompts: call run_batch")
 
 
-def build(prog, config, mesh=None, compiler_options: dict | None = None) -> ShardedExecutable:
-    return ShardedExecutable(prog, config, mesh, compiler_options)
+def build(prog, config, mesh=None, compiler_options: dict | None = None,
+          dealer: str = "simulated") -> ShardedExecutable:
+    return ShardedExecutable(prog, config, mesh, compiler_options, dealer=dealer)

@@ -139,7 +139,7 @@ class Program:
             raise ValueError("run_batch needs executor='sharded' and a mesh with a `batch` axis")
         if self._batch is None:
             self._batch = _sharded.BatchRuns(self.ir, self.config, self._exe.mesh,
-                                             self._exe.compiler_options)
+                                             self._exe.compiler_options, self._exe.dealer)
         exe = self._batch
         leaves, tree = jax.tree_util.tree_flatten_with_path(tuple(args), is_leaf=_is_secret)
         if tree != self.traced.in_tree:
@@ -183,7 +183,8 @@ def _example(x):
 def compile(fn: Callable, *example_args, owners, policy="mpcformer",
             config: MPCConfig = MPCConfig(), executor: str = "op", reveal=True,
             compiler_options: dict | None = None,
-            input_ranges: tuple | None = None, mesh=None) -> Program:  # noqa: A001
+            input_ranges: tuple | None = None, mesh=None,
+            dealer: str = "simulated") -> Program:  # noqa: A001
     # (compile: the public name)
     """Compile ``fn`` into a two-party program.
 
@@ -204,6 +205,12 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
         from `pcformer.runtime.mesh.party_mesh(batch=B, model=N)`: a `batch` axis for
         `Program.run_batch`, a `model` axis to split the server's weight matrices over N devices
         per party (tensor parallel).
+    dealer: for "sharded", "simulated" (default: the dealer lives inside the program, each
+        device deriving the correlated randomness from the run key) or "separated": the
+        dealer's pass runs before every run (and every batch group) as a party of its own, with
+        fresh seeds, and each device receives only its own party's material (seed, setup key
+        and tape: docs/distributed.md); with config.seed, the same material the simulated dealer
+        draws, so the two agree bit for bit. The report's time adds the dealer's `deal_s`.
     compiler_options: XLA options for the compiled programs (the "program" executor's one jit,
         or each op program of the "op" executor), e.g. {"xla_backend_optimization_level": 0}
         to compile faster at some cost in run time.
@@ -213,6 +220,9 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
     """
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}: use one of {EXECUTORS}")
+    if dealer != "simulated" and executor != "sharded":
+        raise ValueError(f"dealer={dealer!r} needs executor='sharded' (a party per device, so "
+                         f"each device can receive only its own party's material)")
     _check_call(fn, example_args, config)
     from pcformer.compiler import trace as _trace
     example_args = jax.tree_util.tree_map(_example, example_args, is_leaf=_is_secret)
@@ -225,7 +235,7 @@ def compile(fn: Callable, *example_args, owners, policy="mpcformer",
                                                                          is_leaf=_is_secret))
     if executor == "sharded":
         from pcformer.compiler import sharded as _sharded
-        exe = _sharded.build(program, config, mesh, compiler_options)
+        exe = _sharded.build(program, config, mesh, compiler_options, dealer=dealer)
     else:
         exe = (_opcache.OpCachedExecutable(program, config, compiler_options) if executor == "op"
                else _execute.build(program, config, compiler_options))

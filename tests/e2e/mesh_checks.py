@@ -3,7 +3,7 @@ several host devices, i.e. XLA_FLAGS=--xla_force_host_platform_device_count=N se
 imported, which the test process (JAX already imported) cannot do for itself.
 
     python tests/e2e/mesh_checks.py protocols|hlo|bert|gpt2|minilm|batch|batch_compiled|compiled|
-        dealer|dealer_fss|model [devices]
+        dealer|dealer_fss|dealer_runs|dealer_runs_fss|model [devices]
 
 Each check prints one JSON line of findings and exits non-zero on the first mismatch.
 """
@@ -479,11 +479,71 @@ def check_dealer(protocols: str = "beaver"):
             "reuse": reuse, "mismatch": mismatch}
 
 
+def check_dealer_runs(protocols: str = "beaver"):
+    """`compile(..., executor="sharded", dealer="separated")`: the dealer's pass deals every run
+    (and every batch group) its own material before the run. Seeded, `run` (two runs) and
+    `run_batch` (2 x 2 party x batch mesh) equal the simulated dealer's bit for bit with the
+    same ledgers; fresh, the dealer's seeds differ between runs and between groups, and the
+    outputs still match the plaintext."""
+    from pcformer import party_jobs
+    from pcformer.compiler import sharded
+    w1, b1, w2, x = party_jobs.mlp_inputs()
+    owners = (0, 0, 0, 1)
+    m = mesh.party_mesh(batch=2)
+    prompts = np.stack([x, -0.5 * x])
+    found = {}
+
+    def programs(dealer, seed):
+        cfg = MPCConfig(seed=seed, protocols=protocols)
+        return pcformer.compile(party_jobs.mlp, w1, b1, w2, x, owners=owners, config=cfg,
+                                executor="sharded", mesh=m, dealer=dealer, compiler_options=O0)
+
+    sim, sep = programs("simulated", 5), programs("separated", 5)
+    for run in range(2):            # run 1 takes run 1's material, not run 0's again
+        (a, ra), (b, rb) = sim.run(w1, b1, w2, x), sep.run(w1, b1, w2, x)
+        if not np.array_equal(np.asarray(a), np.asarray(b)) or ra.entries != rb.entries:
+            fail(f"dealer_runs: run {run} with the separated dealer differs from the simulated")
+        if not rb.time.get("deal_s", 0) > 0:
+            fail(f"dealer_runs: no dealer time in the report: {rb.time}")
+    (a, ra), (b, rb) = sim.run_batch(w1, b1, w2, prompts), sep.run_batch(w1, b1, w2, prompts)
+    for g in range(2):
+        if not np.array_equal(np.asarray(a[g]), np.asarray(b[g])):
+            fail(f"dealer_runs: batch group {g} with the separated dealer differs")
+    if ra.entries != rb.entries:
+        fail("dealer_runs: batch ledgers differ")
+    fresh = programs("separated", None)
+    words = []
+    real = sharded.ShardedExecutable._deal
+
+    def recorded(self, flat, group=None):
+        mats = real(self, flat, group)
+        words.append((int(mats[0].dealer_word), int(mats[1].dealer_word)))
+        return mats
+
+    sharded.ShardedExecutable._deal = recorded
+    try:
+        for _ in range(2):
+            outs, _ = fresh.run_batch(w1, b1, w2, prompts)
+            for g in range(2):
+                want = party_jobs.mlp(w1, b1, w2, prompts[g])
+                err = float(np.max(np.abs(np.asarray(outs[g]) - np.asarray(want))))
+                if not err < 0.05:
+                    fail(f"dealer_runs: fresh batch group {g} is {err} from the plaintext")
+    finally:
+        sharded.ShardedExecutable._deal = real
+    if len(words) != 4 or len(set(words)) != 4:
+        fail(f"dealer_runs: the dealer's seeds repeat across runs or groups: {words}")
+    found.update(entries=len(rb.entries), deal_s=rb.time["deal_s"], fresh_dealings=len(words))
+    return found
+
+
 if __name__ == "__main__":
     which = sys.argv[1]
     result = {"protocols": check_protocols, "hlo": check_hlo, "bert": check_bert,
               "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer,
               "batch_compiled": check_batch_compiled, "model": check_model,
               "dealer_fss": functools.partial(check_dealer, "fss"),
+              "dealer_runs": check_dealer_runs,
+              "dealer_runs_fss": functools.partial(check_dealer_runs, "fss"),
               "gpt2": check_gpt2, "minilm": check_minilm}[which]()
     print(json.dumps({"ok": True, which: result}))

@@ -53,6 +53,32 @@ def test_fresh_keys_every_time_unless_seeded():
     assert np.array_equal(c[1].tape, d[1].tape) and c[1].reproducible
 
 
+
+def test_one_compiled_dealer_pass_deals_every_run_and_batch_group_its_own_material():
+    prog, flat = _mlp(seed=5)
+    dealer = dealer_pass.Dealer(prog.ir, prog.config)
+    setup = dealer_pass.keys(prog.config, prog.ir)[1]
+    seeds = [dealer_pass.keys(prog.config, prog.ir, run, group)[0]
+             for run in (0, 1) for group in (None, 0, 1)]
+    assert len(set(seeds)) == len(seeds)              # runs and groups never share a seed
+    mats = [dealer.deal(flat, words, setup) for words in seeds]
+    tapes = [m[1].tape for m in mats]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(tapes) for b in tapes[:i])
+    # the one pass gives what a pass of its own gives (dealer_pass.deal compiles one per call)
+    again = dealer_pass.deal(prog.ir, prog.config, flat, seeds[4], setup)
+    assert np.array_equal(again[1].tape, mats[4][1].tape)
+    assert again[1].schedule == mats[4][1].schedule
+
+
+def test_a_separated_dealer_needs_the_sharded_executor_and_a_known_name():
+    args = party_jobs.mlp_inputs()
+    with pytest.raises(ValueError, match="needs executor='sharded'"):
+        pcformer.compile(party_jobs.mlp, *args, owners=(0, 0, 0, 1), dealer="separated")
+    with pytest.raises(ValueError, match="unknown dealer 'third'"):
+        pcformer.compile(party_jobs.mlp, *args, owners=(0, 0, 0, 1), executor="sharded",
+                         dealer="third")
+
+
 def test_material_round_trips_through_its_file_and_is_refused_elsewhere(tmp_path):
     prog, flat = _mlp()
     server, client = dealer_pass.deal(prog.ir, prog.config, flat)
