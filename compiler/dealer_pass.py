@@ -149,6 +149,21 @@ class Dealer:
                               self._schedule, tapes[p], seeded) for p in (0, 1))
 
 
+_RECENT: dict = {}            # (fingerprint, config) -> Dealer: the last few programs' passes
+_RECENT_MAX = 4
+
+
+def dealer_for(prog: ir.Program, config) -> Dealer:
+    """The compiled dealer's pass of this program under this config (one of the last few kept,
+    so a second deal for the same program does not compile again)."""
+    key = (fingerprint(prog), config)
+    if key not in _RECENT:
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.pop(next(iter(_RECENT)))
+        _RECENT[key] = Dealer(prog, config)
+    return _RECENT[key]
+
+
 def deal(prog: ir.Program, config, flat_inputs, dealer_words=None, setup_key=None,
          zero_inputs: bool = True):
     """The dealer's pass: (server's Material, client's Material). `flat_inputs` give shapes
@@ -157,4 +172,4 @@ def deal(prog: ir.Program, config, flat_inputs, dealer_words=None, setup_key=Non
         words, setup = keys(config, prog)
         dealer_words = words if dealer_words is None else dealer_words
         setup_key = setup if setup_key is None else setup_key
-    return Dealer(prog, config).deal(flat_inputs, dealer_words, setup_key, zero_inputs)
+    return dealer_for(prog, config).deal(flat_inputs, dealer_words, setup_key, zero_inputs)

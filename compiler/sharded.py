@@ -71,7 +71,7 @@ class ShardedExecutable(execute.Executable):
         """The separated dealer's material for the next run (batch group `group` of it): its
         pass compiled once per executable, fresh seeds per run and group (`dealer_pass.keys`)."""
         if self._dealer is None:
-            self._dealer = dealer_pass.Dealer(self.prog, self.config)
+            self._dealer = dealer_pass.dealer_for(self.prog, self.config)
         flat_inputs = [self._as_input(x) for x in flat_inputs]
         words = dealer_pass.keys(self.config, self.prog, self.runs, group)[0]
         t0 = time.perf_counter()

@@ -271,7 +271,7 @@ def prepare_material(settings: PartySettings, out_dir) -> dict:
     os.makedirs(out_dir, mode=0o700, exist_ok=True)
     paths = {role: os.path.join(out_dir, f"{role}.npz") for role in ROLES}
     setup = dealer_pass.keys(config, prog)[1]       # the deployment's: one for every step
-    dealer = dealer_pass.Dealer(prog, config)       # its pass compiled once for every step
+    dealer = dealer_pass.dealer_for(prog, config)   # its pass compiled once for every step
     for step in range(settings.new_tokens):       # one run each: fresh material per step
         words = dealer_pass.keys(config, prog, run_index=step)[0]
         materials = dealer.deal(flat, words, setup)

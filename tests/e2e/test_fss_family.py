@@ -21,6 +21,8 @@ from pcformer.runtime import MPCConfig, fss_costs
 from pcformer.runtime.protocols import arith, fss, fss_compare, registry
 from pcformer.runtime.protocols._fss_base import FSS_IDEAL_RULES
 
+O0 = {"xla_backend_optimization_level": 0}   # tiny programs: their compile is the test's time
+
 FSS_OPS = ("drelu", "relu", "select", "truncate", "lut", "less", "less_public", "max", "argmax",
            "max_argmax")
 
@@ -75,7 +77,7 @@ def mlp_inputs():
 
 def _run(inputs, **config):
     prog = pcformer.compile(_mlp, *inputs, owners=(1, 0), policy=None,
-                            config=MPCConfig(seed=0, **config))
+                            config=MPCConfig(seed=0, **config), compiler_options=O0)
     outs, report = prog.run(*inputs)
     return prog, [np.asarray(o) for o in outs], report
 
@@ -164,7 +166,7 @@ def lookup_inputs():
 
 def _lookup_run(inputs, policy="sigma", **config):
     prog = pcformer.compile(_gelu_softmax, *inputs, owners=(1, 0), policy=policy,
-                            config=MPCConfig(seed=0, protocols="fss", **config))
+                            config=MPCConfig(seed=0, protocols="fss", **config), compiler_options=O0)
     outs, report = prog.run(*inputs)
     return prog, [np.asarray(o) for o in outs], report
 
@@ -213,7 +215,7 @@ def test_exact_under_fss_reads_the_family_lookups_at_exact_accuracy(lookup_input
     tables; as close to the exact functions as the Beaver-way exact, for less than half its
     online bytes; the ledger equals the static cost."""
     prog = pcformer.compile(_secret_gelu_softmax, *lookup_inputs, owners=(1, 0),
-                            policy="exact", config=MPCConfig(seed=0, protocols="fss"))
+                            policy="exact", config=MPCConfig(seed=0, protocols="fss"), compiler_options=O0)
     outs, report = prog.run(*lookup_inputs)
     outs = [np.asarray(o) for o in outs]
     assert (prog.policy.name, prog.policy.gelu, prog.policy.softmax) == ("exact", "spline",
@@ -223,7 +225,7 @@ def test_exact_under_fss_reads_the_family_lookups_at_exact_accuracy(lookup_input
     assert key(report.entries) == key(prog.cost.entries)
     exact = [np.asarray(e) for e in _secret_gelu_softmax(*lookup_inputs)]
     beaver = pcformer.compile(_secret_gelu_softmax, *lookup_inputs, owners=(1, 0),
-                              policy="exact", config=MPCConfig(seed=0))
+                              policy="exact", config=MPCConfig(seed=0), compiler_options=O0)
     beaver_outs = [np.asarray(o) for o in beaver.run(*lookup_inputs)[0]]
     for got, by_beaver, want in zip(outs, beaver_outs, exact):
         # within two 16-bit fixed-point steps of the Beaver family's own error

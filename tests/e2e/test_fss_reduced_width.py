@@ -41,7 +41,8 @@ def net_inputs():
 
 def _compile(inputs, **cfg):
     return pcformer.compile(_net, *inputs, owners=(1, 0), policy=None,
-                            config=MPCConfig(seed=0, protocols="fss", **cfg))
+                            config=MPCConfig(seed=0, protocols="fss", **cfg),
+                            compiler_options={"xla_backend_optimization_level": 0})
 
 
 @pytest.fixture(scope="module")

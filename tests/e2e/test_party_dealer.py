@@ -62,10 +62,12 @@ def test_one_compiled_dealer_pass_deals_every_run_and_batch_group_its_own_materi
              for run in (0, 1) for group in (None, 0, 1)]
     assert len(set(seeds)) == len(seeds)              # runs and groups never share a seed
     mats = [dealer.deal(flat, words, setup) for words in seeds]
+    assert dealer_pass.dealer_for(prog.ir, prog.config) is dealer_pass.dealer_for(prog.ir,
+                                                                               prog.config)
     tapes = [m[1].tape for m in mats]
     assert all(not np.array_equal(a, b) for i, a in enumerate(tapes) for b in tapes[:i])
-    # the one pass gives what a pass of its own gives (dealer_pass.deal compiles one per call)
-    again = dealer_pass.deal(prog.ir, prog.config, flat, seeds[4], setup)
+    # a pass of its own gives the same material
+    again = dealer_pass.Dealer(prog.ir, prog.config).deal(flat, seeds[4], setup)
     assert np.array_equal(again[1].tape, mats[4][1].tape)
     assert again[1].schedule == mats[4][1].schedule
 
