@@ -119,7 +119,7 @@ class ProcessPartyExecutable(sharded.ShardedExecutable):
         return None if v.vis.is_private and v.vis.party != self.party else block
 
     def run_party(self, flat_inputs, run_key):
-        self._spend()
+        self._spend(flat_inputs)   # given material: checks it serves one run
         flat_inputs = [self._as_input(x) for x in flat_inputs]
         compiled, entries, _, compile_s = self.compile(flat_inputs)
         t0 = time.perf_counter()
