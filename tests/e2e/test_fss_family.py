@@ -324,6 +324,8 @@ def test_benchmark_takes_protocols(monkeypatch):
     assert bert_layers.parse(["--protocols", "fss"]).protocols == "fss"
     assert bert_layers.parse([]).protocols == "beaver"
     assert bert_layers.parse([]).compare_bits is None
+    assert bert_layers.parse([]).dealer == "simulated"
+    assert bert_layers.parse(["--mesh", "--dealer", "separated"]).dealer == "separated"
     assert bert_layers.parse(["--protocols", "fss", "--compare_bits", "36"]).compare_bits == 36
     with pytest.raises(SystemExit):
         bert_layers.parse(["--protocols", "nope"])
