@@ -210,6 +210,7 @@ def _secret_gelu_softmax(x, w):
     return jax.nn.gelu(y, approximate=False), jax.nn.softmax(y, axis=-1)
 
 
+@pytest.mark.slow  # compiles `exact` under both families (test_tiny_bert_under_fss[exact] also runs it)
 def test_exact_under_fss_reads_the_family_lookups_at_exact_accuracy(lookup_inputs):
     """`exact` under fss: GeLU from the two-column spline lookup, softmax's exp from the two
     tables; as close to the exact functions as the Beaver-way exact, for less than half its
@@ -249,6 +250,7 @@ def test_lookups_under_beaver_fail_before_running_and_name_the_family(lookup_inp
         pcformer.compile(_gelu_softmax, *lookup_inputs, owners=(1, 0), policy="sigma")
 
 
+@pytest.mark.slow  # compiles the lookups again; the MLP's local-truncation test stays fast
 def test_sigma_lookups_with_local_truncation(lookup_inputs, sigma_run):
     prog, outs, report = _lookup_run(lookup_inputs, trunc_mode="local")
     assert key(report.entries) == key(prog.cost.entries)

@@ -17,7 +17,7 @@ def _declared_ops(s):
                         "less": FC.less(ctx, s["y"], s["z"]), "max": FC.max_(ctx, s["m"])}
 
 
-@pytest.mark.parametrize("mode", ["protocol", "ideal"])
+@pytest.mark.parametrize("mode", [pytest.param("protocol", marks=pytest.mark.slow), "ideal"])
 def test_the_declared_width_is_the_default_of_every_comparison(mode):
     rng = np.random.default_rng(5)
     x = edge_values(64, 64, rng, bound_bits=N)           # |x| < 2^(N-1): drelu, relu
