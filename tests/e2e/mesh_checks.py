@@ -2,7 +2,7 @@
 several host devices, i.e. XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is
 imported, which the test process (JAX already imported) cannot do for itself.
 
-    python tests/e2e/mesh_checks.py protocols|hlo|bert|gpt2|minilm|batch|batch_compiled|compiled|
+    python tests/e2e/mesh_checks.py protocols|fss_protocols|hlo|bert|gpt2|minilm|batch|batch_compiled|compiled|
         dealer|dealer_fss|dealer_runs|dealer_runs_fss|model [devices]
 
 Each check prints one JSON line of findings and exits non-zero on the first mismatch.
@@ -23,7 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pcformer  # noqa: E402
-from pcformer.runtime import MPCConfig, encode, mesh, program, x64  # noqa: E402
+from pcformer.runtime import MPCConfig, decode, encode, mesh, program, x64  # noqa: E402
 from pcformer.runtime import protocols as P  # noqa: E402
 
 _BYTES = {"u64": 8, "s64": 8, "f64": 8, "u32": 4, "s32": 4, "f32": 4, "u8": 1, "pred": 1}
@@ -107,6 +107,47 @@ def check_protocols():
         if np.array_equal(np.asarray(b["reveal_to_1"][0]), np.asarray(a["reveal_to_1"])):
             fail("party 0's view of an output revealed to party 1 equals the output")
     return {"entries": len(la.entries), "online_bytes": la.totals()["online"]["bytes"]}
+
+
+def _fss_protocols(ctx, x, y, w):
+    """The FSS family's own ops (docs/fss.md) beside the Beaver products it keeps."""
+    from pcformer.runtime.protocols import fss, fss_compare
+    sx, sy = P.share(ctx, x, 0), P.share(ctx, y, 1)
+    m = fss.truncate(ctx, P.mul(ctx, sx, sy))
+    d = fss.drelu(ctx, sy)
+    table = encode(np.linspace(-1.0, 1.0, 64), 16)
+    return {"truncate": m, "drelu": d, "relu": fss.relu(ctx, sx),
+            "select": fss.select(ctx, d, sx, sy), "lut": fss.lut(ctx, sy, table, 6),
+            "max": fss_compare.max_(ctx, sx, axis=-1),
+            "argmax": fss_compare.argmax(ctx, sy, axis=0),
+            "reveal": P.reveal(ctx, m), "relu_to_1": P.reveal(ctx, fss.relu(ctx, sy), to=1)}
+
+
+def check_fss_protocols():
+    """The FSS family under the party-sharded executor: shares, outputs and every ledger entry
+    equal the in-process run's, the revealed ReLU is the plaintext's, and XLA's
+    collective-permute bytes equal the ledger's online messages in whole words."""
+    cfg = MPCConfig(seed=13, protocols="fss")
+    args = _inputs()
+    a, la = program.run(_fss_protocols, *args, config=cfg)
+    b, lb = mesh.run(_fss_protocols, *args, config=cfg, owners=(0, 1, 0))
+    _equal_trees(a, b, "fss_protocols")
+    if la.entries != lb.entries:
+        fail("fss_protocols: ledgers differ")
+    with x64():
+        got = decode(np.asarray(b["relu_to_1"][1]), 16)
+        want = np.maximum(decode(args[1], 16), 0.0)
+        if not np.allclose(got, want, atol=1e-4):
+            fail(f"fss_protocols: revealed relu {got} is not the plaintext's {want}")
+    lowered, led, sizes = mesh.lower_run(_fss_protocols, *args, config=cfg, owners=(0, 1, 0))
+    with x64():
+        hlo = hlo_permute_bytes(lowered.compile().as_text())
+    words = ledger_word_bytes(led.entries, sizes, cfg.ring_bits)
+    if hlo != words or hlo == 0:
+        fail(f"fss_protocols: HLO collective-permute bytes {hlo} != ledger in words {words}")
+    ops = sorted({e.op for e in la.entries})
+    return {"entries": len(la.entries), "ops": ops, "hlo_bytes": hlo,
+            "offline_bytes": la.totals()["offline"]["bytes"]}
 
 
 def _hlo_of_runtime(fn, cfg):
@@ -539,7 +580,8 @@ def check_dealer_runs(protocols: str = "beaver"):
 
 if __name__ == "__main__":
     which = sys.argv[1]
-    result = {"protocols": check_protocols, "hlo": check_hlo, "bert": check_bert,
+    result = {"protocols": check_protocols, "fss_protocols": check_fss_protocols,
+              "hlo": check_hlo, "bert": check_bert,
               "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer,
               "batch_compiled": check_batch_compiled, "model": check_model,
               "dealer_fss": functools.partial(check_dealer, "fss"),

@@ -35,6 +35,16 @@ def test_sharded_protocols_equal_in_process_bit_for_bit_with_the_same_ledger():
 
 
 @pytest.mark.slow
+def test_sharded_fss_protocols_equal_in_process_and_hlo_bytes_equal_the_ledger():
+    # the FSS family's drelu, relu, select, truncate, lut, max and argmax beside Beaver's mul:
+    # shares, outputs and ledgers equal in-process bit for bit; the revealed ReLU is the
+    # plaintext's; XLA's collective-permute bytes equal the ledger's online words
+    r = _check("fss_protocols")
+    assert {"drelu", "relu", "select", "truncate", "lut", "max", "argmax"} <= set(r["ops"])
+    assert r["hlo_bytes"] > 0 and min(r["offline_bytes"]) > 0   # the keys reach both parties
+
+
+@pytest.mark.slow
 def test_hlo_collective_permute_bytes_equal_the_ledger():
     r = _check("hlo")
     ring = r["ring_only"]
