@@ -95,14 +95,20 @@ def _inputs():
             encode(rng.normal(size=(5, 4)), 16))
 
 
-def check_protocols():
-    cfg = MPCConfig(seed=11)
+def _both_executors(fn, cfg, name):
+    """fn's outputs and ledger in-process (a, la) and party-sharded (b), checked equal: shares
+    as shares, public values per viewer, every ledger entry."""
     args = _inputs()
-    a, la = program.run(_protocols, *args, config=cfg)
-    b, lb = mesh.run(_protocols, *args, config=cfg, owners=(0, 1, 0))
-    _equal_trees(a, b, "protocols")
+    a, la = program.run(fn, *args, config=cfg)
+    b, lb = mesh.run(fn, *args, config=cfg, owners=(0, 1, 0))
+    _equal_trees(a, b, name)
     if la.entries != lb.entries:
-        fail("protocols: ledgers differ")
+        fail(f"{name}: ledgers differ")
+    return a, la, b
+
+
+def check_protocols():
+    a, la, b = _both_executors(_protocols, MPCConfig(seed=11), "protocols")
     with x64():   # the party that is not revealed to sees nothing useful: its view is not it
         if np.array_equal(np.asarray(b["reveal_to_1"][0]), np.asarray(a["reveal_to_1"])):
             fail("party 0's view of an output revealed to party 1 equals the output")
@@ -129,11 +135,7 @@ def check_fss_protocols():
     collective-permute bytes equal the ledger's online messages in whole words."""
     cfg = MPCConfig(seed=13, protocols="fss")
     args = _inputs()
-    a, la = program.run(_fss_protocols, *args, config=cfg)
-    b, lb = mesh.run(_fss_protocols, *args, config=cfg, owners=(0, 1, 0))
-    _equal_trees(a, b, "fss_protocols")
-    if la.entries != lb.entries:
-        fail("fss_protocols: ledgers differ")
+    _, la, b = _both_executors(_fss_protocols, cfg, "fss_protocols")
     with x64():
         got = decode(np.asarray(b["relu_to_1"][1]), 16)
         want = np.maximum(decode(args[1], 16), 0.0)
