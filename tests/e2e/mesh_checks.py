@@ -2,8 +2,8 @@
 several host devices, i.e. XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is
 imported, which the test process (JAX already imported) cannot do for itself.
 
-    python tests/e2e/mesh_checks.py protocols|fss_protocols|hlo|bert|gpt2|minilm|batch|batch_compiled|compiled|
-        dealer|dealer_fss|dealer_runs|dealer_runs_fss|model [devices]
+    python tests/e2e/mesh_checks.py protocols|fss_protocols|hlo|bert|gpt2|minilm|batch|
+        batch_compiled|compiled|dealer|dealer_fss|dealer_runs|dealer_runs_fss|model [devices]
 
 Each check prints one JSON line of findings and exits non-zero on the first mismatch.
 """
