@@ -134,16 +134,13 @@ def check_fss_protocols():
     equal the in-process run's, the revealed ReLU is the plaintext's, and XLA's
     collective-permute bytes equal the ledger's online messages in whole words."""
     cfg = MPCConfig(seed=13, protocols="fss")
-    args = _inputs()
     _, la, b = _both_executors(_fss_protocols, cfg, "fss_protocols")
     with x64():
         got = decode(np.asarray(b["relu_to_1"][1]), 16)
-        want = np.maximum(decode(args[1], 16), 0.0)
+        want = np.maximum(decode(_inputs()[1], 16), 0.0)
         if not np.allclose(got, want, atol=1e-4):
             fail(f"fss_protocols: revealed relu {got} is not the plaintext's {want}")
-    lowered, led, sizes = mesh.lower_run(_fss_protocols, *args, config=cfg, owners=(0, 1, 0))
-    with x64():
-        hlo = hlo_permute_bytes(lowered.compile().as_text())
+    hlo, led, sizes = _hlo_of_runtime(_fss_protocols, cfg)
     words = ledger_word_bytes(led.entries, sizes, cfg.ring_bits)
     if hlo != words or hlo == 0:
         fail(f"fss_protocols: HLO collective-permute bytes {hlo} != ledger in words {words}")
