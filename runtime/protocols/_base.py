@@ -62,6 +62,12 @@ def const(ctx, value):
     return jnp.asarray(value % (1 << l), dtype=jnp.uint64).astype(ring.ring_dtype(l))
 
 
+def pow2(ctx, e):
+    """2^e as a ring scalar, e a Python int or a traced integer (a truncation's shift that the
+    op executor passes at run time, so one compiled program serves every shift)."""
+    return const(ctx, 1) << jnp.asarray(e, ring.ring_dtype(ctx.ring_bits))
+
+
 def as_ring(ctx, c):
     """A public operand as ring elements (ints are taken mod 2^l; arrays must be ring already)."""
     if isinstance(c, int):

@@ -18,7 +18,7 @@ from . import ideal
 from .adapt import bcast, encode, input_shape, out_shape, unary, weight_id
 from .registry import FromIR, ProtocolOp, register
 
-from ._base import (as_ring, by_party, canon_dn as _canon_dn, const, only_party0,
+from ._base import (as_ring, by_party, canon_dn as _canon_dn, const, only_party0, pow2,
                     private_operand as _private_operand, protocol, rows)
 
 
@@ -241,8 +241,8 @@ def _truncate_dealer(ctx, x: AShare, f: int) -> AShare:
     one = const(ctx, 1)
     # 2^(l-1) v with v = c_m xor r_m = c_m + r_m (1 - 2 c_m): linear in the shares of r_m
     v = only_party0(c_m[0]) + m * (one - const(ctx, 2) * c_m)
-    z = (only_party0((c_low >> jnp.asarray(f, dt))[0] - const(ctx, 1 << (l - 2 - f)))
-         - q + v * const(ctx, 1 << (l - 1 - f)))
+    z = (only_party0((c_low >> jnp.asarray(f, dt))[0] - pow2(ctx, l - 2 - f))
+         - q + v * pow2(ctx, l - 1 - f))
     return AShare(z, d)
 
 
@@ -360,10 +360,12 @@ TABLE = (
     ProtocolOp("mul_public", mul_public, free),
     ProtocolOp("mul", mul, mul_cost, ideal.mul,
                FromIR(lambda op: (out_shape(op),) * 2,
-                      lambda op, args, config: tuple(bcast(a, out_shape(op)) for a in args))),
+                      lambda op, args, config: tuple(bcast(a, out_shape(op)) for a in args)),
+               elementwise=True),
     ProtocolOp("square", square, square_cost, ideal.square,
                FromIR(lambda op: (out_shape(op),),
-                      lambda op, args, config: (bcast(args[0], out_shape(op)),))),
+                      lambda op, args, config: (bcast(args[0], out_shape(op)),)),
+               elementwise=True),
     ProtocolOp("dot_general", dot_general, dot_general_cost, ideal.dot_general,
                FromIR(lambda op: (op.operands[0].shape, op.operands[1].shape),
                       lambda op, args, config: tuple(args),
@@ -376,6 +378,7 @@ TABLE = (
                ideal.dot_general_private,
                FromIR(_dot_private_shapes, _dot_private_operands, _dot_private_kwargs)),
     ProtocolOp("truncate", truncate, truncate_cost, ideal.truncate,
-               unary(lambda op: {"bits": op.attrs["shift"]})),
+               unary(lambda op: {"bits": op.attrs["shift"]}), elementwise=True,
+               traced_attrs=("shift",)),
 )
 register(*TABLE)

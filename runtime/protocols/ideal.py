@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from pcformer.runtime import dealer, ring
 from pcformer.runtime.shares import AShare, BShare
 
-from ._base import as_ring, canon_dn, const, private_operand
+from ._base import as_ring, canon_dn, const, pow2, private_operand
 
 def value(x: AShare):
     """x0 + x1 mod 2^l."""
@@ -87,8 +87,8 @@ def _trunc_dealer(ctx, v, f: int):
     r = ctx.uniform(v.shape)
     c = v + const(ctx, 1 << (l - 2)) + r
     top = _msb(ctx, c) ^ _msb(ctx, r)
-    return ((c & low) >> sh) - const(ctx, 1 << (l - 2 - f)) - ((r & low) >> sh) \
-        + top * const(ctx, 1 << (l - 1 - f))
+    return ((c & low) >> sh) - pow2(ctx, l - 2 - f) - ((r & low) >> sh) \
+        + top * pow2(ctx, l - 1 - f)
 
 
 def truncate(ctx, like, x, bits=None, mode=None):

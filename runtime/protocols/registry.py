@@ -8,7 +8,12 @@ An entry (`ProtocolOp`) holds everything the rest of the system needs to know ab
   protocols/ideal.py), or None (local ops and reveal run as in protocol mode);
 - `from_ir`: a `FromIR` adapter from a compiler IR op to the call, or None for ops the lowering
   never emits (helpers that other protocols call);
-- `family`: the protocol family the op belongs to ("beaver": dealer-assisted Beaver triples).
+- `family`: the protocol family the op belongs to ("beaver": dealer-assisted Beaver triples);
+- `elementwise`: the op acts on each element alone and its messages depend only on the element
+  count (not the shape): the op executor runs it on flattened operands, so ops of one element
+  count share one compiled program (compiler/opcache_plan.program_op);
+- `traced_attrs`: IR attributes the protocol accepts as traced integers (a truncation's shift):
+  the op executor passes them at run time instead of compiling one program per value.
 
 Each protocol module declares its table of ProtocolOps at its bottom, next to the functions, and
 registers it; the compiler's executor and static cost only look ops up here (by the op name and
@@ -50,6 +55,8 @@ class ProtocolOp:
     ideal: Callable | None = None
     from_ir: FromIR | None = None
     family: str = DEFAULT_FAMILY
+    elementwise: bool = False
+    traced_attrs: tuple[str, ...] = ()
 
     def messages(self, op, config) -> list:
         """The cost messages (Msg) of one IR op: the formula on the adapter's shapes/kwargs."""
