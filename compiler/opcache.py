@@ -6,9 +6,15 @@ many minutes to compile, although it is the same few protocol ops over and over 
 `truncate` on [128, 384] is the same program). Here each protocol op of the IR is traced on its
 own, with inputs at round depth 0 and a placeholder scope; the lowered program is compiled once
 per signature (op, attributes, operand types) and reused by every op that has it: a six-layer
-MiniLM compiles each distinct op once. Each maximal run of plaintext (`local`) and share-local
-ops between two protocol ops is one more cached program, a *segment* (run eagerly, a layer's
-~200 small ops cost one JAX dispatch each: about a third of the run).
+MiniLM compiles each distinct op once. Signatures are as coarse as the protocols allow
+(`opcache_plan.program_op`, from the op's registry entry): an elementwise op runs on flattened
+operands, so one program serves every shape of one element count, and a Beaver truncation's
+shift is a run-time argument, so one program serves every shift (one exact MiniLM layer: 59
+protocol-op programs before, 34 now). Values stay flat between such programs; a segment
+reshapes them inside its own program (`opcache_plan.flat_values`). Each maximal run of
+plaintext (`local`) and share-local ops between two protocol ops is one more cached program, a
+*segment* (run eagerly, a layer's ~200 small ops cost one JAX dispatch each: about a third of
+the run).
 
 What stays exact. The ledger entries of a cached op are the ones its real protocol wrote through
 the channel when it was traced; each use of the op places them at its own scope and shifts their
@@ -45,8 +51,9 @@ from pcformer.runtime.shares import AShare, Context
 
 from . import execute, ir, opcache_store
 from . import overflow as _overflow
-from .opcache_plan import (_Segment, _arrays, _canonical, _kinds,  # noqa: F401
-                           _segment_signature, _signature, plan_segments)
+from .opcache_plan import (ProgramOp, _Segment, _arrays, _canonical, _kinds,  # noqa: F401
+                           _segment_signature, _signature, as_layout, flat_values,
+                           plan_segments, program_op)
 from .deployment import Deployment, op_setup_key
 
 _SCOPE_MARK = "\x00op"
@@ -143,6 +150,9 @@ class OpCachedExecutable:
         self._salts: dict = {}      # op index -> its setup key, for the current deployment key
         self._salts_of = None
         self._sigs: dict = {}   # (step, operand kinds) -> signature: hashed once, not every run
+        self._program_ops: dict = {}   # step -> ProgramOp
+        self._flat_ids = self._flat_by_plan = frozenset()   # values kept flat (flat_values)
+        self._flat_plan = None
         self._plan = None
         self.progress = None    # optional callback(steps done, steps, XLA programs compiled)
         # optional {(op, operator class, result shape): [seconds, calls]}: when set, each
@@ -162,8 +172,17 @@ class OpCachedExecutable:
             sig = self._sigs[key] = (self.config, make()) + ((options,) if options else ())
         return sig
 
+    def _program_op(self, k: int, op: ir.Op) -> ProgramOp:
+        """The op as its program sees it (flat, traced attributes apart), found once per step."""
+        p = self._program_ops.get(k)
+        if p is None:
+            entry = execute.protocol_entry(op, self.config)
+            p = self._program_ops[k] = program_op(op, entry.elementwise, entry.traced_attrs)
+        return p
+
     def _template(self, k: int, op: ir.Op, args) -> tuple[_Template, bool]:
-        sig = self._cached_signature(k, args, lambda: _signature(op, args))
+        pop = self._program_op(k, op)
+        sig = self._cached_signature(k, args, lambda: _signature(pop.op, args) + (pop.traced,))
         audit = self.audit
         if audit:       # an audited template also returns its messages
             sig = sig + ("audit",)
@@ -171,18 +190,20 @@ class OpCachedExecutable:
         t = _TEMPLATES.get(sig)
         if t is not None:
             return t, False
-        canon = _canonical(op)
+        canon, traced = pop.op, pop.traced
         depths = [0 if isinstance(a, AShare) else None for a in args]
         record: dict = {}
         config = self.config
 
-        def fn(arrays, run_key, index, salt):
+        def fn(arrays, run_key, index, salt, attrs):
             self.trace_count += 1
             ctx = Context(config, jax.random.fold_in(run_key, index), setup_key=salt,
                           audit=audit)
             vals = [a if d is None else AShare(a, d) for a, d in zip(arrays, depths)]
+            op_run = (dataclasses.replace(canon, attrs={**canon.attrs, **dict(zip(traced, attrs))})
+                      if traced else canon)
             with ctx.scope(_SCOPE_MARK), ctx.op(canon.name):
-                out = execute.run_protocol(ctx, canon, vals)
+                out = execute.run_protocol(ctx, op_run, vals)
             record["entries"] = list(ctx.ledger.entries)
             record["depth"] = out.depth if isinstance(out, AShare) else None
             record["audit"], payloads = execute.audit_entries(ctx)
@@ -201,7 +222,8 @@ class OpCachedExecutable:
         specs = _specs(_arrays(args))
         STATS["lowered"] += 1
         compiled = opcache_store.compile(
-            jax.jit(fn).lower(specs, _KEY_SPEC(), np.uint32(0), np.uint64(0)),
+            jax.jit(fn).lower(specs, _KEY_SPEC(), np.uint32(0), np.uint64(0),
+                              tuple(np.int32(0) for _ in traced)),
             self.compiler_options)
         t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0,
                       audit=tuple(record["audit"]))
@@ -214,8 +236,10 @@ class OpCachedExecutable:
         """Run a segment's compiled program (compiling it on first use); returns compile seconds."""
         args = [env[v] for v in seg.in_ids]
         arrays = _arrays(args)
+        flat_out = tuple(v in self._flat_ids for v in seg.out_ids)
         sig = self._cached_signature(
-            seg, args, lambda: _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args))
+            seg, args, lambda: _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args)
+            + (flat_out,))
         self._used.add(sig)
         t = _TEMPLATES.get(sig)
         fresh = t is None
@@ -230,12 +254,18 @@ class OpCachedExecutable:
             record: dict = {}
             cfg = self.config
 
+            shapes = {v.id: v.shape for op in seg.ops for v in op.operands}
+
             def fn(arrays):
-                local = {v: AShare(a, 0) if sh else a
+                # flat inputs take their shapes here, and flat outputs lose them: reshapes
+                # inside a program are free, eager ones copy
+                local = {v: as_layout(AShare(a, 0) if sh else a, shapes[v], False)
                          for v, a, sh in zip(seg.in_ids, arrays, shared)}
                 execute.run_ops(cfg, enumerate(seg.ops), local)   # local ops only: no protocol
                 res = [local[v] for v in seg.out_ids]
                 record["shared"] = [isinstance(o, AShare) for o in res]
+                res = [as_layout(o, o.shape if isinstance(o, AShare) else jnp.shape(o), f)
+                       for o, f in zip(res, flat_out)]
                 return [o.data if isinstance(o, AShare) else o for o in res]
 
             specs = _specs(arrays)
@@ -253,16 +283,19 @@ class OpCachedExecutable:
         return t.compile_s if fresh else 0.0
 
     def _protocol(self, k: int, op: ir.Op, args, run_key, setup_key):
+        pop = self._program_op(k, op)
+        args = [as_layout(a, v.shape, pop.flat) for a, v in zip(args, op.operands)]
         t, fresh = self._template(k, op, args)
         shift = max((a.depth for a in args if isinstance(a, AShare)), default=0)
         arrays = _arrays(args)
+        attrs = tuple(np.int32(op.attrs[a]) for a in pop.traced)
         if self._salts_of != setup_key:
             self._salts, self._salts_of = {}, setup_key
         salt = self._salts.get(k)
         if salt is None:
             salt = self._salts[k] = op_setup_key(setup_key, k)
         t0 = time.perf_counter()
-        data = t.compiled(arrays, run_key, np.uint32(k), salt)
+        data = t.compiled(arrays, run_key, np.uint32(k), salt, attrs)
         if self.op_times is not None:
             jax.block_until_ready(data)
             spent = self.op_times.setdefault((op.name, op.op_class, op.results[0].shape), [0, 0])
@@ -275,8 +308,18 @@ class OpCachedExecutable:
             e, scope=op.scope + e.scope[len(_SCOPE_MARK):] if e.scope.startswith(_SCOPE_MARK) else e.scope,
             op_class=e.op_class or op.op_class,   # the template ran under no class
             depth=e.depth + shift if e.phase == "online" else e.depth) for e in t.entries]
+        if pop.flat and op.results[0].id not in self._flat_ids:   # back to the op's shape
+            data = data.reshape(data.shape[:-1] + tuple(op.results[0].shape))
         out = data if t.out_depth is None else AShare(data, t.out_depth + shift)
         return out, entries, (t.compile_s if fresh else 0.0)
+
+    def _flat_for(self, steps) -> frozenset:
+        """The values kept flat under this plan (`flat_values`), found once per plan."""
+        if self._flat_plan is not steps:
+            self._flat_plan = steps
+            self._flat_by_plan = flat_values(
+                self.prog, list(steps), lambda k: self._program_op(k, self.prog.ops[k]).flat)
+        return self._flat_by_plan
 
     def __call__(self, flat_inputs):
         """Returns (flat outputs, ledger entries, time dict, overflow or None)."""
@@ -295,6 +338,7 @@ class OpCachedExecutable:
                 self._plan = plan_segments(self.prog)
             # the overflow oracle probes every secret result: that path runs op by op
             steps = range(len(self.prog.ops)) if cfg.check_overflow else self._plan
+            self._flat_ids = self._flat_for(steps)
             compiled = 0
 
             def protocol(k, op, args):
@@ -316,7 +360,8 @@ class OpCachedExecutable:
                     compile_s, compiled = compile_s + c, compiled + (c > 0)
                     continue
                 execute.run_ops(cfg, [(step, self.prog.ops[step])], env, protocol, probe)
-            outs = jax.block_until_ready([env[v.id] for v in self.prog.outputs])
+            outs = jax.block_until_ready([as_layout(env[v.id], v.shape, False)
+                                          for v in self.prog.outputs])
         total = time.perf_counter() - t_start
         overflow = None
         if probes:

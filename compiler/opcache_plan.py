@@ -67,6 +67,78 @@ def _segment_signature(ops, in_ids, out_ids, args) -> tuple:
     return ("segment", body, tuple(ids[v] for v in out_ids), _kinds(args))
 
 
+@dataclasses.dataclass(frozen=True)
+class ProgramOp:
+    """A protocol op as its compiled program sees it (`program_op`): `op` canonical, over flat
+    values when `flat`, without the attributes `traced` names (passed at run time)."""
+
+    op: ir.Op
+    flat: bool
+    traced: tuple
+
+
+def program_op(op: ir.Op, elementwise: bool, traced_attrs: tuple = ()) -> ProgramOp:
+    """What one compiled program serves, from the op's registry entry (`elementwise`,
+    `traced_attrs`): an elementwise op whose operands all have its result's shape runs on
+    flattened [n] values, so the ops of one element count share a program whatever their shapes
+    (a [128, 1536] and a [12, 128, 128] truncation); the traced attributes leave the program's
+    signature, and so do the values' fixed-point scales (no protocol reads one: the
+    truncation's shift is its attribute). The ledger is unchanged: such an op's messages depend
+    on the element count alone, and the dealer's streams are laid out flat
+    (runtime/shares.py `_stream`)."""
+    shape = tuple(op.results[0].shape) if len(op.results) == 1 else None
+    flat = (elementwise and shape is not None and len(shape) > 1
+            and all(tuple(v.shape) == shape for v in op.operands))
+    n = (int(np.prod(shape, dtype=np.int64)),) if flat else None
+
+    def seen(v):   # scales leave too: they decide what the lowering emits, never how it runs
+        return dataclasses.replace(v, scale=0, shape=n or v.shape)
+
+    c = _canonical(op)
+    c = dataclasses.replace(c, operands=tuple(map(seen, c.operands)),
+                            results=tuple(map(seen, c.results)))
+    traced = tuple(a for a in traced_attrs if a in c.attrs)
+    if traced:
+        c = dataclasses.replace(c, attrs={k: v for k, v in c.attrs.items() if k not in traced})
+    return ProgramOp(c, flat, traced)
+
+
+def flat_values(prog: ir.Program, plan: list, is_flat) -> frozenset:
+    """Value ids the op executor keeps flat in its environment, so that no eager copy reshapes
+    them between programs: the results of flat protocol ops (`is_flat(k)`) that no eager local
+    op reads, and segment outputs that only flat protocol ops read (the segment program
+    flattens them, for free). A segment reading a flat value reshapes it inside its program; a
+    protocol op that wants another layout gets an eager reshape (`as_layout`)."""
+    in_segment = {id(op) for step in plan if isinstance(step, _Segment) for op in step.ops}
+    ops = prog.ops
+    readers: dict[int, list] = {}      # value id -> indices of the ops that read it
+    for k, op in enumerate(prog.ops):
+        for v in op.operands:
+            readers.setdefault(v.id, []).append(k)
+    outputs = {v.id for v in prog.outputs}
+    flat = set()
+    for step in plan:
+        if isinstance(step, _Segment):
+            flat.update(v for v in step.out_ids if v not in outputs and all(
+                ops[k].kind == "protocol" and is_flat(k) for k in readers.get(v, ())))
+        elif ops[step].kind == "protocol" and is_flat(step):
+            flat.update(r.id for r in ops[step].results if all(
+                ops[k].kind == "protocol" or id(ops[k]) in in_segment
+                for k in readers.get(r.id, ())))
+    return frozenset(flat)
+
+
+def as_layout(a, shape: tuple, flat: bool):
+    """A share or plaintext array laid out for a program: flat ([2, n] / [n]) or in `shape`."""
+    data = a.data if isinstance(a, AShare) else jnp.asarray(a)
+    lead = data.shape[:1] if isinstance(a, AShare) else ()
+    want = lead + ((int(np.prod(shape, dtype=np.int64)),) if flat else tuple(shape))
+    if data.shape == want:
+        return a
+    data = data.reshape(want)
+    return AShare(data, a.depth) if isinstance(a, AShare) else data
+
+
 def _signature(op: ir.Op, args) -> tuple:
     kinds = _kinds(args)
     c = _canonical(op)
