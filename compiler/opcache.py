@@ -10,8 +10,9 @@ MiniLM compiles each distinct op once. Signatures are as coarse as the protocols
 (`opcache_plan.program_op`, from the op's registry entry): an elementwise op runs on flattened
 operands, so one program serves every shape of one element count, and a Beaver truncation's
 shift is a run-time argument, so one program serves every shift (one exact MiniLM layer: 59
-protocol-op programs before, 34 now). Values stay flat between such programs; a segment
-reshapes them inside its own program (`opcache_plan.flat_values`). Each maximal run of
+protocol-op programs before, 34 now). A secret that a flat program reads or writes is stored
+flat, and every program lays its operands out as it needs inside itself, where a reshape is
+free (`opcache_plan.flat_values`; an eager reshape would copy). Each maximal run of
 plaintext (`local`) and share-local ops between two protocol ops is one more cached program, a
 *segment* (run eagerly, a layer's ~200 small ops cost one JAX dispatch each: about a third of
 the run).
@@ -151,7 +152,7 @@ class OpCachedExecutable:
         self._salts_of = None
         self._sigs: dict = {}   # (step, operand kinds) -> signature: hashed once, not every run
         self._program_ops: dict = {}   # step -> ProgramOp
-        self._flat_ids = self._flat_by_plan = frozenset()   # values kept flat (flat_values)
+        self._flat_ids = self._flat_by_plan = frozenset()   # values stored flat (flat_values)
         self._flat_plan = None
         self._plan = None
         self.progress = None    # optional callback(steps done, steps, XLA programs compiled)
@@ -164,8 +165,9 @@ class OpCachedExecutable:
         """How many compiled op programs this program's ops use."""
         return len(self._used)
 
-    def _cached_signature(self, step, args, make) -> tuple:
-        key = (step, _kinds(args))
+    def _cached_signature(self, step, args, make, layout=()) -> tuple:
+        """The signature `make()` builds, hashed once per (step, operand kinds, output layout)."""
+        key = (step, _kinds(args), layout)
         sig = self._sigs.get(key)
         if sig is None:
             options = tuple(sorted(self.compiler_options.items()))
@@ -182,7 +184,12 @@ class OpCachedExecutable:
 
     def _template(self, k: int, op: ir.Op, args) -> tuple[_Template, bool]:
         pop = self._program_op(k, op)
-        sig = self._cached_signature(k, args, lambda: _signature(pop.op, args) + (pop.traced,))
+        # a shaped op's result stored flat is flattened inside its program (a flat op's result
+        # is flat already; one stored shaped is reshaped by the caller: its program serves
+        # several shapes)
+        out_flat = not pop.flat and op.results[0].id in self._flat_ids
+        sig = self._cached_signature(
+            k, args, lambda: _signature(pop.op, args) + (pop.traced, out_flat), out_flat)
         audit = self.audit
         if audit:       # an audited template also returns its messages
             sig = sig + ("audit",)
@@ -199,7 +206,9 @@ class OpCachedExecutable:
             self.trace_count += 1
             ctx = Context(config, jax.random.fold_in(run_key, index), setup_key=salt,
                           audit=audit)
-            vals = [a if d is None else AShare(a, d) for a, d in zip(arrays, depths)]
+            # operands come in their stored layout (flat or shaped): laid out here, for free
+            vals = [as_layout(a if d is None else AShare(a, d), v.shape, False)
+                    for a, d, v in zip(arrays, depths, canon.operands)]
             op_run = (dataclasses.replace(canon, attrs={**canon.attrs, **dict(zip(traced, attrs))})
                       if traced else canon)
             with ctx.scope(_SCOPE_MARK), ctx.op(canon.name):
@@ -208,6 +217,8 @@ class OpCachedExecutable:
             record["depth"] = out.depth if isinstance(out, AShare) else None
             record["audit"], payloads = execute.audit_entries(ctx)
             data = out.data if isinstance(out, AShare) else out
+            if out_flat:
+                data = data.reshape(data.shape[:1] + (-1,))
             return (data, payloads) if audit else data
 
         t0 = time.perf_counter()
@@ -239,7 +250,7 @@ class OpCachedExecutable:
         flat_out = tuple(v in self._flat_ids for v in seg.out_ids)
         sig = self._cached_signature(
             seg, args, lambda: _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args)
-            + (flat_out,))
+            + (flat_out,), flat_out)
         self._used.add(sig)
         t = _TEMPLATES.get(sig)
         fresh = t is None
@@ -284,7 +295,6 @@ class OpCachedExecutable:
 
     def _protocol(self, k: int, op: ir.Op, args, run_key, setup_key):
         pop = self._program_op(k, op)
-        args = [as_layout(a, v.shape, pop.flat) for a, v in zip(args, op.operands)]
         t, fresh = self._template(k, op, args)
         shift = max((a.depth for a in args if isinstance(a, AShare)), default=0)
         arrays = _arrays(args)

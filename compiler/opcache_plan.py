@@ -104,27 +104,39 @@ def program_op(op: ir.Op, elementwise: bool, traced_attrs: tuple = ()) -> Progra
 
 
 def flat_values(prog: ir.Program, plan: list, is_flat) -> frozenset:
-    """Value ids the op executor keeps flat in its environment, so that no eager copy reshapes
-    them between programs: the results of flat protocol ops (`is_flat(k)`) that no eager local
-    op reads, and segment outputs that only flat protocol ops read (the segment program
-    flattens them, for free). A segment reading a flat value reshapes it inside its program; a
-    protocol op that wants another layout gets an eager reshape (`as_layout`)."""
-    in_segment = {id(op) for step in plan if isinstance(step, _Segment) for op in step.ops}
+    """Secret values the op executor stores flat ([2, n]), so that no eager copy reshapes them
+    between programs: every program lays its inputs out as it needs inside itself (free) and
+    writes its results in their stored layout. Stored flat: a result of a flat protocol op
+    (`is_flat(k)`), and a single result of another protocol op or a segment that a flat protocol
+    op reads; never a program output, nor a value an eager local op reads (op by op, as the
+    overflow oracle runs), nor a value of several shapes' programs it cannot reshape back."""
     ops = prog.ops
+    in_segment = {id(op) for step in plan if isinstance(step, _Segment) for op in step.ops}
     readers: dict[int, list] = {}      # value id -> indices of the ops that read it
-    for k, op in enumerate(prog.ops):
+    for k, op in enumerate(ops):
         for v in op.operands:
             readers.setdefault(v.id, []).append(k)
     outputs = {v.id for v in prog.outputs}
+
+    def storable(v) -> bool:
+        rs = readers.get(v.id, ())
+        return v.vis.is_secret and v.id not in outputs and all(
+            ops[k].kind == "protocol" or id(ops[k]) in in_segment for k in rs)
+
+    def read_flat(v) -> bool:
+        return any(ops[k].kind == "protocol" and is_flat(k) for k in readers.get(v.id, ()))
+
     flat = set()
     for step in plan:
         if isinstance(step, _Segment):
-            flat.update(v for v in step.out_ids if v not in outputs and all(
-                ops[k].kind == "protocol" and is_flat(k) for k in readers.get(v, ())))
-        elif ops[step].kind == "protocol" and is_flat(step):
-            flat.update(r.id for r in ops[step].results if all(
-                ops[k].kind == "protocol" or id(ops[k]) in in_segment
-                for k in readers.get(r.id, ())))
+            results = [v for op in step.ops for v in op.results if v.id in step.out_ids]
+            flat.update(v.id for v in results if storable(v) and read_flat(v))
+        elif ops[step].kind == "protocol":
+            res = ops[step].results
+            if is_flat(step):
+                flat.update(v.id for v in res if storable(v))
+            elif len(res) == 1 and storable(res[0]) and read_flat(res[0]):
+                flat.add(res[0].id)
     return frozenset(flat)
 
 
