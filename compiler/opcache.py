@@ -324,7 +324,8 @@ class OpCachedExecutable:
         return out, entries, (t.compile_s if fresh else 0.0)
 
     def _flat_for(self, steps) -> frozenset:
-        """The values kept flat under this plan (`flat_values`), found once per plan."""
+        """The values stored flat under this plan (`flat_values`), found again when the plan
+        changes (the overflow oracle's op-by-op steps, a test's eager plan)."""
         if self._flat_plan is not steps:
             self._flat_plan = steps
             self._flat_by_plan = flat_values(

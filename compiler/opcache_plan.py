@@ -108,8 +108,8 @@ def flat_values(prog: ir.Program, plan: list, is_flat) -> frozenset:
     between programs: every program lays its inputs out as it needs inside itself (free) and
     writes its results in their stored layout. Stored flat: a result of a flat protocol op
     (`is_flat(k)`), and a single result of another protocol op or a segment that a flat protocol
-    op reads; never a program output, nor a value an eager local op reads (op by op, as the
-    overflow oracle runs), nor a value of several shapes' programs it cannot reshape back."""
+    op reads. Never flat: a program output, a plaintext value, and a value that an eager local
+    op reads (op by op, as the overflow oracle runs): those keep their shapes."""
     ops = prog.ops
     in_segment = {id(op) for step in plan if isinstance(step, _Segment) for op in step.ops}
     readers: dict[int, list] = {}      # value id -> indices of the ops that read it
