@@ -182,8 +182,7 @@ class OpCachedExecutable:
             p = self._program_ops[k] = program_op(op, entry.elementwise, entry.traced_attrs)
         return p
 
-    def _template(self, k: int, op: ir.Op, args) -> tuple[_Template, bool]:
-        pop = self._program_op(k, op)
+    def _template(self, k: int, op: ir.Op, pop: ProgramOp, args) -> tuple[_Template, bool]:
         # a shaped op's result stored flat is flattened inside its program (a flat op's result
         # is flat already; one stored shaped is reshaped by the caller: its program serves
         # several shapes)
@@ -275,7 +274,7 @@ class OpCachedExecutable:
                 execute.run_ops(cfg, enumerate(seg.ops), local)   # local ops only: no protocol
                 res = [local[v] for v in seg.out_ids]
                 record["shared"] = [isinstance(o, AShare) for o in res]
-                res = [as_layout(o, o.shape if isinstance(o, AShare) else jnp.shape(o), f)
+                res = [as_layout(o, o.shape, True) if f else o   # stored flat: secrets only
                        for o, f in zip(res, flat_out)]
                 return [o.data if isinstance(o, AShare) else o for o in res]
 
@@ -295,7 +294,7 @@ class OpCachedExecutable:
 
     def _protocol(self, k: int, op: ir.Op, args, run_key, setup_key):
         pop = self._program_op(k, op)
-        t, fresh = self._template(k, op, args)
+        t, fresh = self._template(k, op, pop, args)
         shift = max((a.depth for a in args if isinstance(a, AShare)), default=0)
         arrays = _arrays(args)
         attrs = tuple(np.int32(op.attrs[a]) for a in pop.traced)
