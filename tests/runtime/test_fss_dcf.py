@@ -69,6 +69,18 @@ def test_prgs_differ_and_are_deterministic():
         K.prg(seeds, 1, "aes")
 
 
+@pytest.mark.parametrize("kind", K.PRGS)
+def test_level_scan_carry_expands_to_the_prg_output(kind):
+    """What the level scan carries (the SplitMix hash, or threefry's whole expansion) expands
+    to exactly `prg`'s words."""
+    with x64():
+        seeds = jnp.asarray(np.random.default_rng(3).integers(
+            0, 2 ** 64, size=(K.SEED_WORDS, 2, 6), dtype=np.uint64))
+        words = K.expansion_words(2)
+        got = K.prg_from_state(K.prg_state(seeds, words, kind), words, kind)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(K.prg(seeds, words, kind)))
+
+
 def test_key_bits_formula():
     # lambda + n (lambda + 2 + k l) + k l
     assert K.dcf_key_bits(63, 1, 64) == 128 + 63 * (128 + 2 + 64) + 64
