@@ -36,10 +36,10 @@ def dcf_msgs(levels: int, payload: int, n_el: int, l: int, detail: str):
 
 
 def dpf_msgs(n: int, n_el: int, l: int, detail: str):
-    """An n-bit DPF's correction words to each party, with early termination (fss_dpf: n - 1
-    levels, two outputs a leaf): (n-1)*lambda + 2(n-1) + 2l bits per element."""
+    """An n-bit DPF's correction words to each party, with early termination (fss_dpf: m =
+    max(n - 3, 0) levels, w = 2^min(n, 3) outputs a leaf): m*lambda + 2m + w*l bits per element."""
     m = fss_dpf.levels(n)
-    per = [m * LAMBDA_BITS * n_el, 2 * m * n_el, fss_dpf.LEAF_WORDS * l * n_el]
+    per = [m * LAMBDA_BITS * n_el, 2 * m * n_el, fss_dpf.leaf_words(n) * l * n_el]
     return [_to(p, b, detail) for p in (0, 1) for b in per]
 
 
@@ -93,7 +93,7 @@ def truncate(x_shape, config: MPCConfig = MPCConfig(), bits=None, mode=None, prg
 
 
 def lut(x_shape, config: MPCConfig = MPCConfig(), table=None, bits=None, prg="splitmix"):
-    """Offline: an n-bit DPF (n - 1 levels) to both. Online: one round, n bits per element each."""
+    """Offline: an n-bit DPF (n - 3 levels) to both. Online: one round, n bits per element each."""
     n, l, N = int(bits), config.ring_bits, _n(x_shape)
     return dpf_msgs(n, N, l, "lut") + [_open(n * N, 1, "lut")]
 

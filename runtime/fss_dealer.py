@@ -76,8 +76,8 @@ def deal_dcf(ctx, alpha, beta, n: int, prg: str) -> DCFKeys:
 
 
 def deal_dpf(ctx, alpha, beta, n: int, prg: str) -> DPFKeys:
-    """DPF keys for x == alpha -> beta on n bits; both parties receive (n-1)(lambda + 2) + 2l bits
-    per element of correction words (early termination, fss_dpf)."""
+    """DPF keys for x == alpha -> beta on n bits; both parties receive m (lambda + 2) + w l bits
+    per element of correction words (early termination: m levels, w words a leaf, fss_dpf)."""
     seeds = root_seeds(ctx, alpha.shape)
     keys = _generate(ctx, lambda: dpf_gen(seeds, alpha, beta, n, prg))
     s_cw, t_cw, final = _deal_common(

@@ -6,8 +6,8 @@ Construction: Boyle, Gilboa, Ishai, "Function Secret Sharing: Improvements and E
 (CCS 2016), Fig. 1: the GGM tree with one seed and two control bits corrected per level.
 
 Same layout as `fss_keys` (whose PRG and level helpers it uses): one tree per tensor element, a
-`lax.scan` over the levels, with early termination (n - 1 levels, below). The full-domain
-evaluation doubles a node axis per level, so its cost is 2^(n-1) PRG calls per element: meant
+`lax.scan` over the levels, with early termination (n - 3 levels, below). The full-domain
+evaluation doubles a node axis per level, so its cost grows as 2^n PRG words per element: meant
 for small n (SIGMA's lookup tables use 6-13 bits).
 """
 from __future__ import annotations
@@ -17,27 +17,29 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from .fss_keys import (LAMBDA_BITS, SEED_WORDS, bit_at, both_parties, convert,
-                       expansion_words, party_signs, pick, prg_from_state, prg_state,
-                       scan_levels, sign, split, times_bit, xor_if)
+from .fss_keys import (LAMBDA_BITS, SEED_WORDS, bit_at, both_parties, expansion_words,
+                       party_signs, pick, prg, prg_from_state, prg_state, scan_levels, sign,
+                       split, times_bit, xor_if)
 
 
-# Early termination (BGI 2016, sec. 3.2.1): the tree stops ONE level early and a leaf seed's two
-# 64-bit words are read as the two group elements of its pair of domain points, so a key has
-# n - 1 levels and a two-word final correction (one level's lambda + 2 bits traded for l), and a
-# full-domain evaluation expands half as many nodes. ET_BITS levels are cut; 2^ET_BITS words a
-# leaf (the seed's words).
-ET_BITS = 1
+# Early termination (BGI 2016, sec. 3.2.1): the tree stops ET_BITS levels early and a leaf
+# seed is converted into the group elements of its 2^ET_BITS domain points (`_convert`: the
+# seed's own two words for two points, its PRG expansion for more). A key then has n - ET_BITS
+# levels and a 2^ET_BITS-word final correction. Why three: a full-domain evaluation (the lookup
+# tables) expands 2^(n-3) leaves of 8 words instead of 2^(n-1) nodes of 5 words and their
+# children, about 40 % fewer PRG words at 9 bits; the key grows by 4l - 2(lambda + 2) bits
+# (124 at l = 64: a tenth of a 9-bit key). Beyond three, the final correction outgrows the
+# levels it saves.
+ET_BITS = 3
 LEAF_WORDS = 1 << ET_BITS
-assert LEAF_WORDS == SEED_WORDS, "early termination reads a leaf seed's words as its outputs"
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class DPFKeys:
-    """Both parties' DPF keys (uint64): seeds [2, W, *shape] (private), s_cw [n-1, W, *shape],
-    t_cw [n-1, 2, *shape] (0/1) and final [2, *shape] (common correction words; early
-    termination: n - 1 levels, two outputs a leaf)."""
+    """Both parties' DPF keys (uint64): seeds [2, W, *shape] (private), s_cw [m, W, *shape],
+    t_cw [m, 2, *shape] (0/1) and final [words, *shape] (common correction words; early
+    termination: m = `levels(n)` levels, `leaf_words(n)` outputs a leaf)."""
     seeds: jax.Array
     s_cw: jax.Array
     t_cw: jax.Array
@@ -49,14 +51,27 @@ def levels(n: int) -> int:
     return max(n - ET_BITS, 0)
 
 
+def leaf_words(n: int) -> int:
+    """Domain points (group elements) a leaf of an n-bit DPF covers: 2^min(n, ET_BITS)."""
+    return 1 << (n - levels(n))
+
+
 def _high(v, n: int):
-    """The tree's part of an n-bit point: its bits above the ET_BITS a leaf covers."""
+    """The tree's part of an n-bit point: its bits above the ones a leaf covers."""
     return v >> jnp.uint64(n - levels(n))
 
 
 def _low(v, n: int):
-    """The word of its leaf an n-bit point is (its low ET_BITS; n >= 1)."""
-    return v & jnp.uint64((1 << (n - levels(n))) - 1)
+    """The word of its leaf an n-bit point is (its low min(n, ET_BITS) bits; n >= 1)."""
+    return v & jnp.uint64(leaf_words(n) - 1)
+
+
+def _convert(s, words: int, kind: str):
+    """Convert_G of leaf seeds s [P, W, ...]: `words` uniform group elements each, [P, words,
+    ...]. A leaf seed's own words when they suffice, else its PRG expansion."""
+    if words <= SEED_WORDS:
+        return s[:, :words]
+    return both_parties(prg(both_parties(s), words, kind))
 
 
 def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
@@ -80,16 +95,17 @@ def dpf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DPFKeys:
         return s_next, t_next, (s_cw, jnp.stack([tl_cw, tr_cw]))
 
     s, t, (s_cw, t_cw) = scan_levels(level, root_seeds, t0, jnp.arange(m, dtype=jnp.int32), 0, kind)
-    words = jnp.arange(LEAF_WORDS, dtype=jnp.uint64).reshape((-1,) + (1,) * len(shape))
+    words = jnp.arange(leaf_words(n), dtype=jnp.uint64).reshape((-1,) + (1,) * len(shape))
     unit = jnp.where(words == _low(alpha, n)[None], beta.astype(jnp.uint64)[None], jnp.uint64(0))
-    final = sign(t[1]) * (unit - convert(s[0], LEAF_WORDS) + convert(s[1], LEAF_WORDS))
+    leaf = _convert(s, leaf_words(n), kind)
+    final = sign(t[1]) * (unit - leaf[0] + leaf[1])
     return DPFKeys(root_seeds, s_cw, t_cw, final)
 
 
-def _leaf_values(s, t, final, sg):
-    """(-1)^b (Convert(s) + t * final): a party's shares of its leaf's LEAF_WORDS points,
-    [P, LEAF_WORDS, ...] from s [P, W, ...], t [P, ...], final [1, LEAF_WORDS, ...]."""
-    return sg[:, None] * (s[:, :LEAF_WORDS] + times_bit(t[:, None], final))
+def _leaf_values(s, t, final, sg, kind: str):
+    """(-1)^b (Convert(s) + t * final): a party's shares of its leaf's points, [P, words, ...]
+    from s [P, W, ...], t [P, ...], final [1, words, ...]."""
+    return sg[:, None] * (_convert(s, final.shape[1], kind) + times_bit(t[:, None], final))
 
 
 def dpf_eval(keys: DPFKeys, x, n: int, kind: str = "splitmix"):
@@ -108,7 +124,7 @@ def dpf_eval(keys: DPFKeys, x, n: int, kind: str = "splitmix"):
 
     s, t, _ = scan_levels(level, keys.seeds, t0,
                           (jnp.arange(m, dtype=jnp.int32), keys.s_cw, keys.t_cw), 0, kind)
-    leaves = _leaf_values(s, t, keys.final[None], party_signs(shape))      # [2, LEAF_WORDS, ...]
+    leaves = _leaf_values(s, t, keys.final[None], party_signs(shape), kind)   # [2, words, ...]
     return jnp.take_along_axis(leaves, _low(x, n).astype(jnp.int32)[None, None], axis=1)[:, 0]
 
 
@@ -128,7 +144,7 @@ def _expand_once(seeds, kind: str):
 def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
     """Both parties' shares [2, 2^n, *shape] of beta * [j == alpha] for every point j (full
     domain, in increasing j). Level by level: the node axis doubles (children interleaved); each
-    leaf then gives its LEAF_WORDS consecutive points."""
+    leaf then gives its `leaf_words(n)` consecutive points."""
     shape = keys.final.shape[1:]
     s = keys.seeds[:, :, None]                           # [P, W, 1, ...]: one node per element
     t = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])[:, None]
@@ -143,12 +159,12 @@ def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
         s = jnp.stack([s_l, s_r], axis=3).reshape(s_l.shape[:2] + (-1,) + s_l.shape[3:])
         t = jnp.stack([t_l, t_r], axis=2).reshape(t_l.shape[:1] + (-1,) + t_l.shape[2:])
     sg = party_signs(shape)[:, None]                     # [P, 1, ...]
-    leaves = _leaf_values(s, t, keys.final[None, :, None], sg)   # [P, LEAF_WORDS, nodes, ...]
-    leaves = jnp.swapaxes(leaves, 1, 2)                  # point j = node * LEAF_WORDS + word
+    leaves = _leaf_values(s, t, keys.final[None, :, None], sg, kind)   # [P, words, nodes, ...]
+    leaves = jnp.swapaxes(leaves, 1, 2)                  # point j = node * words + word
     return leaves.reshape((2, -1) + shape)
 
 
 def dpf_key_bits(n: int, ring_bits: int) -> int:
-    """Bits of one party's whole DPF key per element: lambda + (n-1)(lambda + 2) + 2 l (early
-    termination by one level)."""
-    return LAMBDA_BITS + levels(n) * (LAMBDA_BITS + 2) + LEAF_WORDS * ring_bits
+    """Bits of one party's whole DPF key per element: lambda + m (lambda + 2) + w l, with
+    m = max(n - 3, 0) levels and w = 2^min(n, 3) words a leaf (early termination)."""
+    return LAMBDA_BITS + levels(n) * (LAMBDA_BITS + 2) + leaf_words(n) * ring_bits

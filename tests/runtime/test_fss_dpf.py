@@ -15,9 +15,12 @@ def _keys(alpha, beta, n, kind, rng):
     return D.dpf_gen(seeds, jnp.asarray(alpha), jnp.asarray(beta), n, kind)
 
 
-@pytest.mark.parametrize("kind,n", [("splitmix", 1), ("splitmix", 5),
+# n = 1 and 2: no tree level, the leaf's seed words or its PRG words; 4 and 5: levels and
+# eight-word leaves
+@pytest.mark.parametrize("kind,n", [("splitmix", 1), ("splitmix", 2), ("splitmix", 4),
+                                    ("splitmix", 5),
                                     pytest.param("splitmix", 8, marks=pytest.mark.slow),
-                                    pytest.param("threefry", 3, marks=pytest.mark.slow)])
+                                    pytest.param("threefry", 4, marks=pytest.mark.slow)])
 def test_dpf_point_and_full_domain(kind, n):
     rng = np.random.default_rng(n)
     hi = 2 ** n - 1
@@ -41,12 +44,14 @@ def test_dpf_point_and_full_domain(kind, n):
 
 
 def test_dpf_key_bits_formula_and_early_termination():
-    """One level cut: 7 levels of lambda + 2 bits and a two-word final correction."""
-    assert D.dpf_key_bits(8, 64) == 128 + 7 * 130 + 2 * 64
+    """Three levels cut: 5 levels of lambda + 2 bits and an eight-word final correction; a DPF
+    of at most three bits is all leaf (2^n words, no level)."""
+    assert D.dpf_key_bits(8, 64) == 128 + 5 * 130 + 8 * 64
     assert D.dpf_key_bits(1, 32) == 128 + 2 * 32
+    assert D.dpf_key_bits(3, 64) == 128 + 8 * 64
     rng = np.random.default_rng(0)
     alpha = np.array([0, 1, 255, 100], np.uint64)
     with x64():
         keys = _keys(alpha, np.ones(4, np.uint64), 8, "splitmix", rng)
-    assert keys.s_cw.shape == (7, K.SEED_WORDS, 4) and keys.t_cw.shape == (7, 2, 4)
-    assert keys.final.shape == (2, 4)
+    assert keys.s_cw.shape == (5, K.SEED_WORDS, 4) and keys.t_cw.shape == (5, 2, 4)
+    assert keys.final.shape == (8, 4)
