@@ -1,4 +1,5 @@
-"""FSS drelu/relu against the Beaver family's on one tensor: run time, bytes, rounds, in one run.
+"""FSS drelu/relu against the Beaver family's on one tensor, and the FSS lookup (a 9-bit
+two-column table, as the `exact` policy's GeLU under fss): run time, bytes, rounds, in one run.
 
     python benchmarks/fss_ops.py [--shape 128,1536] [--repeats 3] [--prg splitmix|threefry]
 
@@ -22,12 +23,23 @@ from pcformer.runtime import AShare, Context, MPCConfig, encode, x64
 from pcformer.runtime.protocols import compare, fss
 
 
+LUT_BITS = 9
+
+
+def _table(bits: int, columns: int):
+    """A public table of random ring elements, [2^bits, columns] (the lookup's cost and time do
+    not depend on its values)."""
+    rng = np.random.default_rng(1)
+    return jax.numpy.asarray(rng.integers(0, 2 ** 64, size=(1 << bits, columns), dtype=np.uint64))
+
+
 def _ops(prg: str):
     return {
         "beaver drelu": compare.drelu,
         "beaver relu": compare.relu,
         "fss drelu": lambda ctx, x: fss.drelu(ctx, x, prg=prg),
         "fss relu": lambda ctx, x: fss.relu(ctx, x, prg=prg),
+        "fss lut": lambda ctx, x: fss.lut(ctx, x, _table(LUT_BITS, 2), LUT_BITS, prg=prg),
     }
 
 
