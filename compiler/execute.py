@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pcformer.runtime import ring
+from pcformer.runtime import parties, ring
 from pcformer.runtime.protocols import registry
 from pcformer.runtime.protocols.adapt import bcast as _bcast
 from pcformer.runtime.protocols.adapt import encode as _enc
@@ -42,9 +42,14 @@ def _depth(vals) -> int:
     return max((v.depth for v in vals if isinstance(v, AShare)), default=0)
 
 
+def _party_rows(s: AShare):
+    """The party rows this code holds of a share: both in one process, its own on a device."""
+    return range(s.data.shape[0])
+
+
 def _per_row(fn, *shares):
-    """Apply fn to each party's row (stacked back into [2, ...])."""
-    return jnp.stack([fn(*[s.data[i] for s in shares]) for i in (0, 1)])
+    """Apply fn to each party's row held here (stacked back onto the party axis)."""
+    return jnp.stack([fn(*[s.data[i] for s in shares]) for i in _party_rows(shares[0])])
 
 
 # ============================================================ local (plaintext) helpers
@@ -89,7 +94,8 @@ def _add_like(cfg, op, args, sub):
     s = _bcast(args[1 - i], shape)
     c = _plain_ring(cfg, op, args, shape)
     holder = op.attrs["holder"]
-    row = jnp.zeros((2,) + tuple(shape), s.data.dtype).at[holder].set(c)
+    c = c.astype(s.data.dtype)
+    row = parties.by_party(holder, c, jnp.zeros_like(c))
     if not sub:
         data = s.data + row
     elif i == 1:              # secret - plain: the holder subtracts from its share
@@ -111,7 +117,7 @@ def _dot_public(cfg, op, args):
     s = args[1 - i]
     dn = op.attrs["dimension_numbers"]
     mm = lambda a, b: ring.ring_matmul(a, b, dn, cfg.ring_bits, cfg.matmul_kernel)
-    data = jnp.stack([mm(s.data[r], w) if i == 1 else mm(w, s.data[r]) for r in (0, 1)])
+    data = jnp.stack([mm(s.data[r], w) if i == 1 else mm(w, s.data[r]) for r in _party_rows(s)])
     return AShare(data, s.depth)
 
 
@@ -122,7 +128,7 @@ def _lift(cfg, op, args):
 
 def _from_public(cfg, op, args):
     c = _enc(cfg, args[0], op.attrs["enc"])
-    return AShare(jnp.stack([c, jnp.zeros_like(c)]), 0)
+    return AShare(parties.only_party0(c), 0)
 
 
 def _select_public(cfg, op, args):
@@ -147,12 +153,11 @@ def _structural(cfg, op, args):
     data, rest = args[:n_data], args[n_data:]
     if name == "pad":
         x, pv = data
-        rows = [prim.bind(x.data[r], pv.data[r], *rest, **params) for r in (0, 1)]
+        rows = [prim.bind(x.data[r], pv.data[r], *rest, **params) for r in _party_rows(x)]
         return [AShare(jnp.stack(rows), _depth(data))]
-    outs = [prim.bind(*[d.data[r] for d in data], *rest, **params) for r in (0, 1)]
+    outs = [prim.bind(*[d.data[r] for d in data], *rest, **params) for r in _party_rows(data[0])]
     if prim.multiple_results:
-        return [AShare(jnp.stack([outs[0][k], outs[1][k]]), _depth(data))
-                for k in range(len(outs[0]))]
+        return [AShare(jnp.stack([o[k] for o in outs]), _depth(data)) for k in range(len(outs[0]))]
     return [AShare(jnp.stack(outs), _depth(data))]
 
 

@@ -122,8 +122,7 @@ class ShardedExecutable(execute.Executable):
         flat = []
         for v, b in zip(self.prog.inputs, blocks):
             if v.vis.is_secret:
-                # the device's own share, full width (row 1-p is local scratch: see runtime/mesh)
-                flat.append(AShare(jnp.broadcast_to(b, (2,) + b.shape[1:]), 0))
+                flat.append(AShare(b, 0))          # the device's own share, [1, ...]
             else:
                 flat.append(b[0])
         outs, _ = execute.interpret(self.prog, ctx, flat, False)

@@ -30,7 +30,8 @@ def _record(ctx, phase: str, bits: tuple[int, int], depth: int) -> None:
 def exchange(ctx, payload, depth: int, bits_per_element: int):
     """Both parties send at once (one step): returns (received, depth + 1), received[i] = payload[1-i].
 
-    payload: a [2, ...] array or a pytree of them; row i is what party i sends.
+    payload: a party-axis array ([2, ...] in one process, the device's [1, ...] block when
+    party-sharded) or a pytree of them; row i is what party i sends.
     """
     n = _count(payload, party_axis=True)
     _record(ctx, ctx.current_phase, (n * bits_per_element, n * bits_per_element), depth + 1)
@@ -87,6 +88,6 @@ def _deal_bits(value, to_party: int, bits_per_element: int) -> tuple[int, int]:
 
 
 def opened(ctx, value):
-    """The public result of an opening (both rows equal): row 0 in-process, the device's own row
-    when party-sharded (its other row is local scratch)."""
-    return mesh.public_row(value, getattr(ctx, "party_axis", None))
+    """The public result of an opening (every row holds it): the first row (party 0's in one
+    process, the device's own when party-sharded)."""
+    return value[0]

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import channel, ring
+from .parties import mine, rows
 from .shares import SETUP_PARTY
 
 
@@ -29,7 +30,7 @@ def beaver_triple(ctx, shape):
     u = ctx.dealer_block(_TRIPLE, shape)          # rows a0, a1, b0, b1, c0 (sliced, not restacked)
     a, b, c0 = u[0:2], u[2:4], u[4]
     c1 = channel.deal(ctx, 1, lambda: (a[0] + a[1]) * (b[0] + b[1]) - c0, ctx.ring_bits)
-    return a, b, jnp.stack([c0, c1])
+    return mine(a), mine(b), rows(c0, c1)
 
 
 def square_pair(ctx, shape):
@@ -37,7 +38,7 @@ def square_pair(ctx, shape):
     u = ctx.dealer_block((0, 1, 0), shape)        # rows a0, a1, s0
     a, s0 = u[0:2], u[2]
     s1 = channel.deal(ctx, 1, lambda: (a[0] + a[1]) * (a[0] + a[1]) - s0, ctx.ring_bits)
-    return a, jnp.stack([s0, s1])
+    return mine(a), rows(s0, s1)
 
 
 def _matmul(ctx, x, y, dn, **kw):
@@ -55,7 +56,7 @@ def matrix_triple(ctx, x_shape, y_shape, dn):
     product = lambda: _matmul(ctx, a[0] + a[1], b[0] + b[1], dn)   # noqa: E731
     c0 = ctx.uniform(_shape_of(product), party=0)
     c1 = channel.deal(ctx, 1, lambda: product() - c0, ctx.ring_bits)
-    return a, b, jnp.stack([c0, c1])
+    return mine(a), mine(b), rows(c0, c1)
 
 
 def amortised(party: int) -> bool:
@@ -91,7 +92,7 @@ def private_triple(ctx, x_shape, w_shape, dn, party: int, weight_id: str, w_on_l
     product = (lambda: _matmul(ctx, b, a, dn)) if w_on_left else (lambda: _matmul(ctx, a, b, dn))
     c0 = ctx.uniform(_shape_of(product), party=0)
     c1 = channel.deal(ctx, 1, lambda: product() - c0, ctx.ring_bits)
-    return a, b, jnp.stack([c0, c1])
+    return a, b, rows(c0, c1)
 
 
 def elementwise_private_triple(ctx, shape, party: int, weight_id: str):
@@ -99,7 +100,7 @@ def elementwise_private_triple(ctx, shape, party: int, weight_id: str):
     a, c0 = ctx.dealer_block((1 - party, 0), shape)   # A to party 1-p, c0 to party 0
     b = setup_mask(ctx, tuple(shape), party, weight_id)
     c1 = channel.deal(ctx, 1, lambda: a * b - c0, ctx.ring_bits)
-    return a, b, jnp.stack([c0, c1])
+    return a, b, rows(c0, c1)
 
 
 def _mask(width: int, dtype):
@@ -125,7 +126,7 @@ def and_triples(ctx, shapes, width: int):
     blocks = [_and_block(ctx, shape, width) for shape in shapes]
     parts = [(u[0:2], u[2:4], u[4]) for u in blocks]
     corr = channel.deal(ctx, 1, lambda: tuple(_and_correction(*p) for p in parts), width)
-    return [(a, b, jnp.stack([c0, c1])) for (a, b, c0), c1 in zip(parts, corr)]
+    return [(mine(a), mine(b), rows(c0, c1)) for (a, b, c0), c1 in zip(parts, corr)]
 
 
 def and_triple(ctx, shape, width: int):
@@ -138,7 +139,7 @@ def and_triple(ctx, shape, width: int):
     u = _and_block(ctx, shape, width)
     a, b, c0 = u[0:2], u[2:4], u[4]
     (c1,) = channel.deal(ctx, 1, lambda: (_and_correction(a, b, c0),), width)
-    return a, b, jnp.stack([c0, c1])
+    return mine(a), mine(b), rows(c0, c1)
 
 
 def and_material(ctx, units: int, shape, width: int):
@@ -162,7 +163,7 @@ def deal_and(ctx, material, lo: int, hi: int, shape, width: int):
     part = (lambda: _and_correction(a, b, c0)) if corr is None else (
         lambda: corr[lo:hi].reshape(tuple(shape)))
     (c1,) = channel.deal(ctx, 1, lambda: (part(),), width)
-    return a, b, jnp.stack([c0, c1])
+    return mine(a), mine(b), rows(c0, c1)
 
 
 def bit_pair(ctx, shape):
@@ -174,7 +175,7 @@ def bit_pair(ctx, shape):
     u = ctx.dealer_block((0, 1, 0), shape)        # rows rb0, rb1, r0 (r1 is dealt)
     rb, r0 = u[0:2] & one, u[2]
     r1 = channel.deal(ctx, 1, lambda: (rb[0] ^ rb[1]) - r0, ctx.ring_bits)
-    return rb, jnp.stack([r0, r1])
+    return mine(rb), rows(r0, r1)
 
 
 def trunc_triple(ctx, shape, frac: int):
@@ -193,4 +194,4 @@ def trunc_triple(ctx, shape, frac: int):
         return rlow_sh - q0, (rv >> jnp.asarray(l - 1, dt)) - m0
 
     q1, m1 = channel.deal(ctx, 1, corrections, l)
-    return r, jnp.stack([q0, q1]), jnp.stack([m0, m1])
+    return mine(r), rows(q0, q1), rows(m0, m1)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from . import channel, fss_costs, ring
 from .fss_dpf import DPFKeys, dpf_gen
 from .fss_keys import SEED_WORDS, DCFKeys, dcf_gen
+from .parties import mine, rows
 
 
 def _low_bits(v, n: int):
@@ -35,7 +36,8 @@ def _bit(v, i: int):
 
 
 def root_seeds(ctx, shape):
-    """Both parties' root seeds [2, SEED_WORDS, *shape] uint64: PRG output (free to deal)."""
+    """Both parties' root seeds [2, SEED_WORDS, *shape] uint64: PRG output (free to deal). The
+    dealer's view: a key carries `mine` of it (a party holds only its own)."""
     words = ctx.dealer_rows((SEED_WORDS,) + tuple(shape)).astype(jnp.uint64)
     if ctx.ring_bits == 64:
         return words
@@ -44,9 +46,10 @@ def root_seeds(ctx, shape):
 
 
 def mask(ctx, shape):
-    """A uniform mask r as shares [2, *shape] (both PRG output) and its value (ring dtype)."""
+    """A uniform mask r as the parties' shares (both PRG output) and its value (ring dtype; the
+    dealer's)."""
     r = ctx.dealer_rows(tuple(shape))
-    return r, r[0] + r[1]
+    return mine(r), r[0] + r[1]
 
 
 def _deal_common(ctx, parts):
@@ -72,7 +75,7 @@ def deal_dcf(ctx, alpha, beta, n: int, prg: str) -> DCFKeys:
     keys = _generate(ctx, lambda: dcf_gen(seeds, alpha, beta, n, prg))
     s_cw, t_cw, (v_cw, final) = _deal_common(
         ctx, [(keys.s_cw, 64), (keys.t_cw, 1), ((keys.v_cw, keys.final), ctx.ring_bits)])
-    return DCFKeys(seeds, s_cw, t_cw, v_cw, final)
+    return DCFKeys(mine(seeds), s_cw, t_cw, v_cw, final)
 
 
 def deal_dpf(ctx, alpha, beta, n: int, prg: str) -> DPFKeys:
@@ -82,15 +85,15 @@ def deal_dpf(ctx, alpha, beta, n: int, prg: str) -> DPFKeys:
     keys = _generate(ctx, lambda: dpf_gen(seeds, alpha, beta, n, prg))
     s_cw, t_cw, final = _deal_common(
         ctx, [(keys.s_cw, 64), (keys.t_cw, 1), (keys.final, ctx.ring_bits)])
-    return DPFKeys(seeds, s_cw, t_cw, final)
+    return DPFKeys(mine(seeds), s_cw, t_cw, final)
 
 
 def correlated(ctx, values):
-    """Shares [2, *shape] of each value (ring dtype): c0 PRG output, c1 = v - c0 dealt to party 1
-    in ONE message (len(values) * n * l bits)."""
+    """Shares of each value (ring dtype): c0 PRG output, c1 = v - c0 dealt to party 1 in ONE
+    message (len(values) * n * l bits)."""
     c0 = [ctx.uniform(v.shape, party=0) for v in values]
     c1 = channel.deal(ctx, 1, lambda: tuple(v - c for v, c in zip(values, c0)), ctx.ring_bits)
-    return [jnp.stack([a, b]) for a, b in zip(c0, c1)]
+    return [rows(a, b) for a, b in zip(c0, c1)]
 
 
 def _ring(ctx, v):
@@ -134,7 +137,7 @@ def select_material(ctx, shape):
     rb = ctx.dealer_rows(tuple(shape)) & one
     rbv = rb[0] ^ rb[1]
     rb_sh, rbrd = correlated(ctx, [rbv, rbv * rdv])
-    return rd, rb, rb_sh, rbrd
+    return rd, mine(rb), rb_sh, rbrd
 
 
 def lut_material(ctx, shape, n: int, prg: str):

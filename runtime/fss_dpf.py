@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from .fss_keys import (LAMBDA_BITS, SEED_WORDS, bit_at, both_parties, expansion_words,
                        party_signs, pick, prg, prg_from_state, prg_state, scan_levels, sign,
                        split, times_bit, xor_if)
+from .parties import party_ids
 
 
 # Early termination (BGI 2016, sec. 3.2.1): the tree stops ET_BITS levels early and a leaf
@@ -113,7 +114,7 @@ def dpf_eval(keys: DPFKeys, x, n: int, kind: str = "splitmix"):
     shape = x.shape
     x = x.astype(jnp.uint64)
     m, x_high = levels(n), _high(x, n)
-    t0 = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])
+    t0 = party_ids(shape, jnp.uint64)
 
     def level(e, s, t, cw):
         i, s_cw, t_cw = cw
@@ -147,7 +148,7 @@ def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
     leaf then gives its `leaf_words(n)` consecutive points."""
     shape = keys.final.shape[1:]
     s = keys.seeds[:, :, None]                           # [P, W, 1, ...]: one node per element
-    t = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])[:, None]
+    t = party_ids(shape, jnp.uint64)[:, None]
     for i in range(levels(n)):                           # unrolled: node counts differ per level
         e = _expand_once(s, kind)                               # [W, P, nodes, ...]
         tm = t[:, None]
@@ -161,7 +162,7 @@ def dpf_eval_all(keys: DPFKeys, n: int, kind: str = "splitmix"):
     sg = party_signs(shape)[:, None]                     # [P, 1, ...]
     leaves = _leaf_values(s, t, keys.final[None, :, None], sg, kind)   # [P, words, nodes, ...]
     leaves = jnp.swapaxes(leaves, 1, 2)                  # point j = node * words + word
-    return leaves.reshape((2, -1) + shape)
+    return leaves.reshape(leaves.shape[:1] + (-1,) + shape)
 
 
 def dpf_key_bits(n: int, ring_bits: int) -> int:

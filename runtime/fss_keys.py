@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .parties import party_ids
+
 SEED_WORDS = 2
 LAMBDA_BITS = 64 * SEED_WORDS
 PRGS = ("splitmix", "threefry")
@@ -241,8 +243,8 @@ def dcf_gen(root_seeds, alpha, beta, n: int, kind: str = "splitmix") -> DCFKeys:
 
 
 def party_signs(shape):
-    """[1, -1] over the party axis: party 1 negates its partial sums."""
-    return jnp.stack([jnp.ones(shape, jnp.uint64), sign(jnp.ones(shape, jnp.uint64))])
+    """[1, -1] over the party axis (as the parties hold it): party 1 negates its partial sums."""
+    return sign(party_ids(shape, jnp.uint64))
 
 
 def dcf_eval(keys: DCFKeys, x, n: int, kind: str = "splitmix"):
@@ -253,7 +255,7 @@ def dcf_eval(keys: DCFKeys, x, n: int, kind: str = "splitmix"):
     k = keys.final.shape[0]
     shape = x.shape
     x = x.astype(jnp.uint64)
-    t0 = jnp.stack([jnp.zeros(shape, jnp.uint64), jnp.ones(shape, jnp.uint64)])
+    t0 = party_ids(shape, jnp.uint64)
     sg = party_signs(shape)
 
     def level(e, s, carry, cw):
@@ -267,11 +269,11 @@ def dcf_eval(keys: DCFKeys, x, n: int, kind: str = "splitmix"):
         s_next = xor_if(t[:, None], s_pick, s_cw[None])
         return s_next, (t_pick, acc), None
 
-    acc0 = jnp.zeros((2, k) + shape, jnp.uint64)
+    acc0 = jnp.zeros(t0.shape[:1] + (k,) + shape, jnp.uint64)
     s, (t, acc), _ = scan_levels(
         level, keys.seeds, (t0, acc0),
         (jnp.arange(n, dtype=jnp.int32), keys.s_cw, keys.t_cw, keys.v_cw), k, kind)
-    leaf = jnp.stack([convert(s[0], k), convert(s[1], k)])
+    leaf = s[:, :k]                                 # each party's convert(s, k)
     return acc + sg[:, None] * (leaf + times_bit(t[:, None], keys.final[None]))
 
 

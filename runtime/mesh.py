@@ -12,20 +12,18 @@ with a `party` axis of size 2, so device p runs party p's program:
 - outputs come back as each party's own block: a share's `data` is [2, ...] with row p from
   device p (the in-process shares, bit for bit), a public output is [2, ...] of the parties' views.
 
-What a device holds (first version, said plainly): the protocols are written on [2, ...] blocks,
-so each device keeps full-width [2, ...] blocks and computes both rows of every LOCAL step, but
-only its own row p is ever sent or returned; row 1-p is computed from nothing but what device p
-holds (its own inputs, the dealer material, what it received) and is never read by a message or an
-output. The dealer is simulated here (`run`): each device derives the whole correlated
-randomness from the run key and uses its own row, so a device could compute the other party's
-material. Separated, each device holds only its own party's material (runtime/dealer_tape.py,
+What a device holds: ONLY its own row. Shares and party-local values are [1, ...] blocks on
+a device (runtime/parties.py: the protocols build and read party rows through its helpers), so
+the other party's row does not exist there and a protocol that reads it fails when traced. The
+dealer is simulated here (`run`): each device derives the whole correlated randomness from the
+run key and keeps its own row, so a device could compute the other party's material.
+Separated, each device holds only its own party's material (runtime/dealer_tape.py,
 compiler/dealer_pass.py; the compiled sharded executor and two-process runs). Either way the
 dealer's material is not a collective. Ideal mode and the overflow oracle reconstruct secrets
 across rows, so they are refused here.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -54,23 +52,11 @@ def party_mesh(devices=None, batch: int = 1, model: int = 1) -> Mesh:
     return Mesh(np.array(devices[:need]).reshape(shape), names)
 
 
-def party_index(axis: str = PARTY):
-    """This device's party (traced; inside shard_map only)."""
-    return lax.axis_index(axis)
-
-
-def own_row(x, axis: str = PARTY):
-    """Row p of a [2, ...] block on party p's device (no party axis)."""
-    return lax.dynamic_index_in_dim(x, party_index(axis), 0, keepdims=False)
-
-
 def exchange_rows(payload, axis: str = PARTY):
-    """Both parties send at once: each device sends its own row of every [2, ...] leaf; the row
-    it received (the other party's own row) comes back broadcast to [2, ...], so row p holds
-    payload_{1-p}[1-p], as the in-process `payload[::-1]` does."""
+    """Both parties send at once: each device sends its [1, ...] block of every leaf and gets
+    the other party's block back, as the in-process `payload[::-1]` does."""
     def one(x):
-        got = lax.ppermute(_split_over_model(own_row(x, axis)), axis, perm=[(0, 1), (1, 0)])
-        return jnp.broadcast_to(got, x.shape)
+        return lax.ppermute(_split_over_model(x), axis, perm=[(0, 1), (1, 0)])
     return jax.tree_util.tree_map(one, payload)
 
 
@@ -81,23 +67,16 @@ def send_value(value, sender: int, axis: str = PARTY):
         lambda x: lax.ppermute(_split_over_model(x), axis, perm=[(sender, 1 - sender)]), value)
 
 
-def public_row(x, axis: str | None):
-    """A value both rows of which hold the same public result: row 0 in-process, the device's own
-    row when sharded (the other row is that device's scratch)."""
-    return x[0] if axis is None else own_row(x, axis)
-
-
 def _is_share(x) -> bool:
     from .shares import AShare, BShare
     return isinstance(x, (AShare, BShare))
 
 
-def own_blocks(out, axis: str = PARTY):
-    """Each leaf as this device's [1, ...] block: a share's own row, a public value as is."""
+def own_blocks(out):
+    """Each leaf as this device's [1, ...] block: a share's data is one already (its own row),
+    a public value gains the party axis."""
     def one(x):
-        if _is_share(x):
-            return dataclasses.replace(x, data=own_row(x.data, axis)[None])
-        return jnp.asarray(x)[None]
+        return x if _is_share(x) else jnp.asarray(x)[None]
     return jax.tree_util.tree_map(one, out, is_leaf=_is_share)
 
 

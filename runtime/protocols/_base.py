@@ -1,4 +1,5 @@
-"""Shared helpers of the protocol modules: the op-label decorator and row helpers."""
+"""Shared helpers of the protocol modules: the op-label decorator and the party-row helpers
+(runtime/parties.py: the same code in one process and on a party's own device)."""
 from __future__ import annotations
 
 import functools
@@ -6,6 +7,7 @@ import functools
 import jax.numpy as jnp
 
 from pcformer.runtime import ring
+from pcformer.runtime.parties import by_party
 from pcformer.runtime.shares import AShare
 
 from . import registry
@@ -39,21 +41,6 @@ def _ideal_of(ctx, name: str):
         return None
     entry = registry.find(name, getattr(ctx.config, "protocols", registry.DEFAULT_FAMILY))
     return None if entry is None else entry.ideal
-
-
-def rows(first, second):
-    """Stack party 0's and party 1's local arrays into a [2, ...] array."""
-    return jnp.stack([first, second])
-
-
-def only_party0(value):
-    """[value, 0]: a public term that only party 0 adds (so the sum gains it once)."""
-    return jnp.stack([value, jnp.zeros_like(value)])
-
-
-def by_party(p: int, own, other):
-    """[2, ...] array with `own` at row p and `other` at row 1-p."""
-    return rows(own, other) if p == 0 else rows(other, own)
 
 
 def const(ctx, value):

@@ -24,8 +24,9 @@ def bcast(x: AShare, shape) -> AShare:
     shape = tuple(shape)
     if tuple(x.shape) == shape:
         return x
-    data = x.data.reshape((2,) + (1,) * (len(shape) - len(x.shape)) + tuple(x.shape))
-    return AShare(jnp.broadcast_to(data, (2,) + shape), x.depth)
+    lead = x.data.shape[:1]                  # the party axis: 2 in one process, 1 on a device
+    data = x.data.reshape(lead + (1,) * (len(shape) - len(x.shape)) + tuple(x.shape))
+    return AShare(jnp.broadcast_to(data, lead + shape), x.depth)
 
 
 def weight_id(v) -> str:

@@ -12,14 +12,15 @@ import numpy as np
 from pcformer.runtime import channel, dealer, ring
 from pcformer.runtime.config import MPCConfig
 from pcformer.runtime.costs import Msg, both, free, n_elems, offline
+from pcformer.runtime.parties import by_party, by_party_lazy, only_party0, per_party, row
 from pcformer.runtime.shares import AShare
 
 from . import ideal
 from .adapt import bcast, encode, input_shape, out_shape, unary, weight_id
 from .registry import FromIR, ProtocolOp, register
 
-from ._base import (as_ring, by_party, canon_dn as _canon_dn, const, only_party0, pow2,
-                    private_operand as _private_operand, protocol, rows)
+from ._base import (as_ring, canon_dn as _canon_dn, const, pow2,
+                    private_operand as _private_operand, protocol)
 
 
 def _bshape(*shapes):
@@ -27,7 +28,7 @@ def _bshape(*shapes):
 
 
 def _bdata(x: AShare, shape):
-    return jnp.broadcast_to(x.data, (2,) + tuple(shape))
+    return jnp.broadcast_to(x.data, x.data.shape[:1] + tuple(shape))
 
 
 @protocol("share")
@@ -56,8 +57,8 @@ def reveal(ctx, x: AShare, to: int | None = None):
     if to is None:
         recv, _ = channel.exchange(ctx, x.data, x.depth, ctx.ring_bits)
         return channel.opened(ctx, x.data + recv)
-    other, _ = channel.send(ctx, 1 - to, x.data[1 - to], x.depth, ctx.ring_bits)
-    return x.data[to] + other
+    other, _ = channel.send(ctx, 1 - to, row(x.data, 1 - to), x.depth, ctx.ring_bits)
+    return row(x.data, to) + other
 
 
 @protocol("add")
@@ -174,10 +175,10 @@ def _private_product(ctx, x, w, party, dn, weight_id, w_on_left, w_bits, element
         # round as E (both depend only on what the senders hold when x is ready)
         f, _ = channel.send(ctx, p, w - b, x.depth, ctx.ring_bits)
     # online: party 1-p opens E = x_{1-p} - A to party p
-    e, d = channel.send(ctx, 1 - p, x.data[1 - p] - a, x.depth, ctx.ring_bits)
-    z_p = mm(x.data[p] + e, w, w_bits) + c[p]
-    z_q = mm(a, f) + c[1 - p]
-    return AShare(by_party(p, z_p, z_q), d)
+    e, d = channel.send(ctx, 1 - p, row(x.data, 1 - p) - a, x.depth, ctx.ring_bits)
+    z = by_party_lazy(p, lambda: mm(row(x.data, p) + e, w, w_bits) + row(c, p),
+                      lambda: mm(a, f) + row(c, 1 - p))
+    return AShare(z, d)
 
 
 @protocol("mul_private")
@@ -221,9 +222,9 @@ def truncate(ctx, x: AShare, bits: int | None = None, mode: str | None = None) -
     dt = ring.ring_dtype(l)
     sh = jnp.asarray(f, dt)
     if mode == "local":
-        z0 = ring.from_signed(ring.to_signed(x.data[0]) >> ring.to_signed(sh))
-        z1 = -ring.from_signed(ring.to_signed(-x.data[1]) >> ring.to_signed(sh))
-        return AShare(rows(z0, z1), x.depth)
+        return AShare(per_party(
+            x.data, lambda x0: ring.from_signed(ring.to_signed(x0) >> ring.to_signed(sh)),
+            lambda x1: -ring.from_signed(ring.to_signed(-x1) >> ring.to_signed(sh))), x.depth)
     if mode != "dealer":
         raise ValueError(f"unknown truncation mode {mode!r}")
     return _truncate_dealer(ctx, x, f)

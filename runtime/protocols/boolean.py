@@ -12,10 +12,11 @@ import numpy as np
 from pcformer.runtime import channel, dealer
 from pcformer.runtime.config import MPCConfig
 from pcformer.runtime.costs import both, free, log2, n_elems, offline
+from pcformer.runtime.parties import mine, only_party0, row, rows
 from pcformer.runtime.shares import AShare, BShare
 
 from . import ideal
-from ._base import const, only_party0, protocol
+from ._base import const, protocol
 from .registry import ProtocolOp, register
 
 
@@ -35,10 +36,10 @@ def not_(ctx, x: BShare) -> BShare:
 
 
 def _party0_mask(x):
-    """[all ones, 0] broadcastable against a [2, ...] array: `v & mask` = only_party0(v[0]) for a
-    public v (both rows equal), without unstacking and restacking."""
+    """[all ones, 0] broadcastable against a party-axis array: `v & mask` = only_party0(v[0])
+    for a public v (every row equal), without unstacking and restacking."""
     m = np.array([np.iinfo(x.dtype).max, 0], dtype=x.dtype)
-    return jnp.asarray(m).reshape((2,) + (1,) * (x.ndim - 1))
+    return mine(jnp.asarray(m).reshape((2,) + (1,) * (x.ndim - 1)))
 
 
 def _and_arrays(ctx, x, y, width: int, depth: int, triple=None):
@@ -89,9 +90,9 @@ def and_(ctx, x: BShare, y: BShare) -> BShare:
 def _prefix_carries(ctx, x: AShare):
     """Kogge-Stone over (x0, 0) and (0, x1): returns (p, G, depth) with G[i] = carry out of bit i."""
     l = ctx.ring_bits
-    zero = jnp.zeros_like(x.data[0])
-    a = jnp.stack([x.data[0], zero])          # party 0's share as a boolean sharing
-    b = jnp.stack([zero, x.data[1]])          # party 1's share as a boolean sharing
+    zero = jnp.zeros_like(row(x.data, 0))
+    a = rows(row(x.data, 0), zero)            # party 0's share as a boolean sharing
+    b = rows(zero, row(x.data, 1))            # party 1's share as a boolean sharing
     p = x.data                                # a ^ b, local
     levels = log2(l)
     S = tuple(x.shape)

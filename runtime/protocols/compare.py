@@ -10,6 +10,7 @@ import numpy as np
 
 from pcformer.runtime.config import MPCConfig
 from pcformer.runtime.costs import n_elems, rounds, shift
+from pcformer.runtime.parties import only_party0
 from pcformer.runtime.shares import AShare
 
 from . import arith, boolean, ideal
@@ -78,7 +79,7 @@ def _tree(ctx, x: AShare, axis: int, with_index: bool):
             ia, ib = idx_pub[0:2 * h:2], idx_pub[1:2 * h:2]
             sel = arith.add_public(ctx, arith.mul_public(ctx, lt, ib - ia), ia)
             rest = idx_pub[2 * h:]
-            rest_sh = AShare(jnp.stack([rest, jnp.zeros_like(rest)]), 0)
+            rest_sh = AShare(only_party0(rest), 0)
             idx = _cat([sel, rest_sh]) if n % 2 else sel
         else:                                        # one mul selects values and indices
             ia, ib = _take(idx, 0, 2 * h, 2), _take(idx, 1, 2 * h, 2)
@@ -95,7 +96,7 @@ def _tree(ctx, x: AShare, axis: int, with_index: bool):
     if not with_index:
         return out, None
     if idx is None:  # k == 1
-        idx = AShare(jnp.stack([idx_pub, jnp.zeros_like(idx_pub)]), 0)
+        idx = AShare(only_party0(idx_pub), 0)
     return out, AShare(idx.data[:, 0], idx.depth)
 
 

@@ -21,11 +21,12 @@ import numpy as np
 from pcformer.runtime import channel, fss_costs, fss_dealer, ring
 from pcformer.runtime.fss_dpf import dpf_eval_all
 from pcformer.runtime.fss_keys import dcf_eval
+from pcformer.runtime.parties import only_party0
 from pcformer.runtime.shares import AShare
 
 from . import arith
 from . import fss_ideal  # noqa: F401  (fills FSS_IDEAL_RULES)
-from ._base import as_ring, const, only_party0
+from ._base import as_ring, const
 from ._fss_base import fss_entry, fss_protocol, low_bits
 from .adapt import input_shape, unary
 from .registry import FromIR, register
@@ -103,7 +104,8 @@ def select(ctx, b: AShare, x: AShare, y: AShare) -> AShare:
     rd, rb, rb_sh, rbrd = fss_dealer.select_material(ctx, d.shape)
     depth = max(b.depth, d.depth)
     one = const(ctx, 1)
-    bh, _ = open_masked(ctx, AShare(jnp.broadcast_to(b.data, (2,) + d.shape) ^ rb, b.depth),
+    bh, _ = open_masked(ctx, AShare(jnp.broadcast_to(b.data, b.data.shape[:1] + d.shape) ^ rb,
+                                    b.depth),
                         jnp.zeros_like(rd), 1, depth)
     dh, dd = open_masked(ctx, d, rd, ctx.ring_bits, depth)
     # b*(x-y) = (bh xor rb)(dh - rd) = bh dh - bh rd + (1 - 2 bh)(rb dh - rb rd)
@@ -205,9 +207,10 @@ def _read_tables(ctx, keys, xh, t, n: int, prg: str):
                           for c in range(t.shape[1])], axis=-1)
 
     kb = jax.tree_util.tree_map(lambda a: blocks(a, a.ndim - len(shape)), keys)
-    out = jax.lax.map(one, (kb, blocks(xh, 0)))                      # [nb, 2, block(, k)]
-    out = jnp.moveaxis(out, 0, 1).reshape((2, nb * block) + t.shape[1:])[:, :m]
-    return out.reshape((2,) + shape + t.shape[1:])
+    out = jax.lax.map(one, (kb, blocks(xh, 0)))                      # [nb, P, block(, k)]
+    lead = out.shape[1]
+    out = jnp.moveaxis(out, 0, 1).reshape((lead, nb * block) + t.shape[1:])[:, :m]
+    return out.reshape((lead,) + shape + t.shape[1:])
 
 
 # ----------------------------------------------------------------------------- registry table

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from pcformer.runtime.parties import only_party0
 from pcformer.runtime.shares import AShare
 
 from . import arith, fss
-from ._base import as_ring, const, only_party0
+from ._base import as_ring, const
 from ._fss_base import fss_entry, fss_protocol, inherited_beaver_ops
 from .adapt import unary
 from .registry import register

@@ -2,7 +2,7 @@
 several host devices, i.e. XLA_FLAGS=--xla_force_host_platform_device_count=N set before JAX is
 imported, which the test process (JAX already imported) cannot do for itself.
 
-    python tests/e2e/mesh_checks.py protocols|fss_protocols|hlo|bert|gpt2|minilm|batch|
+    python tests/e2e/mesh_checks.py protocols|fss_protocols|separation|hlo|bert|gpt2|minilm|batch|
         batch_compiled|compiled|dealer|dealer_fss|dealer_runs|dealer_runs_fss|model [devices]
 
 Each check prints one JSON line of findings and exits non-zero on the first mismatch.
@@ -113,6 +113,49 @@ def check_protocols():
         if np.array_equal(np.asarray(b["reveal_to_1"][0]), np.asarray(a["reveal_to_1"])):
             fail("party 0's view of an output revealed to party 1 equals the output")
     return {"entries": len(la.entries), "online_bytes": la.totals()["online"]["bytes"]}
+
+
+def check_separation():
+    """Party separation by construction: on a party's device every share (Beaver and FSS ops,
+    whatever the protocol built on the way) is its own [1, ...] row, so a protocol that reads
+    "the other party's row" there reads nothing of the other party: JAX clamps the index and
+    gives the device's own row again (in one process, where both rows exist, it is the other
+    party's share)."""
+    from pcformer.runtime.protocols import fss
+    seen = {}
+
+    def record(ctx, x, y, w):
+        sx, sy = P.share(ctx, x, 0), P.share(ctx, y, 1)
+        outs = {"share": sx, "mul": P.truncate(ctx, P.mul(ctx, sx, sy)),
+                "private": P.dot_general_private(ctx, sy, w, party=0, weight_id="W"),
+                "relu": P.relu(ctx, sx), "fss_relu": fss.relu(ctx, sy),
+                "fss_truncate": fss.truncate(ctx, sx), "lut": fss.lut(
+                    ctx, sy, encode(np.linspace(-1.0, 1.0, 16), 16), 4)}
+        seen[ctx.party_axis is None] = {k: int(v.data.shape[0]) for k, v in outs.items()}
+        return outs
+
+    def reads_the_other_row(ctx, x, y, w):
+        sy = P.share(ctx, y, 1)
+        return {"share": sy, "row_1": sy.data[1]}
+
+    cfg = MPCConfig(seed=5)
+    args = _inputs()
+    program.run(record, *args, config=cfg)
+    mesh.run(record, *args, config=cfg, owners=(0, 1, 0))
+    if set(seen[True].values()) != {2} or set(seen[False].values()) != {1}:
+        fail(f"separation: party-axis sizes in one process / on a device: {seen}")
+    a, _ = program.run(reads_the_other_row, *args, config=cfg)
+    b, _ = mesh.run(reads_the_other_row, *args, config=cfg, owners=(0, 1, 0))
+    with x64():
+        shares = np.asarray(a["share"].data)
+        if not np.array_equal(np.asarray(b["share"].data), shares):
+            fail("separation: the sharded shares differ from the in-process ones")
+        if not np.array_equal(np.asarray(a["row_1"]), shares[1]):
+            fail("separation: in one process row 1 is not party 1's share")
+        got = np.asarray(b["row_1"])[0]              # what party 0's device read as "row 1"
+        if not np.array_equal(got, shares[0]) or np.array_equal(got, shares[1]):
+            fail("separation: party 0's device read something other than its own share")
+    return {"rows_on_a_device": seen[False], "row_1_on_party_0": "its own share"}
 
 
 def _fss_protocols(ctx, x, y, w):
@@ -580,6 +623,7 @@ def check_dealer_runs(protocols: str = "beaver"):
 if __name__ == "__main__":
     which = sys.argv[1]
     result = {"protocols": check_protocols, "fss_protocols": check_fss_protocols,
+              "separation": check_separation,
               "hlo": check_hlo, "bert": check_bert,
               "batch": check_batch, "compiled": check_compiled, "dealer": check_dealer,
               "batch_compiled": check_batch_compiled, "model": check_model,

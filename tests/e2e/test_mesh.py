@@ -35,6 +35,14 @@ def test_sharded_protocols_equal_in_process_bit_for_bit_with_the_same_ledger():
 
 
 @pytest.mark.slow
+def test_a_party_device_holds_only_its_own_row_of_every_share():
+    # Beaver and FSS ops: every share on a device is [1, ...]; "row 1" read on party 0's device
+    # is party 0's own share (the other party's does not exist there), in one process party 1's
+    r = _check("separation")
+    assert set(r["rows_on_a_device"].values()) == {1}
+
+
+@pytest.mark.slow
 def test_sharded_fss_protocols_equal_in_process_and_hlo_bytes_equal_the_ledger():
     # the FSS family's drelu, relu, select, truncate, lut, max and argmax beside Beaver's mul:
     # shares, outputs and ledgers equal in-process bit for bit; the revealed ReLU is the
