@@ -9,7 +9,9 @@ that makes the correlation hold to party 1 (e.g. c1 = a*b - c0). Each function d
 `channel.deal` exactly once (one offline ledger entry), passing the correction as a thunk: in a
 party's own process (runtime/dealer_tape.py) it is never computed there (it needs the other
 party's material) but read from the party's tape. Each function draws its randomness in one
-block where it can (fast compiles).
+block where it can (fast compiles). The dealer computes on both parties' rows; what it returns
+is as the parties hold it (`parties.mine` / `parties.rows`: both rows in one process, the
+device's own on a party's device).
 """
 from __future__ import annotations
 
@@ -130,7 +132,7 @@ def and_triples(ctx, shapes, width: int):
 
 
 def and_triple(ctx, shape, width: int):
-    """One boolean AND triple (a, b, c), each [2, *shape]: offline n*width bits to party 1.
+    """One boolean AND triple (a, b, c) of `shape`: offline n*width bits to party 1.
 
     Same message as `and_triples(ctx, [shape], width)[0]`, with fewer ops: a and b are slices
     of the one PRG block (no unstack / restack), and the mask is skipped when the width fills
@@ -153,7 +155,7 @@ def and_material(ctx, units: int, shape, width: int):
 
 
 def deal_and(ctx, material, lo: int, hi: int, shape, width: int):
-    """Deal units lo:hi of `and_material` as one triple (a, b, c) of `shape` ([2, *shape] each):
+    """Deal units lo:hi of `and_material` as one triple (a, b, c) of `shape`:
     one offline message of prod(shape)*width bits to party 1."""
     u, corr = material
     full = (2,) + tuple(shape)
@@ -167,7 +169,7 @@ def deal_and(ctx, material, lo: int, hi: int, shape, width: int):
 
 
 def bit_pair(ctx, shape):
-    """A random bit r shared in both domains: (boolean [2,...] width 1, arithmetic [2,...]).
+    """A random bit r shared in both domains: (boolean shares of width 1, arithmetic shares).
 
     The boolean shares are both PRG output; the arithmetic r1 = r - r0 is dealt: n*l bits to party 1.
     """

@@ -273,7 +273,7 @@ def dcf_eval(keys: DCFKeys, x, n: int, kind: str = "splitmix"):
     s, (t, acc), _ = scan_levels(
         level, keys.seeds, (t0, acc0),
         (jnp.arange(n, dtype=jnp.int32), keys.s_cw, keys.t_cw, keys.v_cw), k, kind)
-    leaf = s[:, :k]                                 # each party's convert(s, k)
+    leaf = jnp.stack([convert(row, k) for row in s])      # each party's row held here
     return acc + sg[:, None] * (leaf + times_bit(t[:, None], keys.final[None]))
 
 

@@ -14,7 +14,8 @@ with a `party` axis of size 2, so device p runs party p's program:
 
 What a device holds: ONLY its own row. Shares and party-local values are [1, ...] blocks on
 a device (runtime/parties.py: the protocols build and read party rows through its helpers), so
-the other party's row does not exist there and a protocol that reads it fails when traced. The
+the other party's row does not exist there: a protocol that reads "row 1" on party 0's device
+gets party 0's own row again (JAX clamps the index), never party 1's. The
 dealer is simulated here (`run`): each device derives the whole correlated randomness from the
 run key and keeps its own row, so a device could compute the other party's material.
 Separated, each device holds only its own party's material (runtime/dealer_tape.py,
@@ -23,7 +24,6 @@ dealer's material is not a collective. Ideal mode and the overflow oracle recons
 across rows, so they are refused here.
 """
 from __future__ import annotations
-
 
 import jax
 import jax.numpy as jnp

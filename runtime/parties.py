@@ -4,8 +4,9 @@ In-process (one simulated program) every share, every piece of a party's dealer 
 every party-local value carries a leading party axis of 2: row p is party p's. Party-sharded
 (`runtime/mesh.py`: the program runs under `shard_map` over a `party` axis) each device holds
 ONLY its own row: the leading axis has size 1, and the other party's row does not exist on the
-device, so a protocol that reads it (`x.data[1 - p]`) fails when it is traced. Separation is
-enforced by the shapes, not only tested.
+device: a protocol that reads it (`x.data[1]` on party 0's device) gets the device's own row
+again (JAX clamps an index past the axis), never the other party's. Separation is enforced by
+the shapes, not only tested (tests/e2e/mesh_checks.py `separation`).
 
 Protocols never index a party row directly; they use the few helpers below, which do the same
 thing in both settings:
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-PARTY = "party"
+from .mesh import PARTY
 
 
 def device_party():
