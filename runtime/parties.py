@@ -8,15 +8,17 @@ device: a protocol that reads it (`x.data[1]` on party 0's device) gets the devi
 again (JAX clamps an index past the axis), never the other party's. Separation is enforced by
 the shapes, not only tested (tests/e2e/mesh_checks.py `separation`).
 
-Protocols never index a party row directly; they use the few helpers below, which do the same
-thing in both settings:
+Protocols never index a share's party row directly (an opened value's first row is public and
+the same on every row); they use the few helpers below, which do the same thing in both
+settings:
 
 - `mine(both)`: a [2, ...] array of both parties' values (what the dealer draws for both,
   `[value, 0]` for a public term only party 0 adds, `[0, 1]` for the DPF's first control bits)
   as the code running holds it: all of it in-process, row p on party p's device;
 - `row(x, q)`: party q's own row of a party-axis array, as party q holds it (on a device: the
-  device's row; it is meaningful on party q's device only and reaches the result only through
-  `mine`/`rows`, which keep it on that device);
+  device's row). It is meaningful on party q's device only; what the other device computes
+  from it is dropped: `mine`/`rows` keep party q's formula on party q's row, and a one-way
+  `channel.send` from q carries only q's value;
 - `rows`, `only_party0`, `by_party`, `per_party`: `mine` of the usual stacks;
   `by_party_lazy` computes only the device's own row (a conditional on its party index).
 
