@@ -43,11 +43,6 @@ def device_party():
     return None
 
 
-def lead() -> int:
-    """The size of the party axis here: 2 in one process, 1 on a party's device."""
-    return 2 if device_party() is None else 1
-
-
 def mine(both):
     """A [2, ...] array of both parties' values, as the code running holds it: all of it in one
     process, its own row ([1, ...]) on a party's device."""
