@@ -32,7 +32,6 @@ from .parties import party_ids
 # (124 at l = 64: a tenth of a 9-bit key). Beyond three, the final correction outgrows the
 # levels it saves.
 ET_BITS = 3
-LEAF_WORDS = 1 << ET_BITS
 
 
 @jax.tree_util.register_dataclass
