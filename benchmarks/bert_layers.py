@@ -156,6 +156,8 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
     prog = pcformer.compile(fn, *inputs, owners=owners, policy=policy, config=config,
                             executor=args.executor, compiler_options=options)
     front_s = time.perf_counter() - t0          # trace + rewrite + lower + executor build
+    if args.chunk_calls is not None:            # the op executor's chunking (opcache.CHUNK_CALLS)
+        prog._exe.chunk_calls = args.chunk_calls
     t0 = time.perf_counter()
     out, report = prog.run(*inputs)             # pays the XLA compilation of the run's jit
     first_run_s = time.perf_counter() - t0
@@ -316,6 +318,9 @@ def parse(argv=None):
     p.add_argument("--fusion_emitters", default="default", choices=("default", "on", "off"),
                    help="XLA CPU's fusion emitters for the compiled programs (the op executor "
                         "turns them off by default: compiler/opcache.op_program_defaults)")
+    p.add_argument("--chunk_calls", type=int, default=None,
+                   help="op executor: run an elementwise op as at most N calls of a smaller "
+                        "program (compiler/opcache.CHUNK_CALLS; 1: no chunking)")
     p.add_argument("--op_times", action="store_true",
                    help="one more run timing each protocol op (op executor): the slowest ops, "
                         "their operator class and shape")

@@ -53,8 +53,8 @@ from pcformer.runtime.shares import AShare, Context
 from . import execute, ir, opcache_store
 from . import overflow as _overflow
 from .opcache_plan import (ProgramOp, _Segment, _arrays, _canonical, _kinds,  # noqa: F401
-                           _segment_signature, _signature, as_layout, flat_values,
-                           plan_segments, program_op)
+                           _segment_signature, _signature, as_layout, at_size, chunk_sizes,
+                           flat_values, plan_segments, program_op)
 from .deployment import Deployment, op_setup_key
 
 _SCOPE_MARK = "\x00op"
@@ -104,6 +104,11 @@ class _TemplateCache(collections.OrderedDict):
 TEMPLATE_LIMIT = 1024
 _TEMPLATES: _TemplateCache = _TemplateCache(TEMPLATE_LIMIT)
 
+# At most this many calls of a smaller program run one op whose registry entry `chunks`
+# (opcache_plan.chunk_sizes): one exact MiniLM layer's softmax max tree then compiles two ReLU
+# programs instead of seven, and its ReLUs run no slower (benchmarks/README.md). 1: no chunking.
+CHUNK_CALLS = 8
+
 
 def clear_templates() -> None:
     """Drop every compiled op program of this process (their memory and mappings go with them)."""
@@ -133,6 +138,25 @@ def op_program_defaults() -> dict:
     return {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
 
 
+# A segment whose values all have at most this many elements compiles with
+# `small_segment_defaults()`.
+SMALL_SEGMENT = 1 << 15
+
+
+def small_segment_defaults() -> dict:
+    """XLA options of a small segment program (the op programs' defaults, then these; a caller's
+    `compiler_options` win over both).
+
+    On CPU, LLVM's optimizations off (`xla_backend_optimization_level=0`): a segment is a short
+    run of share-local integer steps (adds, reshapes, transposes, encodings), which XLA's HLO
+    passes still fuse; LLVM's passes make its loops faster, which only pays on large arrays.
+    One exact MiniLM layer: the 40 segments of at most 2^15 elements compile in 0.5 s less and
+    run 2 ms slower; all 109 would compile in 2.1 s less but run 0.12 s slower (a quarter of
+    the layer's run), so large segments keep XLA's default (benchmarks/README.md)."""
+    return ({**op_program_defaults(), "xla_backend_optimization_level": 0}
+            if jax.default_backend() == "cpu" else op_program_defaults())
+
+
 class OpCachedExecutable:
     """Same call and results as `execute.Executable`; one compiled program per op signature."""
 
@@ -142,6 +166,7 @@ class OpCachedExecutable:
         # XLA options of every op and segment program (part of each signature: a template
         # compiled with other options is another template); the caller's win over the defaults
         self.compiler_options = {**op_program_defaults(), **dict(compiler_options or {})}
+        self.small_segment_options = {**small_segment_defaults(), **dict(compiler_options or {})}
         self.trace_count = 0
         self.runs = 0
         self._used: set = set()
@@ -155,6 +180,8 @@ class OpCachedExecutable:
         self._flat_ids = self._flat_by_plan = frozenset()   # values stored flat (flat_values)
         self._flat_plan = None
         self._plan = None
+        self.chunk_calls = CHUNK_CALLS   # read when the first run plans the chunks
+        self._chunks = None              # step -> chunk size (opcache_plan.chunk_sizes)
         self.progress = None    # optional callback(steps done, steps, XLA programs compiled)
         # optional {(op, operator class, result shape): [seconds, calls]}: when set, each
         # protocol op waits for its result and adds its wall time (a profile, not a fast run)
@@ -165,12 +192,14 @@ class OpCachedExecutable:
         """How many compiled op programs this program's ops use."""
         return len(self._used)
 
-    def _cached_signature(self, step, args, make, layout=()) -> tuple:
-        """The signature `make()` builds, hashed once per (step, operand kinds, output layout)."""
+    def _cached_signature(self, step, args, make, layout=(), options=None) -> tuple:
+        """The signature `make()` builds, hashed once per (step, operand kinds, output layout),
+        with the XLA `options` it compiles with (default: the op programs')."""
         key = (step, _kinds(args), layout)
         sig = self._sigs.get(key)
         if sig is None:
-            options = tuple(sorted(self.compiler_options.items()))
+            options = tuple(sorted((self.compiler_options if options is None
+                                    else options).items()))
             sig = self._sigs[key] = (self.config, make()) + ((options,) if options else ())
         return sig
 
@@ -247,9 +276,12 @@ class OpCachedExecutable:
         args = [env[v] for v in seg.in_ids]
         arrays = _arrays(args)
         flat_out = tuple(v in self._flat_ids for v in seg.out_ids)
+        small = max((v.size for op in seg.ops for v in op.operands + op.results),
+                    default=0) <= SMALL_SEGMENT
+        options = self.small_segment_options if small else self.compiler_options
         sig = self._cached_signature(
             seg, args, lambda: _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args)
-            + (flat_out,), flat_out)
+            + (flat_out,), flat_out, options)
         self._used.add(sig)
         t = _TEMPLATES.get(sig)
         fresh = t is None
@@ -280,7 +312,7 @@ class OpCachedExecutable:
 
             specs = _specs(arrays)
             STATS["lowered"] += 1
-            compiled = opcache_store.compile(jax.jit(fn).lower(specs), self.compiler_options)
+            compiled = opcache_store.compile(jax.jit(fn).lower(specs), options)
             t = _Template(compiled, [], None, time.perf_counter() - t0, tuple(record["shared"]))
             opcache_store.store(sig, compiled, shared=t.shared)
             _TEMPLATES[sig] = t
@@ -292,11 +324,30 @@ class OpCachedExecutable:
             env[v] = o
         return t.compile_s if fresh else 0.0
 
+    def _chunk_plan(self) -> dict:
+        """The chunk size of each flat op whose registry entry `chunks`
+        (opcache_plan.chunk_sizes), planned once."""
+        if self._chunks is None:
+            ops = {k: self._program_op(k, op) for k, op in enumerate(self.prog.ops)
+                   if op.kind == "protocol" and execute.protocol_entry(op, self.config).chunks}
+            self._chunks = chunk_sizes({k: p for k, p in ops.items() if p.flat},
+                                       self.chunk_calls)
+        return self._chunks
+
     def _protocol(self, k: int, op: ir.Op, args, run_key, setup_key):
         pop = self._program_op(k, op)
-        t, fresh = self._template(k, op, pop, args)
+        size = self._chunk_plan().get(k)
+        calls = (pop.op.results[0].shape[0] // size
+                 if size and all(isinstance(a, AShare) for a in args) else 1)
+        if calls > 1:   # n / size calls of the size-element program, on slices of the operands
+            pop = at_size(pop, size)
+            parts = [jnp.split(as_layout(a, v.shape, True).data, calls, axis=-1)
+                     for a, v in zip(args, op.operands)]
+            chunks = [[AShare(p[c], a.depth) for p, a in zip(parts, args)] for c in range(calls)]
+        else:
+            chunks = [args]
+        t, fresh = self._template(k, op, pop, chunks[0])
         shift = max((a.depth for a in args if isinstance(a, AShare)), default=0)
-        arrays = _arrays(args)
         attrs = tuple(np.int32(op.attrs[a]) for a in pop.traced)
         if self._salts_of != setup_key:
             self._salts, self._salts_of = {}, setup_key
@@ -304,18 +355,29 @@ class OpCachedExecutable:
         if salt is None:
             salt = self._salts[k] = op_setup_key(setup_key, k)
         t0 = time.perf_counter()
-        data = t.compiled(arrays, run_key, np.uint32(k), salt, attrs)
+        datas = []
+        for c, chunk in enumerate(chunks):
+            # each call its own dealer key: index k for the first, past every op's index after
+            d = t.compiled(_arrays(chunk), run_key, np.uint32(k + c * len(self.prog.ops)),
+                           salt, attrs)
+            if self.audit:
+                d, payloads = d
+                self.audit_log += [m + ([np.asarray(a) for a in p],)
+                                   for m, p in zip(t.audit, payloads)]
+            datas.append(d)
+        data = datas[0] if calls == 1 else jnp.concatenate(datas, axis=-1)
         if self.op_times is not None:
             jax.block_until_ready(data)
             spent = self.op_times.setdefault((op.name, op.op_class, op.results[0].shape), [0, 0])
             spent[0] += time.perf_counter() - t0
             spent[1] += 1
-        if self.audit:
-            data, payloads = data
-            self.audit_log += [m + ([np.asarray(a) for a in p],) for m, p in zip(t.audit, payloads)]
+        # the calls' messages lie at the same depths: one entry each, bits summed (an
+        # elementwise op sends nothing at setup, which is keyed per op, not per call)
+        assert calls == 1 or all(e.phase != "setup" for e in t.entries), op.name
         entries = [dataclasses.replace(
             e, scope=op.scope + e.scope[len(_SCOPE_MARK):] if e.scope.startswith(_SCOPE_MARK) else e.scope,
             op_class=e.op_class or op.op_class,   # the template ran under no class
+            bits=(e.bits[0] * calls, e.bits[1] * calls),
             depth=e.depth + shift if e.phase == "online" else e.depth) for e in t.entries]
         if pop.flat and op.results[0].id not in self._flat_ids:   # back to the op's shape
             data = data.reshape(data.shape[:-1] + tuple(op.results[0].shape))

@@ -105,11 +105,14 @@ def program_op(op: ir.Op, elementwise: bool, traced_attrs: tuple = ()) -> Progra
 
 def flat_values(prog: ir.Program, plan: list, is_flat) -> frozenset:
     """Secret values the op executor stores flat ([2, n]), so that no eager copy reshapes them
-    between programs: every program lays its inputs out as it needs inside itself (free) and
-    writes its results in their stored layout. Stored flat: a result of a flat protocol op
-    (`is_flat(k)`), and a single result of another protocol op or a segment that a flat protocol
-    op reads. Never flat: a program output, a plaintext value, and a value that an eager local
-    op reads (op by op, as the overflow oracle runs): those keep their shapes."""
+    between programs and no program's signature depends on how its operands were stored: every
+    program lays its inputs out as it needs inside itself (free) and writes its results in their
+    stored layout. Stored flat: every secret result of a protocol op or a segment that only
+    programs read (one whose reader is a flat protocol op, `is_flat(k)`, or another op's
+    program, which reshapes it inside). Never flat: a program output, a plaintext value, and a
+    value that an eager local op reads (op by op, as the overflow oracle runs): those keep
+    their shapes. (A product's program thus reads a flat operand whether a truncation or a
+    segment wrote it: one exact MiniLM layer's 384x384 projections share one program.)"""
     ops = prog.ops
     in_segment = {id(op) for step in plan if isinstance(step, _Segment) for op in step.ops}
     readers: dict[int, list] = {}      # value id -> indices of the ops that read it
@@ -123,20 +126,15 @@ def flat_values(prog: ir.Program, plan: list, is_flat) -> frozenset:
         return v.vis.is_secret and v.id not in outputs and all(
             ops[k].kind == "protocol" or id(ops[k]) in in_segment for k in rs)
 
-    def read_flat(v) -> bool:
-        return any(ops[k].kind == "protocol" and is_flat(k) for k in readers.get(v.id, ()))
-
     flat = set()
     for step in plan:
         if isinstance(step, _Segment):
             results = [v for op in step.ops for v in op.results if v.id in step.out_ids]
-            flat.update(v.id for v in results if storable(v) and read_flat(v))
+            flat.update(v.id for v in results if storable(v))
         elif ops[step].kind == "protocol":
             res = ops[step].results
-            if is_flat(step):
+            if is_flat(step) or len(res) == 1:
                 flat.update(v.id for v in res if storable(v))
-            elif len(res) == 1 and storable(res[0]) and read_flat(res[0]):
-                flat.add(res[0].id)
     return frozenset(flat)
 
 
@@ -206,3 +204,46 @@ def plan_segments(prog: ir.Program) -> list:
             steps.append(k)
     close(len(prog.ops))
     return steps
+
+
+def at_size(pop: ProgramOp, n: int) -> ProgramOp:
+    """A flat op's program at `n` elements: what one chunk of it runs (`chunk_sizes`)."""
+    assert pop.flat
+    c = pop.op
+    size = lambda v: dataclasses.replace(v, shape=(n,))   # noqa: E731
+    return dataclasses.replace(pop, op=dataclasses.replace(
+        c, operands=tuple(map(size, c.operands)), results=tuple(map(size, c.results))))
+
+
+def chunk_sizes(flat_ops: dict, max_calls: int) -> dict:
+    """Chunk size of each flat elementwise protocol op ({step: ProgramOp}) -> {step: size}.
+
+    Why. XLA compiles a comparison circuit in about a second whatever its element count, and a
+    program of n elements serves only n: softmax's max tree halves its row at every level, so
+    one exact MiniLM layer compiled seven ReLU programs for it alone (a third of its cold
+    compile). An op of n elements can instead run as n / s calls of the program of s elements
+    when s divides n: the calls' elements are independent (the registry's `elementwise`: its
+    messages depend only on the element count), each call gets its own dealer key, and the
+    ledger entries of the calls merge into the op's (same depth, bits summed), so the ledger
+    and the static cost do not change.
+
+    The plan, per program identity (the op, its attributes, dtypes): element counts ascending;
+    a count runs as calls of the largest program size already chosen that divides it in at
+    most `max_calls` calls, else it becomes a program size itself. Bounding the calls bounds
+    the run time a chunked op loses to per-call overhead (small calls cost more per element).
+    `max_calls` 1: no chunking."""
+    groups: dict = {}
+    for k, pop in flat_ops.items():
+        key = repr(at_size(pop, 0))
+        n = pop.op.results[0].shape[0]
+        groups.setdefault(key, {}).setdefault(n, []).append(k)
+    out = {}
+    for counts in groups.values():
+        chosen: list[int] = []
+        for n in sorted(counts):
+            fits = [s for s in chosen if n % s == 0 and n // s <= max_calls]
+            s = max(fits, default=n)
+            if s == n:
+                chosen.append(n)
+            out.update((k, s) for k in counts[n])
+    return out

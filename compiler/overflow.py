@@ -30,9 +30,11 @@ def _oracle_max(cfg, s: AShare, scale):
 
 
 def _real(v, x):
-    """SIMULATOR-ONLY: an operand's real value in float64 (a secret reconstructed)."""
+    """SIMULATOR-ONLY: an operand's real value in float64 (a secret reconstructed), in its IR
+    shape (the op executor may store a secret flat: opcache_plan.flat_values)."""
     if isinstance(x, AShare):
-        return ring.to_signed(x.data[0] + x.data[1]).astype(jnp.float64) / float(2 ** v.scale)
+        real = ring.to_signed(x.data[0] + x.data[1]).astype(jnp.float64) / float(2 ** v.scale)
+        return real.reshape(v.shape)
     return jnp.asarray(x).astype(jnp.float64)
 
 

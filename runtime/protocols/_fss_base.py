@@ -50,12 +50,13 @@ def low_bits(v, n: int):
     return v & jnp.asarray((1 << n) - 1, v.dtype)
 
 
-def fss_entry(name: str, run, from_ir=None, elementwise: bool = False) -> registry.ProtocolOp:
+def fss_entry(name: str, run, from_ir=None, elementwise: bool = False,
+              chunks: bool = False) -> registry.ProtocolOp:
     """The family's registry entry of op `name`: its cost formula from fss_costs.COSTS and its
     ideal rule from FSS_IDEAL_RULES (the same rule the decorator applies). No traced
     attributes: a DCF's depth is its bit width, so an FSS truncation's shift stays static."""
     return registry.ProtocolOp(name, run, fss_costs.COSTS[name], FSS_IDEAL_RULES[name], from_ir,
-                               family=FAMILY, elementwise=elementwise)
+                               family=FAMILY, elementwise=elementwise, chunks=chunks)
 
 
 def inherited_beaver_ops(own) -> list:

@@ -181,8 +181,8 @@ def _axis(op) -> dict:
 
 
 TABLE = (
-    ProtocolOp("drelu", drelu, drelu_cost, ideal.drelu, unary(), elementwise=True),
-    ProtocolOp("relu", relu, relu_cost, ideal.relu, unary(), elementwise=True),
+    ProtocolOp("drelu", drelu, drelu_cost, ideal.drelu, unary(), elementwise=True, chunks=True),
+    ProtocolOp("relu", relu, relu_cost, ideal.relu, unary(), elementwise=True, chunks=True),
     ProtocolOp("less", less, less_cost, ideal.less),
     ProtocolOp("less_public", less_public, less_public_cost, ideal.less_public),
     ProtocolOp("select", select, select_cost, ideal.select),

@@ -220,12 +220,12 @@ def _read_tables(ctx, keys, xh, t, n: int, prg: str):
 # lut's adapter: the IR carries the table as floats and its scale (compiler/lookup_table.py);
 # the ring encoding happens here, with encode's range check.
 TABLE = (
-    fss_entry("drelu", drelu, unary(), elementwise=True),
-    fss_entry("relu", relu, unary(), elementwise=True),
+    fss_entry("drelu", drelu, unary(), elementwise=True, chunks=True),
+    fss_entry("relu", relu, unary(), elementwise=True, chunks=True),
     fss_entry("select", select),
     fss_entry("truncate", truncate, unary(lambda op: {"bits": op.attrs["shift"],
                                                       "mode": op.attrs.get("mode")}),
-              elementwise=True),
+              elementwise=True, chunks=True),
     fss_entry("lut", lut, FromIR(input_shape, _lut_operands,
                                  lambda op: {"bits": op.attrs["bits"]})),
 )

@@ -9,9 +9,17 @@ An entry (`ProtocolOp`) holds everything the rest of the system needs to know ab
 - `from_ir`: a `FromIR` adapter from a compiler IR op to the call, or None for ops the lowering
   never emits (helpers that other protocols call);
 - `family`: the protocol family the op belongs to ("beaver": dealer-assisted Beaver triples);
-- `elementwise`: the op acts on each element alone and its messages depend only on the element
-  count (not the shape): the op executor runs it on flattened operands, so ops of one element
-  count share one compiled program (compiler/opcache_plan.program_op);
+- `elementwise`: the op acts on each element alone, sends nothing at setup, and its messages
+  depend only on the element count (not the shape), each message's bits in proportion to it:
+  the op executor runs it on flattened operands, so ops of one element count share one
+  compiled program (compiler/opcache_plan.program_op), and it may run an op as calls of a
+  smaller count's program on slices, summing the calls' bits (opcache_plan.chunk_sizes; the
+  static cost == measured tests hold the formulas to it);
+- `chunks` (elementwise ops only): the op executor runs an op of n elements as a few calls of
+  the program of a smaller count that divides n (compiler/opcache_plan.chunk_sizes). Set where
+  a program is slow to compile and a call's time per element barely depends on its size (the
+  comparison circuits, the FSS truncation's DCF); not on cheap ops (a Beaver truncation, a
+  product), whose slices and extra calls cost more run time than the compile they save;
 - `traced_attrs`: IR attributes the protocol accepts as traced integers (a truncation's shift):
   the op executor passes them at run time instead of compiling one program per value.
 
@@ -57,6 +65,7 @@ class ProtocolOp:
     family: str = DEFAULT_FAMILY
     elementwise: bool = False
     traced_attrs: tuple[str, ...] = ()
+    chunks: bool = False
 
     def messages(self, op, config) -> list:
         """The cost messages (Msg) of one IR op: the formula on the adapter's shapes/kwargs."""

@@ -87,8 +87,12 @@ def test_one_program_per_element_count_keeps_results_and_ledger():
     assert ledger_key(rep.entries) == ledger_key(prog.cost.entries)
     exe = prog._exe
     used = Counter(sig[1][0] for sig in exe._used)
-    counts = {op.results[0].size for op in prog.ir.ops if op.name == "truncate"}
-    assert used["truncate"] == len(counts)
+    steps = [k for k, op in enumerate(prog.ir.ops) if op.name == "truncate"]
+    counts = {prog.ir.ops[k].results[0].size for k in steps}
+    # one program per element count, or fewer where a count runs as calls of a smaller one
+    # (tests/compiler/test_opcache_chunks.py)
+    sizes = {exe._chunk_plan().get(k, prog.ir.ops[k].results[0].size) for k in steps}
+    assert used["truncate"] == len(sizes) <= len(counts)
     # a second run (fresh randomness) reuses every program and writes the same ledger
     before = len(opcache._TEMPLATES)
     out2, rep2 = prog.run(X, W)
