@@ -10,7 +10,9 @@ MiniLM compiles each distinct op once. Signatures are as coarse as the protocols
 (`opcache_plan.program_op`, from the op's registry entry): an elementwise op runs on flattened
 operands, so one program serves every shape of one element count, and a Beaver truncation's
 shift is a run-time argument, so one program serves every shift (one exact MiniLM layer: 59
-protocol-op programs before, 34 now). A secret that a flat program reads or writes is stored
+protocol-op programs before, 34 now). A comparison (an op whose entry `chunks`) runs as a few
+calls of the program of a smaller element count that divides its own (`_chunk_plan`; the
+softmax max tree's seven counts: two programs). A secret that only programs read is stored
 flat, and every program lays its operands out as it needs inside itself, where a reshape is
 free (`opcache_plan.flat_values`; an eager reshape would copy). Each maximal run of
 plaintext (`local`) and share-local ops between two protocol ops is one more cached program, a
