@@ -278,9 +278,8 @@ class OpCachedExecutable:
         args = [env[v] for v in seg.in_ids]
         arrays = _arrays(args)
         flat_out = tuple(v in self._flat_ids for v in seg.out_ids)
-        small = max((v.size for op in seg.ops for v in op.operands + op.results),
-                    default=0) <= SMALL_SEGMENT
-        options = self.small_segment_options if small else self.compiler_options
+        options = (self.small_segment_options if seg.largest <= SMALL_SEGMENT
+                   else self.compiler_options)
         sig = self._cached_signature(
             seg, args, lambda: _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args)
             + (flat_out,), flat_out, options)

@@ -165,6 +165,7 @@ class _Segment:
     in_ids: tuple          # values read, produced before the segment (first-read order)
     out_ids: tuple         # values produced here and read after it (or program outputs)
     deps: tuple            # per output: indices into in_ids it depends on
+    largest: int = 0       # element count of its largest value (its XLA options depend on it)
 
 
 def plan_segments(prog: ir.Program) -> list:
@@ -192,8 +193,9 @@ def plan_segments(prog: ir.Program) -> list:
                 dep[r.id] = d
         outs = [r.id for op in ops for r in op.results
                 if r.id in final or later_reads.get(r.id, -1) >= end]
+        largest = max(v.size for op in ops for v in op.operands + op.results)
         steps.append(_Segment(tuple(ops), tuple(in_ids), tuple(outs),
-                              tuple(tuple(sorted(dep[o])) for o in outs)))
+                              tuple(tuple(sorted(dep[o])) for o in outs), largest))
         run.clear()
 
     for k, op in enumerate(prog.ops):
