@@ -158,6 +158,8 @@ def bench_policy(shape: Shape, policy: str, args) -> dict:
     front_s = time.perf_counter() - t0          # trace + rewrite + lower + executor build
     if args.chunk_calls is not None:            # the op executor's chunking (opcache.CHUNK_CALLS)
         prog._exe.chunk_calls = args.chunk_calls
+    if args.compile_threads is not None:       # its compiling ahead (opcache.COMPILE_THREADS)
+        prog._exe.compile_threads = args.compile_threads
     t0 = time.perf_counter()
     out, report = prog.run(*inputs)             # pays the XLA compilation of the run's jit
     first_run_s = time.perf_counter() - t0
@@ -321,6 +323,9 @@ def parse(argv=None):
     p.add_argument("--chunk_calls", type=int, default=None,
                    help="op executor: run an elementwise op as at most N calls of a smaller "
                         "program (compiler/opcache.CHUNK_CALLS; 1: no chunking)")
+    p.add_argument("--compile_threads", type=int, default=None,
+                   help="op executor: threads compiling the first run's programs ahead of it "
+                        "(compiler/opcache.COMPILE_THREADS; 0: each compiles when reached)")
     p.add_argument("--op_times", action="store_true",
                    help="one more run timing each protocol op (op executor): the slowest ops, "
                         "their operator class and shape")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from typing import Any, Iterator
 
 import jax
@@ -192,18 +193,30 @@ def load_executable(payload, in_tree, out_tree):
     return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
 
 
+_BYPASS = {"lock": threading.Lock(), "depth": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def persistent_cache_bypassed() -> Iterator[None]:
     """Compile without JAX's persistent cache. Why: an executable that JAX loaded from its cache
     serializes (jax 0.10.2, CPU) into bytes that load but fail when called ("Function ... not
-    found"), so a program meant for `save_executable` must be compiled from scratch."""
+    found"), so a program meant for `save_executable` must be compiled from scratch.
+
+    Safe across threads (compiler/opcache.py compiles in several): JAX's flags are switched
+    when the first compile enters and restored when the last one leaves."""
     from jax._src import compilation_cache as _cc
-    saved = (_cc._cache_checked, _cc._cache_used)
-    _cc._cache_checked, _cc._cache_used = True, False
+    with _BYPASS["lock"]:
+        if _BYPASS["depth"] == 0:
+            _BYPASS["saved"] = (_cc._cache_checked, _cc._cache_used)
+            _cc._cache_checked, _cc._cache_used = True, False
+        _BYPASS["depth"] += 1
     try:
         yield
     finally:
-        _cc._cache_checked, _cc._cache_used = saved
+        with _BYPASS["lock"]:
+            _BYPASS["depth"] -= 1
+            if _BYPASS["depth"] == 0:
+                _cc._cache_checked, _cc._cache_used = _BYPASS["saved"]
 
 
 def distributed_client():

@@ -39,8 +39,11 @@ shared with another weight or deployment). Fresh keys never recompile anything.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import functools
+import os
+import threading
 import time
 from typing import Any
 
@@ -117,6 +120,75 @@ def clear_templates() -> None:
     _TEMPLATES.clear()
 
 
+# Programs the first run of an executable compiles ahead, in this many threads beside the run
+# (`OpCachedExecutable._compile_ahead`); 0: each compiles when the run reaches it.
+# Environment override: PCFORMER_COMPILE_THREADS.
+COMPILE_THREADS = int(os.environ.get("PCFORMER_COMPILE_THREADS", "2"))
+_POOL: dict = {}   # thread count -> its executor, made on first use
+
+
+def _compile_pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    if threads not in _POOL:
+        _POOL[threads] = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix="pcformer-compile")
+    return _POOL[threads]
+
+
+@dataclasses.dataclass
+class _Lowered:
+    """A program lowered and not yet compiled; `finish(compiled)` makes (and stores) its
+    template."""
+    lowered: Any
+    options: dict
+    finish: Any
+
+
+def _finish(prepared) -> _Template:
+    """The template of what `_prepare_op` / `_prepare_segment` returned (compiled here)."""
+    if isinstance(prepared, _Template):
+        return prepared
+    return prepared.finish(opcache_store.compile(prepared.lowered, prepared.options))
+
+
+class _Ahead:
+    """The templates of one run compiled ahead of it: signature -> future of its template.
+
+    A signature is made once: the run ahead claims it unless it is in memory or the run has
+    reached it already (`take` marks it taken); a template the run takes from here and finds
+    failed (an abstract operand the run's real one did not match) is made again by the run."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.futures: dict = {}
+        self.taken: set = set()
+
+    def claim(self, sig) -> concurrent.futures.Future | None:
+        with self.lock:
+            if sig in self.futures or sig in self.taken or sig in _TEMPLATES:
+                return None
+            fut = self.futures[sig] = concurrent.futures.Future()
+            return fut
+
+    def take(self, sig) -> _Template | None:
+        with self.lock:
+            self.taken.add(sig)
+            fut = self.futures.pop(sig, None)
+        if fut is None:
+            return None
+        try:
+            t = fut.result()
+        except Exception:   # noqa: BLE001 - made again, from the real operands, by the run
+            return None
+        return t
+
+    def cancel(self) -> None:
+        """Compiles not started yet are dropped (the run ended or failed before needing them)."""
+        with self.lock:
+            for fut in self.futures.values():
+                fut.cancel()
+            self.futures.clear()
+
+
 def _specs(arrays) -> list:
     """What lowering needs of the operands (no wait for the arrays to be computed)."""
     return [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=getattr(a, "weak_type", False))
@@ -184,6 +256,11 @@ class OpCachedExecutable:
         self._plan = None
         self.chunk_calls = CHUNK_CALLS   # read when the first run plans the chunks
         self._chunks = None              # step -> chunk size (opcache_plan.chunk_sizes)
+        # threads compiling a first run's programs ahead of it (`_compile_ahead`); 0: none
+        self.compile_threads = COMPILE_THREADS
+        self._ahead: _Ahead | None = None
+        self.made_ahead = self.made_in_run = 0   # templates of runs that compiled ahead
+        self._ahead_plans: set = set()   # the plans whose first run compiled ahead
         self.progress = None    # optional callback(steps done, steps, XLA programs compiled)
         # optional {(op, operator class, result shape): [seconds, calls]}: when set, each
         # protocol op waits for its result and adds its wall time (a profile, not a fast run)
@@ -213,24 +290,22 @@ class OpCachedExecutable:
             p = self._program_ops[k] = program_op(op, entry.elementwise, entry.traced_attrs)
         return p
 
-    def _template(self, k: int, op: ir.Op, pop: ProgramOp, args) -> tuple[_Template, bool]:
+    def _op_signature(self, k: int, pop: ProgramOp, args) -> tuple[tuple, bool]:
+        """(signature, result stored flat) of op k's program on `args`, real or abstract."""
         # a shaped op's result stored flat is flattened inside its program (a flat op's result
         # is flat already; one stored shaped is reshaped by the caller: its program serves
         # several shapes)
-        out_flat = not pop.flat and op.results[0].id in self._flat_ids
+        out_flat = not pop.flat and self.prog.ops[k].results[0].id in self._flat_ids
         sig = self._cached_signature(
             k, args, lambda: _signature(pop.op, args) + (pop.traced, out_flat), out_flat)
-        audit = self.audit
-        if audit:       # an audited template also returns its messages
-            sig = sig + ("audit",)
-        self._used.add(sig)
-        t = _TEMPLATES.get(sig)
-        if t is not None:
-            return t, False
+        return (sig + ("audit",) if self.audit else sig), out_flat   # audited: returns messages
+
+    def _prepare_op(self, sig, pop: ProgramOp, args, out_flat: bool):
+        """Op `pop`'s template loaded from disk, or its program lowered (`_Lowered`)."""
         canon, traced = pop.op, pop.traced
         depths = [0 if isinstance(a, AShare) else None for a in args]
         record: dict = {}
-        config = self.config
+        config, audit = self.config, self.audit
 
         def fn(arrays, run_key, index, salt, attrs):
             self.trace_count += 1
@@ -251,72 +326,101 @@ class OpCachedExecutable:
                 data = data.reshape(data.shape[:1] + (-1,))
             return (data, payloads) if audit else data
 
-        t0 = time.perf_counter()
         stored = opcache_store.load(sig)
         if stored is not None:
-            t = _Template(stored["compiled"], stored["entries"], stored["out_depth"],
-                          time.perf_counter() - t0, audit=stored["audit"])
-            _TEMPLATES[sig] = t
-            return t, True
+            return _Template(stored["compiled"], stored["entries"], stored["out_depth"], 0.0,
+                             audit=stored["audit"])
         # shapes only: an eager PRNGKey would wait for the device work still in flight and bill
         # the simulation's time to the compile
         specs = _specs(_arrays(args))
         STATS["lowered"] += 1
-        compiled = opcache_store.compile(
-            jax.jit(fn).lower(specs, _KEY_SPEC(), np.uint32(0), np.uint64(0),
-                              tuple(np.int32(0) for _ in traced)),
-            self.compiler_options)
-        t = _Template(compiled, record["entries"], record["depth"], time.perf_counter() - t0,
-                      audit=tuple(record["audit"]))
-        opcache_store.store(sig, compiled, entries=t.entries, out_depth=t.out_depth,
-                            audit=t.audit)
-        _TEMPLATES[sig] = t
+        lowered = jax.jit(fn).lower(specs, _KEY_SPEC(), np.uint32(0), np.uint64(0),
+                                    tuple(np.int32(0) for _ in traced))
+
+        key = opcache_store.key_text(sig) if opcache_store.folder() else None
+
+        def finish(compiled):   # in this thread or a compile thread
+            t = _Template(compiled, record["entries"], record["depth"], 0.0,
+                          audit=tuple(record["audit"]))
+            opcache_store.store(sig, compiled, key, entries=t.entries, out_depth=t.out_depth,
+                                audit=t.audit)
+            return t
+        return _Lowered(lowered, self.compiler_options, finish)
+
+    def _template(self, k: int, op: ir.Op, pop: ProgramOp, args) -> tuple[_Template, bool]:
+        sig, out_flat = self._op_signature(k, pop, args)
+        return self._obtain(sig, lambda: self._prepare_op(sig, pop, args, out_flat))
+
+    def _obtain(self, sig, prepare) -> tuple[_Template, bool]:
+        """The template of `sig` and whether this run had to wait for it: from memory, else the
+        one compiled ahead (`_compile_ahead`), else loaded from disk or compiled now. Its
+        `compile_s` is how long this run waited for it."""
+        self._used.add(sig)
+        t = _TEMPLATES.get(sig)
+        if t is not None:
+            return t, False
+        t0 = time.perf_counter()
+        t = self._ahead.take(sig) if self._ahead is not None else None
+        if t is None:
+            t = _finish(prepare())
+            self.made_in_run += self._ahead is not None   # ahead, yet not predicted
+        else:
+            self.made_ahead += 1
+        t = _TEMPLATES[sig] = dataclasses.replace(t, compile_s=time.perf_counter() - t0)
         return t, True
 
-    def _segment(self, seg: _Segment, env) -> float:
-        """Run a segment's compiled program (compiling it on first use); returns compile seconds."""
-        args = [env[v] for v in seg.in_ids]
-        arrays = _arrays(args)
+    def _segment_key(self, seg: _Segment, args) -> tuple[tuple, tuple, dict]:
+        """(signature, which outputs are stored flat, XLA options) of a segment's program on
+        `args`, real or abstract."""
         flat_out = tuple(v in self._flat_ids for v in seg.out_ids)
         options = (self.small_segment_options if seg.largest <= SMALL_SEGMENT
                    else self.compiler_options)
         sig = self._cached_signature(
             seg, args, lambda: _segment_signature(seg.ops, seg.in_ids, seg.out_ids, args)
             + (flat_out,), flat_out, options)
-        self._used.add(sig)
-        t = _TEMPLATES.get(sig)
-        fresh = t is None
-        if fresh:
-            t0 = time.perf_counter()
-            stored = opcache_store.load(sig)
-            if stored is not None:
-                t = _TEMPLATES[sig] = _Template(stored["compiled"], [], None,
-                                                time.perf_counter() - t0, stored["shared"])
-        if t is None:
-            shared = [isinstance(a, AShare) for a in args]
-            record: dict = {}
-            cfg = self.config
+        return sig, flat_out, options
 
-            shapes = {v.id: v.shape for op in seg.ops for v in op.operands}
+    def _prepare_segment(self, sig, seg: _Segment, args, flat_out, options):
+        """A segment's template loaded from disk, or its program lowered (`_Lowered`)."""
+        stored = opcache_store.load(sig)
+        if stored is not None:
+            return _Template(stored["compiled"], [], None, 0.0, stored["shared"])
+        shared = [isinstance(a, AShare) for a in args]
+        record: dict = {}
+        cfg = self.config
+        shapes = {v.id: v.shape for op in seg.ops for v in op.operands}
 
-            def fn(arrays):
-                # flat inputs take their shapes here, and flat outputs lose them: reshapes
-                # inside a program are free, eager ones copy
-                local = {v: as_layout(AShare(a, 0) if sh else a, shapes[v], False)
-                         for v, a, sh in zip(seg.in_ids, arrays, shared)}
-                execute.run_ops(cfg, enumerate(seg.ops), local)   # local ops only: no protocol
-                res = [local[v] for v in seg.out_ids]
-                record["shared"] = [isinstance(o, AShare) for o in res]
-                res = [as_layout(o, o.shape, True) if f else o   # stored flat: secrets only
-                       for o, f in zip(res, flat_out)]
-                return [o.data if isinstance(o, AShare) else o for o in res]
+        def fn(arrays):
+            # flat inputs take their shapes here, and flat outputs lose them: reshapes
+            # inside a program are free, eager ones copy
+            local = {v: as_layout(AShare(a, 0) if sh else a, shapes[v], False)
+                     for v, a, sh in zip(seg.in_ids, arrays, shared)}
+            execute.run_ops(cfg, enumerate(seg.ops), local)   # local ops only: no protocol
+            res = [local[v] for v in seg.out_ids]
+            record["shared"] = [isinstance(o, AShare) for o in res]
+            res = [as_layout(o, o.shape, True) if f else o   # stored flat: secrets only
+                   for o, f in zip(res, flat_out)]
+            return [o.data if isinstance(o, AShare) else o for o in res]
 
-            specs = _specs(arrays)
-            STATS["lowered"] += 1
-            compiled = opcache_store.compile(jax.jit(fn).lower(specs), options)
-            t = _Template(compiled, [], None, time.perf_counter() - t0, tuple(record["shared"]))
-            opcache_store.store(sig, compiled, shared=t.shared)
-            _TEMPLATES[sig] = t
+        STATS["lowered"] += 1
+        lowered = jax.jit(fn).lower(_specs(_arrays(args)))
+
+        key = opcache_store.key_text(sig) if opcache_store.folder() else None
+
+        def finish(compiled):   # in this thread or a compile thread
+            t = _Template(compiled, [], None, 0.0, tuple(record["shared"]))
+            opcache_store.store(sig, compiled, key, shared=t.shared)
+            return t
+        return _Lowered(lowered, options, finish)
+
+    def _segment(self, seg: _Segment, env) -> float:
+        """Run a segment's compiled program (compiling it on first use); returns the seconds
+        this run waited for it."""
+        args = [env[v] for v in seg.in_ids]
+        arrays = _arrays(args)
+        sig, flat_out, options = self._segment_key(seg, args)
+        t, fresh = self._obtain(
+            sig, lambda: self._prepare_segment(sig, seg, args, flat_out, options))
         outs = t.compiled(arrays)
         for v, o, sh, dep in zip(seg.out_ids, outs, t.shared, seg.deps):
             if sh:   # the share-local depth rule: max over the secret inputs it depends on
@@ -335,13 +439,81 @@ class OpCachedExecutable:
                                        self.chunk_calls)
         return self._chunks
 
-    def _protocol(self, k: int, op: ir.Op, args, run_key, setup_key):
+    def _calls(self, k: int, op: ir.Op, args) -> tuple[ProgramOp, int]:
+        """The program op k runs and how many calls of it (`_chunk_plan`)."""
         pop = self._program_op(k, op)
         size = self._chunk_plan().get(k)
-        calls = (pop.op.results[0].shape[0] // size
-                 if size and all(isinstance(a, AShare) for a in args) else 1)
+        if size and all(isinstance(a, AShare) for a in args):
+            calls = pop.op.results[0].shape[0] // size
+            if calls > 1:
+                return at_size(pop, size), calls
+        return pop, 1
+
+    def _abstract(self, v: ir.Value):
+        """What the run will hold for value `v`, as shapes (the storage rule of `flat_values`):
+        a secret's share data in the ring's dtype, a plaintext array in its own."""
+        if v.vis.is_secret:
+            shape = (2, v.size) if v.id in self._flat_ids else (2,) + tuple(v.shape)
+            return AShare(jax.ShapeDtypeStruct(shape, ring.ring_dtype(self.config.ring_bits)), 0)
+        return jax.ShapeDtypeStruct(tuple(v.shape), np.dtype(v.dtype))
+
+    def _compile_ahead(self, steps, ahead: _Ahead, threads: int) -> None:
+        """Lower every program `steps` will run, from the values' types alone, and compile them
+        in `threads` threads while this one lowers the next and the run follows.
+
+        Why. A cold run compiles about a hundred small programs (one exact MiniLM layer: 101)
+        one after the other, and each waits for the previous one's run: XLA's CPU compiler
+        keeps ~1.5 cores busy, Python's lowering one. Lowered here first, their compiles
+        overlap each other and the lowering. A program whose operands the types do not predict
+        (its signature differs from the real one's) is simply compiled again when the run
+        reaches it: prediction saves time, never decides a result."""
+        pool = _compile_pool(threads)
+        values = {v.id: v for v in self.prog.inputs}
+        values.update((v.id, v) for op in self.prog.ops for v in op.results)
+
+        def submit(fut, prepared):
+            if isinstance(prepared, _Template):
+                fut.set_result(prepared)
+                return
+
+            def job():   # under the run's 64-bit types, as a compile in the run would be
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        with ring.x64():
+                            fut.set_result(_finish(prepared))
+                    except Exception as e:   # noqa: BLE001 - the run makes it again
+                        fut.set_exception(e)
+            pool.submit(job)
+
+        for step in steps:
+            fut = None
+            try:
+                if isinstance(step, _Segment):
+                    args = [self._abstract(values[v]) for v in step.in_ids]
+                    sig, flat_out, options = self._segment_key(step, args)
+                    fut = ahead.claim(sig)
+                    if fut is not None:
+                        submit(fut, self._prepare_segment(sig, step, args, flat_out, options))
+                    continue
+                op = self.prog.ops[step]
+                if op.kind != "protocol":
+                    continue
+                args = [self._abstract(v) for v in op.operands]
+                pop, calls = self._calls(step, op, args)
+                if calls > 1:   # one call's slices
+                    n = pop.op.results[0].shape[0]
+                    args = [AShare(jax.ShapeDtypeStruct((2, n), a.data.dtype), 0) for a in args]
+                sig, out_flat = self._op_signature(step, pop, args)
+                fut = ahead.claim(sig)
+                if fut is not None:
+                    submit(fut, self._prepare_op(sig, pop, args, out_flat))
+            except Exception as e:   # noqa: BLE001 - the run makes it from its real operands
+                if fut is not None:
+                    fut.set_exception(e)
+
+    def _protocol(self, k: int, op: ir.Op, args, run_key, setup_key):
+        pop, calls = self._calls(k, op, args)
         if calls > 1:   # n / size calls of the size-element program, on slices of the operands
-            pop = at_size(pop, size)
             parts = [jnp.split(as_layout(a, v.shape, True).data, calls, axis=-1)
                      for a, v in zip(args, op.operands)]
             chunks = [[AShare(p[c], a.depth) for p, a in zip(parts, args)] for c in range(calls)]
@@ -412,6 +584,13 @@ class OpCachedExecutable:
             # the overflow oracle probes every secret result: that path runs op by op
             steps = range(len(self.prog.ops)) if cfg.check_overflow else self._plan
             self._flat_ids = self._flat_for(steps)
+            self._chunk_plan()
+            # a plan's first run lowers its programs before running and compiles them beside
+            plan = "op by op" if cfg.check_overflow else "segments"
+            if self.compile_threads and plan not in self._ahead_plans:
+                self._ahead_plans.add(plan)
+                self._ahead = _Ahead()
+                self._compile_ahead(steps, self._ahead, self.compile_threads)
             compiled = 0
 
             def protocol(k, op, args):
@@ -425,14 +604,19 @@ class OpCachedExecutable:
                 if cfg.check_overflow and r.vis.is_secret:
                     probes.append(((k, r), float(_overflow.probe(cfg, op, args, o, r))))
 
-            for done, step in enumerate(steps):
-                if self.progress is not None:
-                    self.progress(done, len(steps), compiled)
-                if isinstance(step, _Segment):
-                    c = self._segment(step, env)
-                    compile_s, compiled = compile_s + c, compiled + (c > 0)
-                    continue
-                execute.run_ops(cfg, [(step, self.prog.ops[step])], env, protocol, probe)
+            try:
+                for done, step in enumerate(steps):
+                    if self.progress is not None:
+                        self.progress(done, len(steps), compiled)
+                    if isinstance(step, _Segment):
+                        c = self._segment(step, env)
+                        compile_s, compiled = compile_s + c, compiled + (c > 0)
+                        continue
+                    execute.run_ops(cfg, [(step, self.prog.ops[step])], env, protocol, probe)
+            finally:
+                if self._ahead is not None:   # compiles the run no longer needs are dropped
+                    self._ahead.cancel()
+                    self._ahead = None
             outs = jax.block_until_ready([as_layout(env[v.id], v.shape, False)
                                           for v in self.prog.outputs])
         total = time.perf_counter() - t_start

@@ -45,13 +45,16 @@ def _canon_attr(x):
 
 
 def _arrays(args) -> list:
-    """What a compiled op or segment program takes: share data and plaintext arrays."""
-    return [a.data if isinstance(a, AShare) else jnp.asarray(a) for a in args]
+    """What a compiled op or segment program takes: share data and plaintext arrays (or their
+    shapes, `jax.ShapeDtypeStruct`, when a program is lowered ahead of its run)."""
+    return [a.data if isinstance(a, AShare) else
+            a if isinstance(a, jax.ShapeDtypeStruct) else jnp.asarray(a) for a in args]
 
 
 def _kinds(args) -> tuple:
     return tuple(("s", tuple(a.data.shape), str(a.data.dtype)) if isinstance(a, AShare)
-                 else ("p", tuple(np.shape(a)), str(jnp.asarray(a).dtype)) for a in args)
+                 else ("p", tuple(np.shape(a)), str(a.dtype if isinstance(a, jax.ShapeDtypeStruct)
+                                                  else jnp.asarray(a).dtype)) for a in args)
 
 
 def _segment_signature(ops, in_ids, out_ids, args) -> tuple:

@@ -130,12 +130,14 @@ def load(signature) -> dict | None:
     return entry
 
 
-def store(signature, compiled, **fields) -> None:
-    """Write a template (atomically: a reader never sees half a file); errors are ignored."""
+def store(signature, compiled, key: str | None = None, **fields) -> None:
+    """Write a template (atomically: a reader never sees half a file); errors are ignored.
+    `key`: its `key_text`, found beforehand by a thread under the run's JAX flags (a compile
+    thread's flags are JAX's defaults: `jax_enable_x64` is set per thread)."""
     where = folder()
     if where is None:
         return
-    text = key_text(signature)
+    text = key or key_text(signature)
     try:
         from . import compat
         blob = pickle.dumps({"key": text, "executable": compat.save_executable(compiled),
