@@ -121,9 +121,12 @@ def clear_templates() -> None:
 
 
 # Programs the first run of an executable compiles ahead, in this many threads beside the run
-# (`OpCachedExecutable._compile_ahead`); 0: each compiles when the run reaches it.
-# Environment override: PCFORMER_COMPILE_THREADS.
-COMPILE_THREADS = int(os.environ.get("PCFORMER_COMPILE_THREADS", "2"))
+# (`OpCachedExecutable._compile_ahead`); 0: each compiles when the run reaches it. Off by
+# default: on the 2-core CI machine XLA's compiler already keeps ~1.5 cores busy, and a cold
+# exact MiniLM layer's first run was 6 % faster with 1-2 threads when the machine was idle but
+# up to 1.7x slower when it was loaded (benchmarks/README.md, "Compiling ahead"). Turn it on
+# (PCFORMER_COMPILE_THREADS=N) where cores are spare.
+COMPILE_THREADS = int(os.environ.get("PCFORMER_COMPILE_THREADS", "0"))
 _POOL: dict = {}   # thread count -> its executor, made on first use
 
 
