@@ -587,13 +587,14 @@ class OpCachedExecutable:
             # the overflow oracle probes every secret result: that path runs op by op
             steps = range(len(self.prog.ops)) if cfg.check_overflow else self._plan
             self._flat_ids = self._flat_for(steps)
-            self._chunk_plan()
             # a plan's first run lowers its programs before running and compiles them beside
             plan = "op by op" if cfg.check_overflow else "segments"
             if self.compile_threads and plan not in self._ahead_plans:
                 self._ahead_plans.add(plan)
                 self._ahead = _Ahead()
+                t_ahead = time.perf_counter()
                 self._compile_ahead(steps, self._ahead, self.compile_threads)
+                compile_s += time.perf_counter() - t_ahead   # lowering is compile time
             compiled = 0
 
             def protocol(k, op, args):
