@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from pcformer.runtime.shares import AShare, Context
+from pcformer.runtime.shares import AShare, Context, fold_key
 
 from . import execute, opcache_store
 from .opcache_plan import ProgramOp, _arrays, as_layout
@@ -205,7 +205,7 @@ def prepare_op(config, audit: bool, sig, pop: ProgramOp, args, out_flat: bool, o
     record: dict = {}
 
     def fn(arrays, run_key, index, salt, attrs):
-        ctx = Context(config, jax.random.fold_in(run_key, index), setup_key=salt, audit=audit)
+        ctx = Context(config, fold_key(run_key, index), setup_key=salt, audit=audit)
         # operands come in their stored layout (flat or shaped): laid out here, for free
         vals = [as_layout(a if d is None else AShare(a, d), v.shape, False)
                 for a, d, v in zip(arrays, depths, canon.operands)]

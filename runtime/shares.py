@@ -13,6 +13,7 @@ import zlib
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from . import ring
@@ -55,10 +56,14 @@ _M64 = (1 << 64) - 1
 
 
 def _mix64(z):
-    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic)."""
-    z = (z ^ (z >> jnp.uint64(30))) * jnp.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> jnp.uint64(27))) * jnp.uint64(0x94D049BB133111EB)
-    return z ^ (z >> jnp.uint64(31))
+    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic). In `lax`, not `jnp`
+    operators: each jnp operator on a tracer passes a jit wrapper, twice the tracing time, and
+    every op program of a run traces this a few times."""
+    z = lax.mul(lax.bitwise_xor(z, lax.shift_right_logical(z, np.uint64(30))),
+                np.uint64(0xBF58476D1CE4E5B9))
+    z = lax.mul(lax.bitwise_xor(z, lax.shift_right_logical(z, np.uint64(27))),
+                np.uint64(0x94D049BB133111EB))
+    return lax.bitwise_xor(z, lax.shift_right_logical(z, np.uint64(31)))
 
 
 def _mix64_int(z: int) -> int:
@@ -72,6 +77,27 @@ def _mix64_int(z: int) -> int:
 def fresh_key():
     """A dealer/PRG key (legacy uint32[2] key data) from the operating system's entropy."""
     return jnp.asarray(np.frombuffer(secrets.token_bytes(8), np.uint32))
+
+
+_FOLD_SALT = 0x6A09E667F3BCC908   # sqrt(2)'s fraction: a word no dealer or setup salt uses
+
+
+def fold_key(key, index):
+    """The key of part `index` of a run keyed `key` (both may be traced): as
+    `jax.random.fold_in`, distinct for distinct indices, as legacy uint32[2] key data.
+
+    SplitMix64's finaliser of the key's words and the index instead of threefry: an op program
+    of the op executor folds its index into the run key, and threefry's fold_in cost each of
+    them ~30 ms of lowering and ~200 HLO instructions to compile. Like the dealer's streams
+    (`Context.uniform`), a simulator's PRG, not a cryptographic one."""
+    # the key mixed under a salt, then the index added, then mixed again: two run keys collide
+    # only where their mixed words lie less than the indices apart (a chance of ~2^-64 per
+    # pair and index); an xor of mix64(word) with mix64(index) instead would give a zero key
+    # whenever the two were equal (seed s and index s)
+    start = _mix64(lax.bitwise_xor(key_words(key), np.uint64(_FOLD_SALT)))
+    word = _mix64(lax.add(start, lax.convert_element_type(index, np.uint64)))
+    return lax.convert_element_type(
+        jnp.stack([lax.shift_right_logical(word, np.uint64(32)), word]), np.uint32)
 
 
 def run_key(config: MPCConfig, run_index: int = 0):
