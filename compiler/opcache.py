@@ -186,7 +186,7 @@ class OpCachedExecutable:
         sig, flat_out, options = self._segment_key(seg, args)
         t, fresh = self._obtain(
             sig, lambda: prepare_segment(self.config, sig, seg, args, flat_out, options))
-        outs = t.compiled(arrays)
+        outs = t.compiled(arrays, seg.attr_values)
         for v, o, sh, dep in zip(seg.out_ids, outs, t.shared, seg.deps):
             if sh:   # the share-local depth rule: max over the secret inputs it depends on
                 o = AShare(o, max((args[i].depth for i in dep if isinstance(args[i], AShare)),

@@ -57,16 +57,38 @@ def _kinds(args) -> tuple:
                                                   else jnp.asarray(a).dtype)) for a in args)
 
 
+# Attributes a segment's program takes at run time, left out of its signature: the fixed-point
+# scale a plaintext operand is encoded at (ring.encode_traced builds 2^f exactly from a traced
+# f). With the values' scales also left out (no share-local or local op reads one), segments
+# that differ only in scales share one program: one exact MiniLM layer's 73 segment programs
+# become 56.
+SEGMENT_TRACED_ATTRS = ("enc",)
+
+
+def segment_traced(ops) -> tuple:
+    """(position in the segment, attribute name) of each of its run-time attributes, in order."""
+    return tuple((i, a) for i, op in enumerate(ops) for a in SEGMENT_TRACED_ATTRS
+                 if a in op.attrs)
+
+
 def _segment_signature(ops, in_ids, out_ids, args) -> tuple:
-    """Ops of a segment over values renumbered by first appearance, with operand kinds."""
+    """Ops of a segment over values renumbered by first appearance, with operand kinds; its
+    run-time attributes (`SEGMENT_TRACED_ATTRS`) only as names, its values without scales."""
     ids = {v: i for i, v in enumerate(in_ids)}
 
     def num(v):
         return ids.setdefault(v.id, len(ids))
 
-    body = tuple((op.kind, op.name, _canon_attr(op.attrs),
-                  tuple((num(v), v.type_str()) for v in op.operands),
-                  tuple((num(r), r.type_str()) for r in op.results)) for op in ops)
+    def attrs(op):
+        return _canon_attr({k: "traced" if k in SEGMENT_TRACED_ATTRS else x
+                            for k, x in op.attrs.items()})
+
+    def typ(v):   # shape, dtype and visibility; not the scale
+        return dataclasses.replace(v, scale=0).type_str()
+
+    body = tuple((op.kind, op.name, attrs(op),
+                  tuple((num(v), typ(v)) for v in op.operands),
+                  tuple((num(r), typ(r)) for r in op.results)) for op in ops)
     return ("segment", body, tuple(ids[v] for v in out_ids), _kinds(args))
 
 
@@ -169,6 +191,8 @@ class _Segment:
     out_ids: tuple         # values produced here and read after it (or program outputs)
     deps: tuple            # per output: indices into in_ids it depends on
     largest: int = 0       # element count of its largest value (its XLA options depend on it)
+    traced: tuple = ()     # its run-time attributes (`segment_traced`) ...
+    attr_values: tuple = ()   # ... and their values, as the program's int32 arguments
 
 
 def plan_segments(prog: ir.Program) -> list:
@@ -197,8 +221,10 @@ def plan_segments(prog: ir.Program) -> list:
         outs = [r.id for op in ops for r in op.results
                 if r.id in final or later_reads.get(r.id, -1) >= end]
         largest = max(v.size for op in ops for v in op.operands + op.results)
+        traced = segment_traced(ops)
         steps.append(_Segment(tuple(ops), tuple(in_ids), tuple(outs),
-                              tuple(tuple(sorted(dep[o])) for o in outs), largest))
+                              tuple(tuple(sorted(dep[o])) for o in outs), largest, traced,
+                              tuple(np.int32(ops[i].attrs[a]) for i, a in traced)))
         run.clear()
 
     for k, op in enumerate(prog.ops):

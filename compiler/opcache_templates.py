@@ -247,12 +247,15 @@ def prepare_segment(config, sig, seg, args, flat_out: tuple, options: dict):
     record: dict = {}
     shapes = {v.id: v.shape for op in seg.ops for v in op.operands}
 
-    def fn(arrays):
+    def fn(arrays, attrs):
         # flat inputs take their shapes here, and flat outputs lose them: reshapes inside a
         # program are free, eager ones copy
         local = {v: as_layout(AShare(a, 0) if sh else a, shapes[v], False)
                  for v, a, sh in zip(seg.in_ids, arrays, shared)}
-        execute.run_ops(config, enumerate(seg.ops), local)   # local ops only: no protocol
+        ops = list(seg.ops)
+        for (i, name), x in zip(seg.traced, attrs):   # run-time attributes, traced
+            ops[i] = dataclasses.replace(ops[i], attrs={**ops[i].attrs, name: x})
+        execute.run_ops(config, enumerate(ops), local)   # local ops only: no protocol
         res = [local[v] for v in seg.out_ids]
         record["shared"] = [isinstance(o, AShare) for o in res]
         res = [as_layout(o, o.shape, True) if f else o   # stored flat: secrets only
@@ -260,7 +263,7 @@ def prepare_segment(config, sig, seg, args, flat_out: tuple, options: dict):
         return [o.data if isinstance(o, AShare) else o for o in res]
 
     STATS["lowered"] += 1
-    lowered = jax.jit(fn).lower(_specs(_arrays(args)))
+    lowered = jax.jit(fn).lower(_specs(_arrays(args)), tuple(np.int32(0) for _ in seg.traced))
     key = _store_key(sig)
 
     def finish(compiled):   # in this thread or a compile thread

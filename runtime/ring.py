@@ -72,10 +72,21 @@ def encode(x, frac_bits: int = 16, ring_bits: int = 64) -> np.ndarray:
 
 
 def encode_traced(x, frac_bits: int = 16, ring_bits: int = 64):
-    """In-jit fixed-point encoding (no range check): round(x * 2^f) mod 2^l."""
-    s = jnp.round(jnp.asarray(x, jnp.float64) * float(2 ** frac_bits)).astype(jnp.int64)
+    """In-jit fixed-point encoding (no range check): round(x * 2^f) mod 2^l. `frac_bits` may be
+    traced (a cached program serving several scales): 2^f is then built from its exponent
+    bits, exactly the constant a static f gives."""
+    s = jnp.round(jnp.asarray(x, jnp.float64) * _pow2(frac_bits)).astype(jnp.int64)
     u = lax.bitcast_convert_type(s, jnp.uint64)
     return u.astype(ring_dtype(ring_bits))
+
+
+def _pow2(f):
+    """2.0^f as float64: a Python float for a static f, else from the IEEE exponent field
+    (f + 1023) << 52, exact for -1022 <= f <= 1023 (exp2 need not be)."""
+    if isinstance(f, (int, np.integer)):
+        return float(2 ** int(f))
+    bits = lax.shift_left(lax.convert_element_type(f, np.int64) + np.int64(1023), np.int64(52))
+    return lax.bitcast_convert_type(bits, jnp.float64)
 
 
 def _x64_enabled() -> bool:

@@ -108,6 +108,34 @@ def test_a_repeated_block_compiles_each_segment_once():
     assert len(opcache._TEMPLATES) == before and rep.time["compile_s"] == 0.0
 
 
+def rescaled(x, w):
+    """Two share-local products by public constants of very different magnitudes (encoded at
+    different scales), each between protocol ops."""
+    h = jax.nn.relu(x @ w)
+    h = jax.nn.relu(h * 0.001)
+    return jax.nn.relu(h * 0.05) * 1000.0
+
+
+def test_segments_differing_only_in_scales_share_a_program_and_compute_the_same():
+    prog = pcformer.compile(rescaled, X, W, owners=(1, 0), policy=None,
+                            config=pcformer.MPCConfig(seed=0))
+    exe = prog._exe
+    exe.runs = 3
+    a, _ = prog.run(X, W)
+    segs = [s for s in exe._plan if isinstance(s, opcache._Segment)
+            and any(op.name == "mul_public" for op in s.ops)]
+    encs = {op.attrs["enc"] for s in segs for op in s.ops if op.name == "mul_public"}
+    assert len(segs) == 3 and len(encs) == 3           # the scales do differ ...
+    assert all(s.traced and len(s.attr_values) == len(s.traced) for s in segs)
+    sigs = {sig for (step, _, _), sig in exe._sigs.items() if step in segs}
+    assert len(sigs) == 1                              # ... and one program serves all
+    # the same keys, op by op and eagerly (each scale a constant there): bit for bit equal
+    exe._plan, exe.runs = list(range(len(prog.ir.ops))), 3
+    b, _ = prog.run(X, W)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(prog.plaintext(X, W)), atol=5e-2)
+
+
 @pytest.mark.slow
 def test_the_template_cache_is_bounded_and_an_evicted_op_compiles_again(monkeypatch):
     """A long process must not keep every compiled op program: each holds memory mappings, and
