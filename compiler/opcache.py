@@ -31,10 +31,10 @@ its secret operands, 0 without one): the segment program computes data only, and
 depth is the max over the segment inputs it depends on, found once per program from the IR.
 
 What must differ between uses is a runtime argument, not a constant: each op's dealer key
-(fresh every run, folded in from the run key and the op's index inside the program) and the
-setup key of its masks (the deployment's key mixed with the op index, see deployment.py: fixed
-across the runs of one deployment, so a weight's mask B is opened once, at setup, and never
-shared with another weight or deployment). Fresh keys never recompile anything.
+(fresh every run, folded from the run key and the op's index inside the program by
+`shares.fold_key`) and the setup key of its masks (the deployment's key mixed with the op
+index, see deployment.py: fixed across the runs of one deployment, so a weight's mask B is
+opened once, at setup, and never shared with another weight or deployment). Fresh keys never recompile anything.
 """
 from __future__ import annotations
 

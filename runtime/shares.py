@@ -160,8 +160,8 @@ class Context:
     """State of one simulated two-party program, used while tracing.
 
     config: the MPCConfig. key: the dealer/PRG key (may be a traced value inside jit).
-    `next_key()` folds a Python counter into the key, so the key stream is deterministic at trace
-    time; `uniform(shape)` is the fast PRG the dealer and the parties' shared seeds use.
+    A Python counter advanced at trace time keys each PRG call, so the streams are deterministic
+    at trace time; `uniform(shape)` is the fast PRG the dealer and the parties' shared seeds use.
     `scope(path, op_class)` pushes a module path and, optionally, the operator class of what
     runs inside (the ledger records the innermost class given), `op(...)` an op label (the
     ledger records the outermost as `op` and the whole path as `detail`), `phase("setup")` marks
@@ -213,17 +213,11 @@ class Context:
         self._shadow_depth = 0
 
     # -- randomness
-    def next_key(self):
-        """A fresh dealer/PRG key: fold_in(key, counter), counter incremented at trace time."""
-        k = jax.random.fold_in(self.key, self._counter)
-        self._counter += 1
-        return k
-
     def uniform(self, shape, weight_id: str | None = None, party: int | None = None):
         """Uniform ring elements of `shape`: the parties' shared PRG (party None), the dealer's
         stream shared with `party`, or (`weight_id`) the server's setup mask.
 
-        Why not `jax.random.bits(next_key())`: threefry (and even XLA's RngBitGenerator) cost
+        Why not `jax.random.bits(fold_in(key, counter))`: threefry (and even XLA's RngBitGenerator) cost
         seconds of compile time per call, and a transformer makes thousands of dealer calls.
         Here each call is a counter-mode SplitMix64 stream: element i of call c is
         mix64(seed_c + (i + 1) * gamma), seed_c = mix64(key words, c) with c a Python counter
