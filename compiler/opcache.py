@@ -34,7 +34,8 @@ What must differ between uses is a runtime argument, not a constant: each op's d
 (fresh every run, folded from the run key and the op's index inside the program by
 `shares.fold_key`) and the setup key of its masks (the deployment's key mixed with the op
 index, see deployment.py: fixed across the runs of one deployment, so a weight's mask B is
-opened once, at setup, and never shared with another weight or deployment). Fresh keys never recompile anything.
+opened once, at setup, and never shared with another weight or deployment). Fresh keys never
+recompile anything.
 """
 from __future__ import annotations
 
@@ -60,8 +61,7 @@ from .opcache_plan import (ProgramOp, _Segment, _arrays, _kinds, _segment_signat
 from .opcache_templates import (COMPILE_THREADS, SMALL_SEGMENT, _SCOPE_MARK, _TEMPLATES,
                                 _Ahead, _compile_pool, _finish, _Template, op_program_defaults,
                                 prepare_op, prepare_segment, small_segment_defaults)
-from .opcache_templates import (STATS, TEMPLATE_LIMIT, _TemplateCache,  # noqa: F401
-                                clear_templates)
+from .opcache_templates import STATS, _TemplateCache, clear_templates  # noqa: F401
 
 # At most this many calls of a smaller program run one op whose registry entry `chunks`
 # (opcache_plan.chunk_sizes): one exact MiniLM layer's softmax max tree then compiles two ReLU

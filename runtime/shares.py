@@ -217,8 +217,9 @@ class Context:
         """Uniform ring elements of `shape`: the parties' shared PRG (party None), the dealer's
         stream shared with `party`, or (`weight_id`) the server's setup mask.
 
-        Why not `jax.random.bits(fold_in(key, counter))`: threefry (and even XLA's RngBitGenerator) cost
-        seconds of compile time per call, and a transformer makes thousands of dealer calls.
+        Why not `jax.random.bits(fold_in(key, counter))`: threefry (and even XLA's
+        RngBitGenerator) cost seconds of compile time per call, and a transformer makes
+        thousands of dealer calls.
         Here each call is a counter-mode SplitMix64 stream: element i of call c is
         mix64(seed_c + (i + 1) * gamma), seed_c = mix64(key words, c) with c a Python counter
         (deterministic at trace time). Pure elementwise integer ops: compiles and runs fast.
